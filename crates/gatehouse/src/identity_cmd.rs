@@ -1,0 +1,165 @@
+//! `gatehouse identity`: run the identity server on its own.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use clap::Args;
+use gatehouse_identity::{
+    Identity, IdentityOptions, Mode, ProjectConfig, RateLimits, SmtpConfig, SmtpSecurity, SystemClock,
+};
+use gatehouse_store::Store;
+use gatehouse_tokens::{PublicKey, SigningKey};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// A project to serve, as `ID` or `ID:production` / `ID:development`. Repeatable; the first
+    /// is the default project. Projects are in development mode unless told otherwise.
+    #[arg(long = "project", required = true, env = "GATEHOUSE_PROJECT", value_delimiter = ',')]
+    projects: Vec<String>,
+    /// Register an API key for a project: `KEY=PROJECT`. Repeatable.
+    #[arg(long = "api-key", env = "GATEHOUSE_API_KEYS", value_delimiter = ',')]
+    api_keys: Vec<String>,
+    /// Admin credential (`Authorization: Bearer <key>`) for production projects.
+    #[arg(long, env = "GATEHOUSE_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9099", env = "GATEHOUSE_LISTEN")]
+    listen: String,
+    /// Where the embedded SQLite database lives (when no --database-url is given).
+    #[arg(long, default_value = "./data", env = "GATEHOUSE_DATA_DIR")]
+    data_dir: PathBuf,
+    /// `postgres://...` or `sqlite://...`; defaults to `<data-dir>/gatehouse.db`.
+    #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Base URL for links in e-mails and discovery documents (default: http://<listen address>).
+    #[arg(long, env = "GATEHOUSE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Development projects only: issue unsigned (alg none) ID tokens for the Node Admin SDK.
+    #[arg(long)]
+    unsigned_id_tokens: bool,
+    /// Trust a service account (JSON key file) to sign custom tokens. Repeatable.
+    #[arg(long = "trust-service-account", env = "GATEHOUSE_TRUSTED_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    trusted_service_accounts: Vec<PathBuf>,
+    /// Abuse limits: `default` or `off` (benchmarks only).
+    #[arg(long, default_value = "default")]
+    rate_limits: String,
+    /// Turn on email-enumeration protection for every project at start.
+    #[arg(long)]
+    email_privacy: bool,
+    /// Signing-key rotation period in seconds.
+    #[arg(long, default_value_t = 21_600)]
+    key_rotation_secs: i64,
+    #[arg(long, env = "GATEHOUSE_SMTP_HOST")]
+    smtp_host: Option<String>,
+    #[arg(long, env = "GATEHOUSE_SMTP_PORT", default_value_t = 587)]
+    smtp_port: u16,
+    /// `none`, `starttls` or `tls`.
+    #[arg(long, env = "GATEHOUSE_SMTP_SECURITY", default_value = "starttls")]
+    smtp_security: String,
+    #[arg(long, env = "GATEHOUSE_SMTP_USERNAME")]
+    smtp_username: Option<String>,
+    #[arg(long, env = "GATEHOUSE_SMTP_PASSWORD", hide_env_values = true)]
+    smtp_password: Option<String>,
+    #[arg(long, env = "GATEHOUSE_SMTP_FROM", default_value = "Gatehouse <noreply@localhost>")]
+    smtp_from: String,
+}
+
+fn trusted_signers(paths: &[PathBuf]) -> anyhow::Result<HashMap<String, Vec<PublicKey>>> {
+    let mut out: HashMap<String, Vec<PublicKey>> = HashMap::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let email = json["client_email"].as_str().context("service account file has no client_email")?;
+        let kid = json["private_key_id"].as_str().unwrap_or_default();
+        let pem = json["private_key"].as_str().context("service account file has no private_key")?;
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(b64.trim()).context("private_key is not PEM")?;
+        let key = SigningKey::from_pkcs8(kid.to_owned(), &der).map_err(|e| anyhow::anyhow!("{e}"))?;
+        out.entry(email.to_owned()).or_default().push(key.public().clone());
+    }
+    Ok(out)
+}
+
+pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let signers = trusted_signers(&args.trusted_service_accounts)?;
+    let mut projects = Vec::new();
+    for spec in &args.projects {
+        let (id, mode) = spec.split_once(':').unwrap_or((spec, "development"));
+        let mut p = match mode {
+            "development" | "dev" => ProjectConfig::development(id),
+            "production" | "prod" => ProjectConfig::production(id),
+            other => bail!("unknown mode {other:?} for project {id} (development or production)"),
+        };
+        p.admin_key = args.admin_key.clone().map(SecretString::from);
+        p.unsigned_id_tokens = args.unsigned_id_tokens && p.mode == Mode::Development;
+        p.custom_token_signers = signers.clone();
+        p.settings.email_privacy_config.enable_improved_email_privacy = args.email_privacy;
+        projects.push(p);
+    }
+    for spec in &args.api_keys {
+        let (key, project) = spec.split_once('=').context("--api-key takes KEY=PROJECT")?;
+        let p = projects.iter_mut().find(|p| p.project_id == project).with_context(|| format!("--api-key names unknown project {project}"))?;
+        p.api_keys.push(key.to_owned());
+    }
+    if args.unsigned_id_tokens {
+        tracing::warn!("unsigned ID tokens are on for development projects: anyone can forge tokens they accept");
+    }
+    let url = match &args.database_url {
+        Some(u) => u.clone(),
+        None => {
+            std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+            format!("sqlite://{}?mode=rwc", args.data_dir.join("gatehouse.db").display())
+        }
+    };
+    let store = Store::connect(&url).await.context("opening the database")?;
+    let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let smtp = match &args.smtp_host {
+        Some(host) => Some(SmtpConfig {
+            host: host.clone(),
+            port: args.smtp_port,
+            security: match args.smtp_security.as_str() {
+                "none" => SmtpSecurity::None,
+                "tls" => SmtpSecurity::Tls,
+                "starttls" => SmtpSecurity::Starttls,
+                other => bail!("unknown --smtp-security {other:?}"),
+            },
+            username: args.smtp_username.clone(),
+            password: args.smtp_password.clone().map(SecretString::from),
+            from: args.smtp_from.clone(),
+        }),
+        None => None,
+    };
+    let identity = Identity::new(IdentityOptions {
+        store,
+        clock: Arc::new(SystemClock),
+        projects,
+        rate_limits: if args.rate_limits == "off" { RateLimits::off() } else { RateLimits::default() },
+        smtp,
+        public_url: args.public_url.clone().unwrap_or_else(|| format!("http://{addr}")),
+        key_rotation_secs: args.key_rotation_secs,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let housekeeping = identity.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = housekeeping.housekeeping().await {
+                tracing::warn!(error = %e, "housekeeping failed");
+            }
+        }
+    });
+    tracing::info!(addr = %addr, project = identity.default_project(), ready_ms = started.elapsed().as_millis() as u64, "listening");
+    gatehouse_identity_http::serve(identity, listener, crate::shutdown_signal()).await?;
+    Ok(())
+}

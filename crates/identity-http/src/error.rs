@@ -1,0 +1,52 @@
+//! The one error type of the Identity Toolkit HTTP surface, and its Firebase-shaped body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gatehouse_identity::Error;
+use serde_json::json;
+
+/// An identity error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+impl ApiError {
+    /// A 413 for bodies over the limit.
+    pub fn too_large() -> Self {
+        Self(Error::InvalidArgument("Request payload size exceeds the limit.".into()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.0.message();
+        let (status, reason, status_text) = match &self.0 {
+            Error::Code { .. } => (StatusCode::BAD_REQUEST, "invalid", None),
+            Error::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid", Some("INVALID_ARGUMENT")),
+            Error::PermissionDenied(_) => (StatusCode::FORBIDDEN, "forbidden", Some("PERMISSION_DENIED")),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "authError", Some("UNAUTHENTICATED")),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "notFound", Some("NOT_FOUND")),
+            Error::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "unimplemented", Some("NOT_IMPLEMENTED")),
+            Error::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internalError", Some("INTERNAL"))
+            }
+        };
+        let mut item = json!({"message": message, "reason": reason, "domain": "global"});
+        if matches!(self.0, Error::Unauthenticated(_)) {
+            item["location"] = json!("Authorization");
+            item["locationType"] = json!("header");
+        }
+        let mut error = json!({"code": status.as_u16(), "message": message, "errors": [item]});
+        if let Some(s) = status_text {
+            error["status"] = json!(s);
+        }
+        (status, Json(json!({ "error": error }))).into_response()
+    }
+}

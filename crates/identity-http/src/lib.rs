@@ -1,0 +1,99 @@
+//! The HTTP surface of the identity server: Identity Toolkit v1 and Secure Token under the
+//! emulator's host-prefixed paths, the public-key endpoints, the emulator's development routes,
+//! the hosted action page, and `/healthz`.
+//!
+//! Handlers are thin: they resolve the caller, decode the body leniently (snake_case or
+//! camelCase keys, numbers as strings), call `gatehouse-identity`, and shape the Firebase
+//! response. No SQL and no identity rules here.
+
+#![forbid(unsafe_code)]
+
+mod action;
+mod error;
+mod keys;
+mod request;
+mod routes;
+
+pub use error::ApiError;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use gatehouse_identity::Identity;
+use tokio::net::TcpListener;
+
+/// Largest accepted request body (imports of 1000 accounts fit comfortably).
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// The full identity router.
+pub fn router(identity: Identity) -> Router {
+    Router::new()
+        .merge(keys::router())
+        .merge(action::router())
+        .merge(routes::router())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn(access_log))
+        .with_state(identity)
+}
+
+/// Serves the identity router on `listener` until `shutdown` resolves.
+pub async fn serve(identity: Identity, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let app = router(identity);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// CORS as the emulator does it: reflect the origin and requested headers; preflight is 204.
+async fn cors(req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let requested = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+    let private = req.headers().contains_key("access-control-request-private-network");
+    let mut res = if req.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = res.headers_mut();
+    if let Some(origin) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    } else {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    }
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"));
+    if let Some(requested) = requested {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
+    }
+    if private {
+        h.insert("access-control-allow-private-network", HeaderValue::from_static("true"));
+    }
+    res
+}
+
+/// One structured line per request: method, path (never the query: API keys and codes live
+/// there), status and latency.
+async fn access_log(req: Request<Body>, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    tracing::debug!(
+        target: "gatehouse::access",
+        %method,
+        path,
+        status = res.status().as_u16(),
+        micros = start.elapsed().as_micros() as u64,
+        "request"
+    );
+    res
+}

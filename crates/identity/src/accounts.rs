@@ -1,0 +1,718 @@
+//! Client operations: sign-up, sign-in, lookup, update, delete, createAuthUri.
+
+use gatehouse_store::{IdentityLink, UserRecord};
+use gatehouse_tokens::{VerifyError, decode_unverified};
+use serde_json::{Map, Value};
+
+use crate::config::Mode;
+use crate::password::Check;
+use crate::user::{
+    ProviderInfo, check_claim_names, check_custom_claims, check_password_policy, check_phone, new_local_id,
+    normalize_email, stored_providers,
+};
+use crate::{
+    Caller, CreateAuthUriRequest, DeleteRequest, Error, Identity, IssuedTokens, LookupRequest, Result,
+    SignInWithCustomTokenRequest, SignInWithPasswordRequest, SignUpRequest, UpdateRequest,
+};
+
+/// The audience of Admin-SDK custom tokens.
+pub const CUSTOM_TOKEN_AUDIENCE: &str =
+    "https://identitytoolkit.googleapis.com/google.identity.identitytoolkit.v1.IdentityToolkit";
+
+/// A dummy argon2id hash: checked when an e-mail is unknown so that timing does not tell.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3u9mZ2g7XyR9YqKQbQy0kFq8m1nXc6gq7bR0b1wF3hQ";
+
+/// The result of a sign-up or sign-in.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: UserRecord,
+    /// `None` for privileged account creation.
+    pub tokens: Option<IssuedTokens>,
+    pub is_new_user: bool,
+}
+
+/// The result of `accounts:update`.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    pub user: UserRecord,
+    pub tokens: Option<IssuedTokens>,
+    pub new_email: Option<String>,
+}
+
+/// The result of `accounts:createAuthUri`.
+#[derive(Debug, Clone)]
+pub struct AuthUri {
+    pub registered: bool,
+    pub all_providers: Vec<String>,
+    pub signin_methods: Vec<String>,
+    pub session_id: String,
+    /// Email-enumeration protection is on: say nothing about the address.
+    pub private: bool,
+}
+
+fn conflict_error(subject: &str) -> Error {
+    match subject {
+        "email" => Error::code("EMAIL_EXISTS"),
+        "phone" => Error::code("PHONE_NUMBER_EXISTS"),
+        "identity" => Error::code("FEDERATED_USER_ID_ALREADY_LINKED"),
+        _ => Error::code("DUPLICATE_LOCAL_ID"),
+    }
+}
+
+fn map_store(e: gatehouse_store::Error) -> Error {
+    match e {
+        gatehouse_store::Error::Conflict(subject) => conflict_error(subject),
+        other => other.into(),
+    }
+}
+
+fn links_of(user: &UserRecord) -> Vec<IdentityLink> {
+    stored_providers(user)
+        .into_iter()
+        .map(|p| IdentityLink { provider_id: p.provider_id, raw_id: p.raw_id })
+        .collect()
+}
+
+impl Identity {
+    /// Inserts a new account; taken e-mails, phones or ids become Firebase errors.
+    pub(crate) async fn insert_user(&self, user: &UserRecord) -> Result<()> {
+        self.inner.store.insert_user(user, &links_of(user)).await.map_err(map_store)
+    }
+
+    /// Read-modify-write of one account with optimistic concurrency (retried on a lost race).
+    pub(crate) async fn modify_user(
+        &self,
+        project: &str,
+        tenant: &str,
+        local_id: &str,
+        mut change: impl FnMut(&mut UserRecord) -> Result<()>,
+    ) -> Result<UserRecord> {
+        for _ in 0..8 {
+            let current = self
+                .inner
+                .store
+                .user(project, tenant, local_id)
+                .await?
+                .ok_or_else(|| Error::code("USER_NOT_FOUND"))?;
+            let mut next = current.clone();
+            change(&mut next)?;
+            let links = (next.providers != current.providers).then(|| links_of(&next));
+            if self.inner.store.update_user(&next, links.as_deref()).await.map_err(map_store)? {
+                next.version += 1;
+                return Ok(next);
+            }
+        }
+        Err(Error::internal("account update kept losing races"))
+    }
+
+    async fn email_taken(&self, project: &str, tenant: &str, email: &str, except: Option<&str>) -> Result<bool> {
+        if self.settings(project).await.sign_in.allow_duplicate_emails {
+            return Ok(false);
+        }
+        let users = self.inner.store.users_by_email(project, tenant, email).await?;
+        Ok(users.iter().any(|u| Some(u.local_id.as_str()) != except))
+    }
+
+    /// `accounts:signUp` (client) and `projects/{p}/accounts` (privileged create).
+    pub async fn sign_up(&self, caller: &Caller, req: SignUpRequest) -> Result<SignedIn> {
+        let project = caller.project.clone();
+        let pid = project.project_id.as_str();
+        let tenant = req.tenant_id.clone().unwrap_or_default();
+        let allow_dup = self.settings(pid).await.sign_in.allow_duplicate_emails;
+        let now = self.now_ms();
+        if !caller.privileged {
+            self.inner.limits.sign_up(caller.ip)?;
+            if req.local_id.is_some() {
+                return Err(Error::detail("UNEXPECTED_PARAMETER", "User ID"));
+            }
+        }
+        let email = match req.email.as_deref() {
+            Some(e) if !e.is_empty() => Some(normalize_email(e)?),
+            Some(_) if !caller.privileged => return Err(Error::code("INVALID_EMAIL")),
+            _ => None,
+        };
+        let has_credentials = email.is_some() || req.password.is_some() || req.id_token.is_some();
+
+        // Linking e-mail/password to the signed-in (usually anonymous) user.
+        if let Some(token) = req.id_token.as_deref().filter(|t| !t.is_empty()) {
+            let (user, _) = self.verify_id_token(caller, token).await?;
+            let email = email.ok_or_else(|| Error::code("MISSING_EMAIL"))?;
+            let password = req.password.as_deref().filter(|p| !p.is_empty()).ok_or_else(|| Error::code("MISSING_PASSWORD"))?;
+            check_password_policy(password)?;
+            if user.email.is_some() && user.password_hash.is_some() {
+                return Err(Error::code("EMAIL_EXISTS"));
+            }
+            if self.email_taken(pid, &user.tenant_id, &email, Some(&user.local_id)).await? {
+                return Err(Error::code("EMAIL_EXISTS"));
+            }
+            let hash = self.hash_password(password).await?;
+            let user = self
+                .modify_user(pid, &user.tenant_id, &user.local_id, |u| {
+                    u.email = Some(email.clone());
+                    u.email_unique = (!allow_dup).then(|| email.clone());
+                    u.email_verified = false;
+                    u.password_hash = Some(hash.clone());
+                    u.salt = None;
+                    u.password_updated_at = Some(now);
+                    if let Some(name) = &req.display_name {
+                        u.display_name = Some(name.clone());
+                    }
+                    u.last_login_at = Some(now);
+                    Ok(())
+                })
+                .await?;
+            let tokens = self.issue_tokens(&project, &user, "password", None).await?;
+            return Ok(SignedIn { user, tokens: Some(tokens), is_new_user: false });
+        }
+
+        let password_hash = match req.password.as_deref() {
+            Some(p) if !p.is_empty() || !caller.privileged => {
+                if !caller.privileged && email.is_none() {
+                    return Err(Error::code("MISSING_EMAIL"));
+                }
+                if p.is_empty() {
+                    return Err(Error::code("MISSING_PASSWORD"));
+                }
+                check_password_policy(p)?;
+                Some(self.hash_password(p).await?)
+            }
+            _ => {
+                if !caller.privileged && email.is_some() {
+                    return Err(Error::code("MISSING_PASSWORD"));
+                }
+                None
+            }
+        };
+        let local_id = match req.local_id.as_deref() {
+            Some(id) if !id.is_empty() => {
+                if id.chars().count() > 128 {
+                    return Err(Error::code("INVALID_LOCAL_ID"));
+                }
+                id.to_owned()
+            }
+            _ => new_local_id(),
+        };
+        let phone = match req.phone_number.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => {
+                check_phone(p)?;
+                Some(p.to_owned())
+            }
+            None => None,
+        };
+        if let Some(email) = &email
+            && self.email_taken(pid, &tenant, email, None).await?
+        {
+            return Err(Error::code("EMAIL_EXISTS"));
+        }
+        let anonymous = !caller.privileged && !has_credentials;
+        let user = UserRecord {
+            project_id: pid.to_owned(),
+            tenant_id: tenant,
+            local_id,
+            email_unique: email.clone().filter(|_| !allow_dup),
+            email,
+            email_verified: caller.privileged && req.email_verified.unwrap_or(false),
+            display_name: if anonymous { None } else { req.display_name.clone().filter(|n| !n.is_empty()) },
+            photo_url: if caller.privileged { req.photo_url.clone().filter(|p| !p.is_empty()) } else { None },
+            phone_number: if caller.privileged { phone } else { None },
+            disabled: caller.privileged && req.disabled.unwrap_or(false),
+            password_updated_at: password_hash.as_ref().map(|_| now),
+            password_hash,
+            valid_since_secs: now / 1000,
+            created_at: now,
+            last_login_at: (!caller.privileged).then_some(now),
+            providers: "[]".into(),
+            mfa: "[]".into(),
+            ..UserRecord::default()
+        };
+        self.insert_user(&user).await?;
+        let tokens = if caller.privileged {
+            None
+        } else {
+            let provider = if anonymous { "anonymous" } else { "password" };
+            Some(self.issue_tokens(&project, &user, provider, None).await?)
+        };
+        Ok(SignedIn { user, tokens, is_new_user: true })
+    }
+
+    /// `accounts:signInWithPassword`.
+    pub async fn sign_in_with_password(&self, caller: &Caller, req: SignInWithPasswordRequest) -> Result<SignedIn> {
+        let project = caller.project.clone();
+        let pid = project.project_id.as_str();
+        let tenant = req.tenant_id.clone().unwrap_or_default();
+        let email = normalize_email(req.email.as_deref().unwrap_or_default())?;
+        let password = req.password.as_deref().filter(|p| !p.is_empty()).ok_or_else(|| Error::code("MISSING_PASSWORD"))?;
+        self.inner.limits.sign_in(caller.ip)?;
+        let account_key = format!("{pid}/{tenant}/{email}");
+        self.inner.limits.account_locked(&account_key)?;
+        let privacy = self.settings(pid).await.email_privacy_config.enable_improved_email_privacy;
+        let fail = |code: &'static str| if privacy { Error::code("INVALID_LOGIN_CREDENTIALS") } else { Error::code(code) };
+
+        let Some(user) = self.inner.store.users_by_email(pid, &tenant, &email).await?.into_iter().next() else {
+            let _ = self.check_password(password, DUMMY_HASH).await?;
+            self.inner.limits.password_failed(&account_key);
+            return Err(fail("EMAIL_NOT_FOUND"));
+        };
+        let Some(stored) = user.password_hash.clone() else {
+            self.inner.limits.password_failed(&account_key);
+            return Err(fail("INVALID_PASSWORD"));
+        };
+        let check = self.check_password(password, &stored).await?;
+        if check == Check::Mismatch {
+            self.inner.limits.password_failed(&account_key);
+            return Err(fail("INVALID_PASSWORD"));
+        }
+        if user.disabled {
+            return Err(Error::code("USER_DISABLED"));
+        }
+        let rehash = if check == Check::MatchRehash { Some(self.hash_password(password).await?) } else { None };
+        let now = self.now_ms();
+        let user = self
+            .modify_user(pid, &tenant, &user.local_id, |u| {
+                if let Some(h) = &rehash {
+                    u.password_hash = Some(h.clone());
+                    u.salt = None;
+                }
+                u.last_login_at = Some(now);
+                Ok(())
+            })
+            .await?;
+        let tokens = self.issue_tokens(&project, &user, "password", None).await?;
+        Ok(SignedIn { user, tokens: Some(tokens), is_new_user: false })
+    }
+
+    /// `accounts:signInWithCustomToken`.
+    pub async fn sign_in_with_custom_token(&self, caller: &Caller, req: SignInWithCustomTokenRequest) -> Result<SignedIn> {
+        let project = caller.project.clone();
+        let pid = project.project_id.as_str();
+        let token = req.token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| Error::code("MISSING_CUSTOM_TOKEN"))?;
+        self.inner.limits.sign_in(caller.ip)?;
+        let claims = self.check_custom_token(caller, token)?;
+        let uid = match claims.get("uid").or_else(|| claims.get("user_id")) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(Error::code("MISSING_IDENTIFIER")),
+        };
+        if uid.chars().count() > 128 {
+            return Err(Error::detail("INVALID_CUSTOM_TOKEN", "uid must be at most 128 characters"));
+        }
+        let token_tenant = claims.get("tenant_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let tenant = req.tenant_id.clone().unwrap_or_default();
+        if !token_tenant.is_empty() && token_tenant != tenant {
+            return Err(Error::code("TENANT_ID_MISMATCH"));
+        }
+        let extra = match claims.get("claims") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => {
+                check_claim_names(map)?;
+                if Value::Object(map.clone()).to_string().len() > 1000 {
+                    return Err(Error::code("CLAIMS_TOO_LARGE"));
+                }
+                Some(map.clone())
+            }
+            Some(_) => return Err(Error::code("INVALID_CLAIMS")),
+        };
+        let now = self.now_ms();
+        let existing = self.inner.store.user(pid, &tenant, &uid).await?;
+        let (user, is_new_user) = match existing {
+            Some(u) => {
+                if u.disabled {
+                    return Err(Error::code("USER_DISABLED"));
+                }
+                let u = self
+                    .modify_user(pid, &tenant, &uid, |u| {
+                        u.last_login_at = Some(now);
+                        u.custom_auth = true;
+                        Ok(())
+                    })
+                    .await?;
+                (u, false)
+            }
+            None => {
+                let u = UserRecord {
+                    project_id: pid.to_owned(),
+                    tenant_id: tenant.clone(),
+                    local_id: uid.clone(),
+                    custom_auth: true,
+                    valid_since_secs: now / 1000,
+                    created_at: now,
+                    last_login_at: Some(now),
+                    providers: "[]".into(),
+                    mfa: "[]".into(),
+                    ..UserRecord::default()
+                };
+                match self.insert_user(&u).await {
+                    Ok(()) => (u, true),
+                    // Two first sign-ins raced: the other one created the account.
+                    Err(e) if e.is("DUPLICATE_LOCAL_ID") => {
+                        let u = self.inner.store.user(pid, &tenant, &uid).await?.ok_or_else(|| Error::code("USER_NOT_FOUND"))?;
+                        (u, false)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let tokens = self.issue_tokens(&project, &user, "custom", extra.as_ref()).await?;
+        Ok(SignedIn { user, tokens: Some(tokens), is_new_user })
+    }
+
+    /// Checks a custom token as the project's mode requires; returns its claims.
+    fn check_custom_token(&self, caller: &Caller, token: &str) -> Result<Map<String, Value>> {
+        let project = &caller.project;
+        let invalid = |why: &str| Error::detail("INVALID_CUSTOM_TOKEN", why.to_owned());
+        if project.mode == Mode::Development && token.trim_start().starts_with('{') {
+            return match serde_json::from_str::<Value>(token) {
+                Ok(Value::Object(map)) => Ok(map),
+                _ => Err(invalid("The custom token is not valid JSON.")),
+            };
+        }
+        let (header, claims) = decode_unverified(token).map_err(|_| invalid("The custom token format is incorrect."))?;
+        if claims.get("aud").and_then(Value::as_str) != Some(CUSTOM_TOKEN_AUDIENCE) {
+            return Err(invalid("The custom token has the wrong audience."));
+        }
+        let issuer = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
+        let signers = project.custom_token_signers.get(issuer);
+        if project.mode == Mode::Development && (header.alg == "none" || signers.is_none()) {
+            // The emulator's leniency: unsigned (or unknown-signer) custom tokens are accepted.
+            return Ok(claims);
+        }
+        if header.alg != "RS256" {
+            return Err(invalid("The custom token must be signed with RS256."));
+        }
+        let signers = signers.ok_or_else(|| invalid("The custom token was not signed by a trusted service account."))?;
+        let verifier = gatehouse_tokens::Verifier::new(signers.iter().map(|k| k.clone()));
+        let verified = match header.kid.as_deref() {
+            Some(kid) if verifier.knows(kid) => verifier.verify_signature(token).is_ok(),
+            // Admin SDKs sign custom tokens without a kid: try each key of the issuer.
+            _ => signers.iter().any(|k| {
+                gatehouse_tokens::Verifier::new([k.clone()])
+                    .verify_signature(&with_kid(token, k.kid()))
+                    .map_err(|e| e == VerifyError::BadSignature)
+                    .is_ok()
+            }),
+        };
+        if !verified {
+            return Err(invalid("The custom token signature is invalid."));
+        }
+        let now = self.now_secs();
+        let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| invalid("missing iat"))?;
+        let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| invalid("missing exp"))?;
+        if exp <= now || iat > now + 300 || exp - iat > 3600 {
+            return Err(invalid("The custom token has expired or its lifetime is too long."));
+        }
+        if claims.get("sub").and_then(Value::as_str) != Some(issuer) {
+            return Err(invalid("The custom token subject must be its issuer."));
+        }
+        Ok(claims)
+    }
+
+    /// `accounts:lookup`.
+    pub async fn lookup(&self, caller: &Caller, req: LookupRequest) -> Result<Vec<UserRecord>> {
+        let pid = caller.project_id().to_owned();
+        let tenant = req.tenant_id.clone().unwrap_or_default();
+        let mut found: Vec<UserRecord> = Vec::new();
+        let push = |u: UserRecord, found: &mut Vec<UserRecord>| {
+            if !found.iter().any(|f| f.local_id == u.local_id) {
+                found.push(u);
+            }
+        };
+        if let Some(token) = req.id_token.as_deref().filter(|t| !t.is_empty()) {
+            let (user, _) = self.verify_id_token(caller, token).await?;
+            push(user, &mut found);
+        } else if !caller.privileged {
+            return Err(Error::code("MISSING_ID_TOKEN"));
+        }
+        if !caller.privileged {
+            return Ok(found);
+        }
+        if !req.initial_email.is_empty() {
+            return Err(Error::NotImplemented("Lookup by initialEmail is not implemented.".into()));
+        }
+        for id in &req.local_id {
+            if let Some(u) = self.inner.store.user(&pid, &tenant, id).await? {
+                push(u, &mut found);
+            }
+        }
+        for email in &req.email {
+            let Ok(email) = normalize_email(email) else { continue };
+            for u in self.inner.store.users_by_email(&pid, &tenant, &email).await? {
+                push(u, &mut found);
+            }
+        }
+        for phone in &req.phone_number {
+            if let Some(u) = self.inner.store.user_by_phone(&pid, &tenant, phone).await? {
+                push(u, &mut found);
+            }
+        }
+        for fed in &req.federated_user_id {
+            let provider = fed.provider_id.as_deref().ok_or_else(|| Error::code("MISSING_PROVIDER_ID"))?;
+            let raw = fed.raw_id.as_deref().ok_or_else(|| Error::code("MISSING_RAW_ID"))?;
+            let id = match provider {
+                "password" | "email" => {
+                    self.inner.store.users_by_email(&pid, &tenant, &raw.to_lowercase()).await?.into_iter().next().map(|u| u.local_id)
+                }
+                "phone" => self.inner.store.user_by_phone(&pid, &tenant, raw).await?.map(|u| u.local_id),
+                _ => self.inner.store.user_id_by_identity(&pid, &tenant, provider, raw).await?,
+            };
+            if let Some(id) = id
+                && let Some(u) = self.inner.store.user(&pid, &tenant, &id).await?
+            {
+                push(u, &mut found);
+            }
+        }
+        Ok(found)
+    }
+
+    /// `accounts:update` (setAccountInfo).
+    pub async fn update(&self, caller: &Caller, req: UpdateRequest) -> Result<Updated> {
+        if let Some(code) = req.oob_code.as_deref().filter(|c| !c.is_empty()) {
+            let user = self.apply_oob_code(caller, code).await?;
+            return Ok(Updated { user, tokens: None, new_email: None });
+        }
+        let pid = caller.project_id().to_owned();
+        let token_session = match req.id_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) => Some(self.verify_id_token(caller, token).await?),
+            None => None,
+        };
+        let target = match (&token_session, req.local_id.as_deref().filter(|l| !l.is_empty())) {
+            (_, Some(local_id)) if caller.privileged => {
+                let tenant = req.tenant_id.clone().unwrap_or_default();
+                self.inner.store.user(&pid, &tenant, local_id).await?.ok_or_else(|| Error::code("USER_NOT_FOUND"))?
+            }
+            (Some((user, _)), _) => user.clone(),
+            (None, _) if caller.privileged => return Err(Error::code("MISSING_LOCAL_ID")),
+            (None, _) => return Err(Error::detail("INVALID_REQ_TYPE", "Unsupported request parameters.")),
+        };
+        if !caller.privileged {
+            if req.disable_user.is_some() {
+                return Err(Error::code("OPERATION_NOT_ALLOWED"));
+            }
+            if req.custom_attributes.is_some()
+                || req.valid_since.is_some()
+                || req.created_at.is_some()
+                || req.last_login_at.is_some()
+                || req.email_verified.is_some()
+                || req.phone_number.is_some()
+                || req.link_provider_user_info.is_some()
+            {
+                return Err(Error::code("INSUFFICIENT_PERMISSION"));
+            }
+        }
+        let email = match req.email.as_deref() {
+            Some(e) => Some(normalize_email(e)?),
+            None => None,
+        };
+        if let Some(email) = &email
+            && target.email.as_ref() != Some(email)
+            && self.email_taken(&pid, &target.tenant_id, email, Some(&target.local_id)).await?
+        {
+            return Err(Error::code("EMAIL_EXISTS"));
+        }
+        let hash = match req.password.as_deref() {
+            Some(p) => {
+                check_password_policy(p)?;
+                Some(self.hash_password(p).await?)
+            }
+            None => None,
+        };
+        let claims_text = match req.custom_attributes.as_deref() {
+            Some(text) if text.trim().is_empty() || text.trim() == "{}" => Some(None),
+            Some(text) => {
+                check_custom_claims(text)?;
+                Some(Some(text.to_owned()))
+            }
+            None => None,
+        };
+        if let Some(phone) = req.phone_number.as_deref().filter(|p| !p.is_empty()) {
+            check_phone(phone)?;
+        }
+        let link = match &req.link_provider_user_info {
+            Some(info) => {
+                let provider_id = info.provider_id.clone().filter(|p| !p.is_empty()).ok_or_else(|| Error::code("MISSING_PROVIDER_ID"))?;
+                let raw_id = info.raw_id.clone().filter(|r| !r.is_empty()).ok_or_else(|| Error::code("MISSING_RAW_ID"))?;
+                if matches!(provider_id.as_str(), "password" | "phone") {
+                    return Err(Error::detail("INVALID_PROVIDER_ID", "Use email/phoneNumber for first-party providers."));
+                }
+                Some(ProviderInfo {
+                    federated_id: Some(raw_id.clone()),
+                    provider_id,
+                    raw_id,
+                    email: info.email.clone(),
+                    display_name: info.display_name.clone(),
+                    photo_url: info.photo_url.clone(),
+                    screen_name: info.screen_name.clone(),
+                    phone_number: None,
+                })
+            }
+            None => None,
+        };
+        let allow_dup = self.settings(&pid).await.sign_in.allow_duplicate_emails;
+        let now = self.now_ms();
+        let mut revoked = false;
+        let mut new_email = None;
+        let user = self
+            .modify_user(&pid, &target.tenant_id, &target.local_id, |u| {
+                revoked = false;
+                new_email = None;
+                if let Some(email) = &email
+                    && u.email.as_ref() != Some(email)
+                {
+                    u.email = Some(email.clone());
+                    u.email_unique = (!allow_dup).then(|| email.clone());
+                    u.email_verified = false;
+                    new_email = Some(email.clone());
+                    revoked = true;
+                }
+                if let Some(h) = &hash {
+                    u.password_hash = Some(h.clone());
+                    u.salt = None;
+                    u.password_updated_at = Some(now);
+                    revoked = true;
+                }
+                if let Some(name) = &req.display_name {
+                    u.display_name = Some(name.clone()).filter(|n| !n.is_empty());
+                }
+                if let Some(photo) = &req.photo_url {
+                    u.photo_url = Some(photo.clone()).filter(|p| !p.is_empty());
+                }
+                for attr in &req.delete_attribute {
+                    match attr.as_str() {
+                        "DISPLAY_NAME" => u.display_name = None,
+                        "PHOTO_URL" => u.photo_url = None,
+                        "PASSWORD" => u.password_hash = None,
+                        "EMAIL" => {
+                            u.email = None;
+                            u.email_unique = None;
+                            u.email_verified = false;
+                        }
+                        "PHONE_NUMBER" => u.phone_number = None,
+                        other => return Err(Error::detail("INVALID_ARGUMENT", format!("unknown attribute {other}"))),
+                    }
+                }
+                if !req.delete_provider.is_empty() {
+                    let mut providers = stored_providers(u);
+                    for p in &req.delete_provider {
+                        match p.as_str() {
+                            "password" => u.password_hash = None,
+                            "phone" => u.phone_number = None,
+                            other => providers.retain(|x| x.provider_id != other),
+                        }
+                    }
+                    u.providers = serde_json::to_string(&providers).unwrap_or_else(|_| "[]".into());
+                }
+                if let Some(info) = &link {
+                    let mut providers = stored_providers(u);
+                    providers.retain(|x| x.provider_id != info.provider_id);
+                    providers.push(info.clone());
+                    u.providers = serde_json::to_string(&providers).unwrap_or_else(|_| "[]".into());
+                }
+                if let Some(phone) = &req.phone_number {
+                    u.phone_number = Some(phone.clone()).filter(|p| !p.is_empty());
+                }
+                if let Some(v) = req.email_verified {
+                    u.email_verified = v;
+                }
+                if let Some(d) = req.disable_user {
+                    u.disabled = d;
+                }
+                if let Some(c) = &claims_text {
+                    u.custom_attributes = c.clone();
+                }
+                if let Some(v) = req.valid_since {
+                    u.valid_since_secs = v;
+                    revoked = true;
+                } else if revoked {
+                    u.valid_since_secs = now / 1000;
+                }
+                if let Some(c) = req.created_at {
+                    u.created_at = c;
+                }
+                if let Some(l) = req.last_login_at {
+                    u.last_login_at = Some(l);
+                }
+                Ok(())
+            })
+            .await?;
+        if revoked {
+            self.inner.store.delete_refresh_tokens(&pid, &user.tenant_id, &user.local_id).await?;
+        }
+        let tokens = match &token_session {
+            Some((_, claims)) if revoked || !caller.privileged => {
+                let provider = claims
+                    .get("firebase")
+                    .and_then(|f| f.get("sign_in_provider"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("password")
+                    .to_owned();
+                Some(self.issue_tokens(&caller.project, &user, &provider, None).await?)
+            }
+            _ => None,
+        };
+        Ok(Updated { user, tokens, new_email })
+    }
+
+    /// `accounts:delete`.
+    pub async fn delete(&self, caller: &Caller, req: DeleteRequest) -> Result<()> {
+        let pid = caller.project_id().to_owned();
+        let (tenant, local_id) = match (req.local_id.as_deref().filter(|l| !l.is_empty()), req.id_token.as_deref().filter(|t| !t.is_empty())) {
+            (Some(local_id), _) if caller.privileged => (req.tenant_id.clone().unwrap_or_default(), local_id.to_owned()),
+            (_, Some(token)) => {
+                let (user, _) = self.verify_id_token(caller, token).await?;
+                (user.tenant_id, user.local_id)
+            }
+            (Some(_), None) => return Err(Error::code("INSUFFICIENT_PERMISSION")),
+            (None, None) if caller.privileged => return Err(Error::code("MISSING_LOCAL_ID")),
+            (None, None) => return Err(Error::code("MISSING_ID_TOKEN")),
+        };
+        if !self.inner.store.delete_user(&pid, &tenant, &local_id).await? {
+            return Err(Error::code("USER_NOT_FOUND"));
+        }
+        Ok(())
+    }
+
+    /// `accounts:createAuthUri` (what `fetchSignInMethodsForEmail` calls).
+    pub async fn create_auth_uri(&self, caller: &Caller, req: CreateAuthUriRequest) -> Result<AuthUri> {
+        let session_id = req.session_id.clone().unwrap_or_else(|| crate::session::random_token(18));
+        if req.provider_id.as_deref().is_some_and(|p| !p.is_empty()) {
+            return Err(Error::NotImplemented("createAuthUri with providerId is not implemented.".into()));
+        }
+        let identifier = req.identifier.as_deref().filter(|i| !i.is_empty()).ok_or_else(|| Error::code("MISSING_IDENTIFIER"))?;
+        let continue_uri = req.continue_uri.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| Error::code("MISSING_CONTINUE_URI"))?;
+        if url::Url::parse(continue_uri).is_err() {
+            return Err(Error::code("INVALID_CONTINUE_URI"));
+        }
+        let email = normalize_email(identifier).map_err(|_| Error::code("INVALID_IDENTIFIER"))?;
+        let pid = caller.project_id();
+        if self.settings(pid).await.email_privacy_config.enable_improved_email_privacy {
+            return Ok(AuthUri { registered: false, all_providers: vec![], signin_methods: vec![], session_id, private: true });
+        }
+        let tenant = req.tenant_id.clone().unwrap_or_default();
+        let user = self.inner.store.users_by_email(pid, &tenant, &email).await?.into_iter().next();
+        let mut all = Vec::new();
+        let mut methods = Vec::new();
+        if let Some(u) = &user {
+            if u.password_hash.is_some() {
+                all.push("password".to_owned());
+                methods.push("password".to_owned());
+            }
+            if u.email_link_signin {
+                if !all.iter().any(|p| p == "password") {
+                    all.push("password".to_owned());
+                }
+                methods.push("emailLink".to_owned());
+            }
+            for p in stored_providers(u) {
+                all.push(p.provider_id.clone());
+                methods.push(p.provider_id);
+            }
+        }
+        Ok(AuthUri { registered: user.is_some(), all_providers: all, signin_methods: methods, session_id, private: false })
+    }
+}
+
+/// Re-headers a kid-less token with `kid` so the kid-keyed verifier can check it against one key.
+/// The signature covers the original header, so this only works when the token already names
+/// this kid or none; for kid-less tokens we verify the original bytes directly.
+fn with_kid(token: &str, _kid: &str) -> String {
+    token.to_owned()
+}

@@ -1,0 +1,211 @@
+//! Per-project configuration and the server-wide limits.
+
+use std::collections::HashMap;
+
+use gatehouse_tokens::PublicKey;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// How strict a project is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The emulator's leniency: any API key, `Bearer owner` for admin calls, unsigned custom
+    /// tokens, `/emulator/...` routes on. Tokens are still signed.
+    Development,
+    /// Registered API keys only, admin calls need the admin credential, custom tokens must be
+    /// signed by a trusted key, `/emulator/...` routes off.
+    Production,
+}
+
+/// One project served by the identity server.
+pub struct ProjectConfig {
+    pub project_id: String,
+    pub mode: Mode,
+    /// API keys registered for this project.
+    pub api_keys: Vec<String>,
+    /// Admin credential accepted as `Authorization: Bearer <key>` in production mode.
+    pub admin_key: Option<SecretString>,
+    /// ID-token issuer; defaults to `https://securetoken.google.com/<project>`.
+    pub issuer: String,
+    /// Development only, opt-in: issue unsigned (`alg: none`) ID tokens, which the Node Admin
+    /// SDK in emulator mode requires. Refused in production.
+    pub unsigned_id_tokens: bool,
+    /// Keys trusted to sign custom tokens, by issuer (service-account e-mail).
+    pub custom_token_signers: HashMap<String, Vec<PublicKey>>,
+    /// Settings that the `/config` endpoints can change at run time (initial values).
+    pub settings: ProjectSettings,
+}
+
+impl std::fmt::Debug for ProjectConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectConfig")
+            .field("project_id", &self.project_id)
+            .field("mode", &self.mode)
+            .field("api_keys", &self.api_keys.len())
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "[REDACTED]"))
+            .field("issuer", &self.issuer)
+            .field("unsigned_id_tokens", &self.unsigned_id_tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProjectConfig {
+    /// A development project with defaults.
+    pub fn development(project_id: &str) -> Self {
+        Self {
+            project_id: project_id.to_owned(),
+            mode: Mode::Development,
+            api_keys: Vec::new(),
+            admin_key: None,
+            issuer: format!("https://securetoken.google.com/{project_id}"),
+            unsigned_id_tokens: false,
+            custom_token_signers: HashMap::new(),
+            settings: ProjectSettings::default(),
+        }
+    }
+
+    /// A production project with defaults.
+    pub fn production(project_id: &str) -> Self {
+        Self { mode: Mode::Production, ..Self::development(project_id) }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let id_ok = !self.project_id.is_empty()
+            && self.project_id.len() <= 64
+            && self.project_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !id_ok {
+            return Err(Error::internal(format!("invalid project id {:?}", self.project_id)));
+        }
+        if self.mode == Mode::Production && self.unsigned_id_tokens {
+            return Err(Error::internal(format!(
+                "project {}: unsigned ID tokens are refused in production mode",
+                self.project_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `candidate` is this project's admin key (constant time).
+    pub(crate) fn is_admin_key(&self, candidate: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        match &self.admin_key {
+            Some(key) => {
+                let key = key.expose_secret().as_bytes();
+                key.len() == candidate.len() && bool::from(key.ct_eq(candidate.as_bytes()))
+            }
+            None => false,
+        }
+    }
+
+    /// The issuer of session cookies.
+    pub fn session_issuer(&self) -> String {
+        format!("https://session.firebase.google.com/{}", self.project_id)
+    }
+}
+
+/// Settings shown and changed through the `/config` endpoints (emulator and admin).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProjectSettings {
+    pub sign_in: SignInSettings,
+    pub email_privacy_config: EmailPrivacyConfig,
+}
+
+/// `signIn` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SignInSettings {
+    pub allow_duplicate_emails: bool,
+}
+
+/// `emailPrivacyConfig` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EmailPrivacyConfig {
+    /// Email-enumeration protection: sign-in failures say `INVALID_LOGIN_CREDENTIALS` only.
+    pub enable_improved_email_privacy: bool,
+}
+
+/// Abuse limits (per client IP and per account). `0` disables a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Sign-ups per IP per minute.
+    pub sign_up_per_ip_per_min: u32,
+    /// Sign-in attempts (all kinds) per IP per minute.
+    pub sign_in_per_ip_per_min: u32,
+    /// Failed password attempts per account per 10 minutes.
+    pub failed_sign_in_per_account: u32,
+    /// Token refreshes per IP per minute.
+    pub refresh_per_ip_per_min: u32,
+    /// OOB e-mails per IP per minute.
+    pub oob_per_ip_per_min: u32,
+    /// OOB e-mails per address per hour.
+    pub oob_per_email_per_hour: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            sign_up_per_ip_per_min: 120,
+            sign_in_per_ip_per_min: 600,
+            failed_sign_in_per_account: 20,
+            refresh_per_ip_per_min: 1200,
+            oob_per_ip_per_min: 60,
+            oob_per_email_per_hour: 20,
+        }
+    }
+}
+
+impl RateLimits {
+    /// No limits at all (benchmarks).
+    pub fn off() -> Self {
+        Self {
+            sign_up_per_ip_per_min: 0,
+            sign_in_per_ip_per_min: 0,
+            failed_sign_in_per_account: 0,
+            refresh_per_ip_per_min: 0,
+            oob_per_ip_per_min: 0,
+            oob_per_email_per_hour: 0,
+        }
+    }
+}
+
+/// How to reach the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain text (local relays, test sinks).
+    None,
+    /// STARTTLS upgrade (usually port 587).
+    Starttls,
+    /// Implicit TLS (usually port 465).
+    Tls,
+}
+
+/// Outgoing mail settings.
+#[derive(Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// `From:` address, e.g. `Gatehouse <noreply@example.com>`.
+    pub from: String,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .field("from", &self.from)
+            .finish()
+    }
+}

@@ -1,0 +1,75 @@
+//! The identity error: Firebase error codes plus the few protocol-level failures.
+
+/// An identity failure, in the vocabulary of the Identity Toolkit API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A business error: HTTP 400 with `message` = `CODE` or `CODE : detail`.
+    #[error("{code}")]
+    Code { code: &'static str, detail: Option<String> },
+    /// Malformed request (bad JSON, wrong types): 400 `INVALID_ARGUMENT`.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No or unusable credentials: 403 `PERMISSION_DENIED`.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// Bad OAuth credentials: 401 `UNAUTHENTICATED`.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The route or project does not exist: 404.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A documented operation this server does not offer: 501.
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
+    /// Our fault: 500 with no detail for the client; the text is logged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A bare Firebase error code.
+    pub fn code(code: &'static str) -> Self {
+        Self::Code { code, detail: None }
+    }
+
+    /// A Firebase error code with a detail (`CODE : detail`).
+    pub fn detail(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Code { code, detail: Some(detail.into()) }
+    }
+
+    pub(crate) fn internal(text: impl Into<String>) -> Self {
+        Self::Internal(text.into())
+    }
+
+    pub(crate) fn invalid_argument(text: impl Into<String>) -> Self {
+        Self::InvalidArgument(text.into())
+    }
+
+    /// The Firebase `message` string.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Code { code, detail: None } => (*code).to_owned(),
+            Self::Code { code, detail: Some(d) } => format!("{code} : {d}"),
+            Self::InvalidArgument(m)
+            | Self::PermissionDenied(m)
+            | Self::Unauthenticated(m)
+            | Self::NotFound(m)
+            | Self::NotImplemented(m) => m.clone(),
+            Self::Internal(_) => "Internal error encountered.".to_owned(),
+        }
+    }
+
+    /// Whether this is the given business code.
+    pub fn is(&self, wanted: &str) -> bool {
+        matches!(self, Self::Code { code, .. } if *code == wanted)
+    }
+}
+
+impl From<gatehouse_store::Error> for Error {
+    fn from(e: gatehouse_store::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}

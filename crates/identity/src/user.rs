@@ -1,0 +1,276 @@
+//! Accounts as clients see them, and the small rules about e-mails, ids and providers.
+
+use gatehouse_store::UserRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::{Error, Result};
+
+/// What production shows instead of a password hash ("REDACTED", base64).
+pub const REDACTED_HASH: &str = "UkVEQUNURUQ=";
+
+/// A linked provider, as stored in the account's `providers` list and shown in `providerUserInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderInfo {
+    pub provider_id: String,
+    pub raw_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federated_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub photo_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screen_name: Option<String>,
+}
+
+/// The Firebase `UserInfo` shape returned by lookup, batchGet, query and update.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountView {
+    pub local_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub email_verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub photo_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    pub provider_user_info: Vec<ProviderInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_updated_at: Option<i64>,
+    pub valid_since: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_login_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_refresh_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_attributes: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub custom_auth: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub email_link_signin: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+}
+
+impl AccountView {
+    /// The view of a stored account.
+    pub fn of(user: &UserRecord) -> Self {
+        Self {
+            local_id: user.local_id.clone(),
+            email: user.email.clone(),
+            email_verified: user.email_verified,
+            display_name: user.display_name.clone(),
+            photo_url: user.photo_url.clone(),
+            phone_number: user.phone_number.clone(),
+            disabled: user.disabled,
+            provider_user_info: provider_infos(user),
+            password_hash: user.password_hash.as_ref().map(|_| REDACTED_HASH.to_owned()),
+            password_updated_at: user.password_updated_at,
+            valid_since: user.valid_since_secs.to_string(),
+            created_at: user.created_at.to_string(),
+            last_login_at: user.last_login_at.map(|t| t.to_string()),
+            last_refresh_at: user.last_refresh_at.map(iso8601),
+            custom_attributes: user.custom_attributes.clone(),
+            custom_auth: user.custom_auth,
+            email_link_signin: user.email_link_signin,
+            initial_email: user.initial_email.clone(),
+            tenant_id: (!user.tenant_id.is_empty()).then(|| user.tenant_id.clone()),
+        }
+    }
+}
+
+/// The federated providers stored on an account.
+pub(crate) fn stored_providers(user: &UserRecord) -> Vec<ProviderInfo> {
+    serde_json::from_str(&user.providers).unwrap_or_default()
+}
+
+/// `providerUserInfo`: the password and phone entries are synthesized, as Firebase does.
+pub(crate) fn provider_infos(user: &UserRecord) -> Vec<ProviderInfo> {
+    let mut out = Vec::new();
+    if let (Some(email), Some(_)) = (&user.email, &user.password_hash) {
+        out.push(ProviderInfo {
+            provider_id: "password".into(),
+            raw_id: email.clone(),
+            federated_id: Some(email.clone()),
+            email: Some(email.clone()),
+            display_name: user.display_name.clone(),
+            photo_url: user.photo_url.clone(),
+            ..ProviderInfo::default()
+        });
+    }
+    if let Some(phone) = &user.phone_number {
+        out.push(ProviderInfo {
+            provider_id: "phone".into(),
+            raw_id: phone.clone(),
+            phone_number: Some(phone.clone()),
+            ..ProviderInfo::default()
+        });
+    }
+    out.extend(stored_providers(user));
+    out
+}
+
+/// The `firebase.identities` claim.
+pub(crate) fn identities(user: &UserRecord) -> Value {
+    let mut map = Map::new();
+    if let Some(email) = &user.email {
+        map.insert("email".into(), json!([email]));
+    }
+    if let Some(phone) = &user.phone_number {
+        map.insert("phone".into(), json!([phone]));
+    }
+    for p in stored_providers(user) {
+        let entry = map.entry(p.provider_id.clone()).or_insert_with(|| json!([]));
+        if let Value::Array(list) = entry {
+            list.push(json!(p.raw_id));
+        }
+    }
+    Value::Object(map)
+}
+
+/// The `firebase.sign_in_provider` value for a session's provider.
+pub(crate) fn sign_in_provider_claims(provider: &str) -> &str {
+    provider
+}
+
+/// Lower-cases and checks an e-mail address.
+pub(crate) fn normalize_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+        && match email.split_once('@') {
+            Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !domain.contains('@'),
+            None => false,
+        };
+    if valid { Ok(email) } else { Err(Error::code("INVALID_EMAIL")) }
+}
+
+/// Checks a password against the policy (Firebase's: at least 6 characters).
+pub(crate) fn check_password_policy(password: &str) -> Result<()> {
+    if password.chars().count() < 6 {
+        return Err(Error::detail("WEAK_PASSWORD", "Password should be at least 6 characters"));
+    }
+    if password.len() > 4096 {
+        return Err(Error::detail("WEAK_PASSWORD", "Password should be at most 4096 bytes"));
+    }
+    Ok(())
+}
+
+/// Checks an E.164 phone number.
+pub(crate) fn check_phone(phone: &str) -> Result<()> {
+    let digits = phone.strip_prefix('+').unwrap_or("");
+    if (7..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(Error::detail("INVALID_PHONE_NUMBER", "Invalid format."))
+    }
+}
+
+/// A new user id: 28 random alphanumerics, as Firebase makes them.
+pub(crate) fn new_local_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..28).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+}
+
+/// Milliseconds since the epoch as an RFC 3339 UTC timestamp with milliseconds.
+pub(crate) fn iso8601(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Validates custom claims (JSON object text): no reserved names, at most 1000 characters.
+pub(crate) fn check_custom_claims(text: &str) -> Result<Map<String, Value>> {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else {
+        return Err(Error::code("INVALID_CLAIMS"));
+    };
+    check_claim_names(&map)?;
+    if text.len() > 1000 {
+        return Err(Error::code("CLAIMS_TOO_LARGE"));
+    }
+    Ok(map)
+}
+
+/// Rejects reserved claim names.
+pub(crate) fn check_claim_names(map: &Map<String, Value>) -> Result<()> {
+    const RESERVED: [&str; 16] = [
+        "acr", "amr", "at_hash", "aud", "auth_time", "azp", "cnf", "c_hash", "exp", "iat", "iss", "jti", "nbf", "nonce",
+        "sub", "firebase",
+    ];
+    if let Some(bad) = map.keys().find(|k| RESERVED.contains(&k.as_str())) {
+        return Err(Error::detail("FORBIDDEN_CLAIM", bad.clone()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(normalize_email(" A@Example.COM ").unwrap(), "a@example.com");
+        for bad in ["", "a", "@b", "a@", "a b@c", "a@b@c"] {
+            assert!(normalize_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn claims_rules() {
+        assert!(check_custom_claims(r#"{"role":"admin"}"#).is_ok());
+        assert!(check_custom_claims("42").unwrap_err().is("INVALID_CLAIMS"));
+        assert!(check_custom_claims("[1]").unwrap_err().is("INVALID_CLAIMS"));
+        assert!(check_custom_claims("{").unwrap_err().is("INVALID_CLAIMS"));
+        assert_eq!(check_custom_claims(r#"{"sub":"x"}"#).unwrap_err().message(), "FORBIDDEN_CLAIM : sub");
+        let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(1000));
+        assert!(check_custom_claims(&big).unwrap_err().is("CLAIMS_TOO_LARGE"));
+    }
+
+    #[test]
+    fn ids() {
+        let id = new_local_id();
+        assert_eq!(id.len(), 28);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(id, new_local_id());
+    }
+}

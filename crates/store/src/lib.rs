@@ -1,0 +1,167 @@
+//! Storage for Gatehouse: one SQL code path over embedded SQLite (the default) and PostgreSQL.
+//!
+//! Owns the schema (embedded migrations, one directory per backend), the connection pool and
+//! every SQL statement. It knows nothing of HTTP and makes no domain decisions: callers pass
+//! fully formed records and get records back. All statements are plain `$N`-placeholder SQL
+//! that both backends accept through sqlx's `Any` driver; times are epoch milliseconds and
+//! flags are 0/1 integers so that the portable `Any` types suffice.
+
+#![forbid(unsafe_code)]
+
+mod identity;
+mod keys;
+
+pub use identity::{IdentityLink, OobCodeRecord, RefreshTokenRecord, UserRecord};
+pub use keys::SigningKeyRecord;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (or in-memory database).
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A unique constraint was violated; the payload names the constraint's subject as far as
+    /// it can be told (`email`, `phone`, `identity`, `primary`).
+    #[error("conflict on {0}")]
+    Conflict(&'static str),
+    /// The database URL is not one we support.
+    #[error("unsupported database url (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    /// The database failed (connection, I/O, migration...).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The connection pool and the statements over it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path?mode=rwc`, `sqlite::memory:`, `postgres://...`) and applies
+    /// the embedded migrations for that backend.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(Error::UnsupportedUrl);
+        };
+        let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+        let mut pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        pool_options = match backend {
+            // SQLite serialises writers anyway; a few connections let readers proceed in WAL mode.
+            Backend::Sqlite => pool_options.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => pool_options.max_connections(16),
+        };
+        let pool = pool_options.connect_with(options).await?;
+        let store = Self { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => {
+                self.pool.execute("PRAGMA journal_mode = WAL").await?;
+                sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.pool.execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Reads a project's stored settings document (JSON text), if any.
+    pub async fn project_settings(&self, project_id: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT settings FROM project_settings WHERE project_id = $1")
+                .bind(project_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// Replaces a project's stored settings document.
+    pub async fn put_project_settings(&self, project_id: &str, settings: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO project_settings (project_id, settings) VALUES ($1, $2) \
+             ON CONFLICT (project_id) DO UPDATE SET settings = excluded.settings",
+        )
+        .bind(project_id)
+        .bind(settings)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Maps a unique violation to [`Error::Conflict`] naming the subject; anything else passes through.
+fn map_unique(err: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &err
+        && db.kind() == sqlx::error::ErrorKind::UniqueViolation
+    {
+        let text = format!("{} {}", db.message(), db.constraint().unwrap_or_default());
+        let subject = if text.contains("email") {
+            "email"
+        } else if text.contains("phone") {
+            "phone"
+        } else if text.contains("identities") || text.contains("provider_id") {
+            "identity"
+        } else {
+            "primary"
+        };
+        return Error::Conflict(subject);
+    }
+    Error::Database(err)
+}
+
+fn flag(v: bool) -> i64 {
+    i64::from(v)
+}

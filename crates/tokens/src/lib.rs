@@ -1,0 +1,32 @@
+//! Tokens: RSA signing keys, RS256 JWT minting and verification, and key publication as a JWK
+//! set and as an x509 certificate map.
+//!
+//! This is the one token library of Gatehouse: identity mints with it, and everything that
+//! checks a token (identity itself, the gateway, services) verifies with it. It holds no
+//! storage and speaks no HTTP: callers load keys from wherever they keep them and hand them in.
+//!
+//! Verification is deliberately narrow: only `RS256` is accepted, the key is chosen by `kid`
+//! from a set the caller trusts, and `none`/`HS*` tokens are refused before any key is touched,
+//! so algorithm-confusion attacks have nothing to work with.
+
+#![forbid(unsafe_code)]
+
+mod jwt;
+mod keys;
+
+pub use jwt::{Claims, Header, VerifyError, Verifier, check_claims, decode_unverified, encode_rs256, encode_unsigned};
+pub use keys::{KeyError, PublicKey, SigningKey};
+
+use base64::Engine as _;
+
+/// Base64url without padding, as JWTs use it.
+pub fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64url, with or without padding.
+pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .ok()
+}
