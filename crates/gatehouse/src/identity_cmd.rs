@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use clap::Args;
 use gatehouse_identity::{
-    Identity, IdentityOptions, Mode, ProjectConfig, RateLimits, SmtpConfig, SmtpSecurity, SystemClock,
+    Identity, IdentityOptions, Mode, ProjectConfig, RateLimits, SmtpConfig, SmtpSecurity,
+    SystemClock,
 };
 use gatehouse_store::Store;
 use gatehouse_tokens::{PublicKey, SigningKey};
@@ -20,7 +21,12 @@ use tokio::net::TcpListener;
 pub struct IdentityArgs {
     /// A project to serve, as `ID` or `ID:production` / `ID:development`. Repeatable; the first
     /// is the default project. Projects are in development mode unless told otherwise.
-    #[arg(long = "project", required = true, env = "GATEHOUSE_PROJECT", value_delimiter = ',')]
+    #[arg(
+        long = "project",
+        required = true,
+        env = "GATEHOUSE_PROJECT",
+        value_delimiter = ','
+    )]
     projects: Vec<String>,
     /// Register an API key for a project: `KEY=PROJECT`. Repeatable.
     #[arg(long = "api-key", env = "GATEHOUSE_API_KEYS", value_delimiter = ',')]
@@ -44,7 +50,11 @@ pub struct IdentityArgs {
     #[arg(long)]
     unsigned_id_tokens: bool,
     /// Trust a service account (JSON key file) to sign custom tokens. Repeatable.
-    #[arg(long = "trust-service-account", env = "GATEHOUSE_TRUSTED_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    #[arg(
+        long = "trust-service-account",
+        env = "GATEHOUSE_TRUSTED_SERVICE_ACCOUNTS",
+        value_delimiter = ','
+    )]
     trusted_service_accounts: Vec<PathBuf>,
     /// Abuse limits: `default` or `off` (benchmarks only).
     #[arg(long, default_value = "default")]
@@ -66,22 +76,37 @@ pub struct IdentityArgs {
     smtp_username: Option<String>,
     #[arg(long, env = "GATEHOUSE_SMTP_PASSWORD", hide_env_values = true)]
     smtp_password: Option<String>,
-    #[arg(long, env = "GATEHOUSE_SMTP_FROM", default_value = "Gatehouse <noreply@localhost>")]
+    #[arg(
+        long,
+        env = "GATEHOUSE_SMTP_FROM",
+        default_value = "Gatehouse <noreply@localhost>"
+    )]
     smtp_from: String,
 }
 
 fn trusted_signers(paths: &[PathBuf]) -> anyhow::Result<HashMap<String, Vec<PublicKey>>> {
     let mut out: HashMap<String, Vec<PublicKey>> = HashMap::new();
     for path in paths {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let email = json["client_email"].as_str().context("service account file has no client_email")?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let email = json["client_email"]
+            .as_str()
+            .context("service account file has no client_email")?;
         let kid = json["private_key_id"].as_str().unwrap_or_default();
-        let pem = json["private_key"].as_str().context("service account file has no private_key")?;
+        let pem = json["private_key"]
+            .as_str()
+            .context("service account file has no private_key")?;
         let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = base64::engine::general_purpose::STANDARD.decode(b64.trim()).context("private_key is not PEM")?;
-        let key = SigningKey::from_pkcs8(kid.to_owned(), &der).map_err(|e| anyhow::anyhow!("{e}"))?;
-        out.entry(email.to_owned()).or_default().push(key.public().clone());
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .context("private_key is not PEM")?;
+        let key =
+            SigningKey::from_pkcs8(kid.to_owned(), &der).map_err(|e| anyhow::anyhow!("{e}"))?;
+        out.entry(email.to_owned())
+            .or_default()
+            .push(key.public().clone());
     }
     Ok(out)
 }
@@ -100,26 +125,41 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         p.admin_key = args.admin_key.clone().map(SecretString::from);
         p.unsigned_id_tokens = args.unsigned_id_tokens && p.mode == Mode::Development;
         p.custom_token_signers = signers.clone();
-        p.settings.email_privacy_config.enable_improved_email_privacy = args.email_privacy;
+        p.settings
+            .email_privacy_config
+            .enable_improved_email_privacy = args.email_privacy;
         projects.push(p);
     }
     for spec in &args.api_keys {
-        let (key, project) = spec.split_once('=').context("--api-key takes KEY=PROJECT")?;
-        let p = projects.iter_mut().find(|p| p.project_id == project).with_context(|| format!("--api-key names unknown project {project}"))?;
+        let (key, project) = spec
+            .split_once('=')
+            .context("--api-key takes KEY=PROJECT")?;
+        let p = projects
+            .iter_mut()
+            .find(|p| p.project_id == project)
+            .with_context(|| format!("--api-key names unknown project {project}"))?;
         p.api_keys.push(key.to_owned());
     }
     if args.unsigned_id_tokens {
-        tracing::warn!("unsigned ID tokens are on for development projects: anyone can forge tokens they accept");
+        tracing::warn!(
+            "unsigned ID tokens are on for development projects: anyone can forge tokens they accept"
+        );
     }
     let url = match &args.database_url {
         Some(u) => u.clone(),
         None => {
-            std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-            format!("sqlite://{}?mode=rwc", args.data_dir.join("gatehouse.db").display())
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("creating {}", args.data_dir.display()))?;
+            format!(
+                "sqlite://{}?mode=rwc",
+                args.data_dir.join("gatehouse.db").display()
+            )
         }
     };
     let store = Store::connect(&url).await.context("opening the database")?;
-    let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     let smtp = match &args.smtp_host {
         Some(host) => Some(SmtpConfig {
@@ -141,9 +181,16 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         store,
         clock: Arc::new(SystemClock),
         projects,
-        rate_limits: if args.rate_limits == "off" { RateLimits::off() } else { RateLimits::default() },
+        rate_limits: if args.rate_limits == "off" {
+            RateLimits::off()
+        } else {
+            RateLimits::default()
+        },
         smtp,
-        public_url: args.public_url.clone().unwrap_or_else(|| format!("http://{addr}")),
+        public_url: args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
         key_rotation_secs: args.key_rotation_secs,
     })
     .await

@@ -7,10 +7,19 @@ mod identity_cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "gatehouse", version, about = "Google's secure Cloud Run architecture, runnable anywhere")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Google's secure Cloud Run architecture, runnable anywhere"
+)]
 struct Cli {
     /// Log format: `json` (default) or `text`.
-    #[arg(long, global = true, env = "GATEHOUSE_LOG_FORMAT", default_value = "json")]
+    #[arg(
+        long,
+        global = true,
+        env = "GATEHOUSE_LOG_FORMAT",
+        default_value = "json"
+    )]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -25,7 +34,9 @@ enum Command {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     if format == "text" {
         builder.init();
     } else {

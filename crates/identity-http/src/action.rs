@@ -33,7 +33,11 @@ struct ResetForm {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
@@ -49,13 +53,21 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 
 fn failure(e: &Error) -> Response {
     let text = match e {
-        Error::Code { code: "INVALID_OOB_CODE" | "EXPIRED_OOB_CODE", .. } => {
-            "This link is invalid or has expired, or it has already been used."
-        }
-        Error::Code { code: "WEAK_PASSWORD", .. } => "The password must be at least 6 characters long.",
+        Error::Code {
+            code: "INVALID_OOB_CODE" | "EXPIRED_OOB_CODE",
+            ..
+        } => "This link is invalid or has expired, or it has already been used.",
+        Error::Code {
+            code: "WEAK_PASSWORD",
+            ..
+        } => "The password must be at least 6 characters long.",
         _ => "Something went wrong. Please try again.",
     };
-    page(StatusCode::BAD_REQUEST, "Try again", &format!("<p>{}</p>", escape(text)))
+    page(
+        StatusCode::BAD_REQUEST,
+        "Try again",
+        &format!("<p>{}</p>", escape(text)),
+    )
 }
 
 async fn show(
@@ -67,20 +79,36 @@ async fn show(
     let Some(code) = q.oob_code.clone().filter(|c| !c.is_empty()) else {
         return failure(&Error::code("INVALID_OOB_CODE"));
     };
-    let caller = match identity.authenticate(Some(q.api_key.as_deref().unwrap_or("-")), None, None, None, ip) {
+    let caller = match identity.authenticate(
+        Some(q.api_key.as_deref().unwrap_or("-")),
+        None,
+        None,
+        None,
+        ip,
+    ) {
         Ok(c) => c,
         Err(e) => return failure(&e),
     };
     match q.mode.as_deref() {
         Some("verifyEmail" | "verifyAndChangeEmail") => {
-            let req = UpdateRequest { oob_code: Some(code), ..UpdateRequest::default() };
+            let req = UpdateRequest {
+                oob_code: Some(code),
+                ..UpdateRequest::default()
+            };
             match identity.update(&caller, req).await {
-                Ok(_) => page(StatusCode::OK, "Email verified", "<p>Your email address has been verified. You can close this page.</p>"),
+                Ok(_) => page(
+                    StatusCode::OK,
+                    "Email verified",
+                    "<p>Your email address has been verified. You can close this page.</p>",
+                ),
                 Err(e) => failure(&e),
             }
         }
         Some("resetPassword") => {
-            let check = ResetPasswordRequest { oob_code: Some(code.clone()), ..ResetPasswordRequest::default() };
+            let check = ResetPasswordRequest {
+                oob_code: Some(code.clone()),
+                ..ResetPasswordRequest::default()
+            };
             match identity.reset_password(&caller, check).await {
                 Ok(info) => page(
                     StatusCode::OK,
@@ -99,7 +127,11 @@ async fn show(
                 Err(e) => failure(&e),
             }
         }
-        Some("signIn") => match q.continue_url.as_deref().and_then(|u| url::Url::parse(u).ok()) {
+        Some("signIn") => match q
+            .continue_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+        {
             Some(mut url) => {
                 url.query_pairs_mut()
                     .append_pair("mode", "signIn")
@@ -107,7 +139,11 @@ async fn show(
                     .append_pair("apiKey", q.api_key.as_deref().unwrap_or_default());
                 Redirect::to(url.as_str()).into_response()
             }
-            None => page(StatusCode::OK, "Sign in", "<p>Open this link on the device where you asked to sign in.</p>"),
+            None => page(
+                StatusCode::OK,
+                "Sign in",
+                "<p>Open this link on the device where you asked to sign in.</p>",
+            ),
         },
         _ => failure(&Error::code("INVALID_OOB_CODE")),
     }
@@ -119,7 +155,13 @@ async fn submit(
     Form(form): Form<ResetForm>,
 ) -> Response {
     let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
-    let caller = match identity.authenticate(Some(form.api_key.as_deref().unwrap_or("-")), None, None, None, ip) {
+    let caller = match identity.authenticate(
+        Some(form.api_key.as_deref().unwrap_or("-")),
+        None,
+        None,
+        None,
+        ip,
+    ) {
         Ok(c) => c,
         Err(e) => return failure(&e),
     };
@@ -129,7 +171,11 @@ async fn submit(
         ..ResetPasswordRequest::default()
     };
     match identity.reset_password(&caller, req).await {
-        Ok(_) => page(StatusCode::OK, "Password changed", "<p>You can now sign in with your new password.</p>"),
+        Ok(_) => page(
+            StatusCode::OK,
+            "Password changed",
+            "<p>You can now sign in with your new password.</p>",
+        ),
         Err(e) => failure(&e),
     }
 }

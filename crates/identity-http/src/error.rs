@@ -19,7 +19,9 @@ impl From<Error> for ApiError {
 impl ApiError {
     /// A 413 for bodies over the limit.
     pub fn too_large() -> Self {
-        Self(Error::InvalidArgument("Request payload size exceeds the limit.".into()))
+        Self(Error::InvalidArgument(
+            "Request payload size exceeds the limit.".into(),
+        ))
     }
 }
 
@@ -28,14 +30,32 @@ impl IntoResponse for ApiError {
         let message = self.0.message();
         let (status, reason, status_text) = match &self.0 {
             Error::Code { .. } => (StatusCode::BAD_REQUEST, "invalid", None),
-            Error::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid", Some("INVALID_ARGUMENT")),
-            Error::PermissionDenied(_) => (StatusCode::FORBIDDEN, "forbidden", Some("PERMISSION_DENIED")),
-            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "authError", Some("UNAUTHENTICATED")),
+            Error::InvalidArgument(_) => {
+                (StatusCode::BAD_REQUEST, "invalid", Some("INVALID_ARGUMENT"))
+            }
+            Error::PermissionDenied(_) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                Some("PERMISSION_DENIED"),
+            ),
+            Error::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "authError",
+                Some("UNAUTHENTICATED"),
+            ),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "notFound", Some("NOT_FOUND")),
-            Error::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "unimplemented", Some("NOT_IMPLEMENTED")),
+            Error::NotImplemented(_) => (
+                StatusCode::NOT_IMPLEMENTED,
+                "unimplemented",
+                Some("NOT_IMPLEMENTED"),
+            ),
             Error::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internalError", Some("INTERNAL"))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internalError",
+                    Some("INTERNAL"),
+                )
             }
         };
         let mut item = json!({"message": message, "reason": reason, "domain": "global"});

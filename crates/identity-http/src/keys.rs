@@ -11,18 +11,35 @@ use serde_json::json;
 
 pub fn router() -> Router<Identity> {
     Router::new()
-        .route("/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com", get(id_token_x509))
-        .route("/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com", get(id_token_jwks))
-        .route("/identitytoolkit/v3/relyingparty/publicKeys", get(session_x509))
+        .route(
+            "/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com",
+            get(id_token_x509),
+        )
+        .route(
+            "/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com",
+            get(id_token_jwks),
+        )
+        .route(
+            "/identitytoolkit/v3/relyingparty/publicKeys",
+            get(session_x509),
+        )
         .route("/.well-known/openid-configuration", get(discovery_default))
-        .route("/securetoken.google.com/{project}/.well-known/openid-configuration", get(discovery))
+        .route(
+            "/securetoken.google.com/{project}/.well-known/openid-configuration",
+            get(discovery),
+        )
 }
 
 fn cacheable(body: String, max_age: i64) -> Response {
     let mut res = body.into_response();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
-    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}, must-revalidate, no-transform")) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "public, max-age={max_age}, must-revalidate, no-transform"
+    )) {
         h.insert(header::CACHE_CONTROL, v);
     }
     res
@@ -50,7 +67,8 @@ async fn discovery_default(State(identity): State<Identity>) -> Response {
 
 async fn discovery(State(identity): State<Identity>, Path(project): Path<String>) -> Response {
     let Some(config) = identity.project(&project) else {
-        return crate::ApiError(gatehouse_identity::Error::NotFound("Not Found".into())).into_response();
+        return crate::ApiError(gatehouse_identity::Error::NotFound("Not Found".into()))
+            .into_response();
     };
     let base = identity.public_url();
     let doc = json!({

@@ -18,33 +18,62 @@ pub struct Credentials {
 
 impl Credentials {
     /// Reads `?key=`, `x-goog-api-key`, `Authorization: Bearer` and the peer address.
-    pub fn from_parts(uri: &Uri, headers: &HeaderMap, peer: Option<&ConnectInfo<SocketAddr>>) -> Self {
+    pub fn from_parts(
+        uri: &Uri,
+        headers: &HeaderMap,
+        peer: Option<&ConnectInfo<SocketAddr>>,
+    ) -> Self {
         let api_key = uri
             .query()
-            .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "key").map(|(_, v)| v.into_owned()))
-            .or_else(|| headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned));
+            .and_then(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "key")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .or_else(|| {
+                headers
+                    .get("x-goog-api-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            });
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_owned())
             });
         let ip = peer.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
-        Self { api_key, bearer, ip }
+        Self {
+            api_key,
+            bearer,
+            ip,
+        }
     }
 }
 
 /// A query-string parameter.
 pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
-    uri.query()
-        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()))
+    uri.query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    })
 }
 
 /// Parses a request body into a JSON object: JSON, or a form for `application/x-www-form-urlencoded`.
 /// Keys are camel-cased recursively (clients send either case). DELETE bodies are ignored.
-pub fn body_object(method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, Error> {
-    if *method == Method::DELETE || *method == Method::GET || body.iter().all(u8::is_ascii_whitespace) {
+pub fn body_object(
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Map<String, Value>, Error> {
+    if *method == Method::DELETE
+        || *method == Method::GET
+        || body.iter().all(u8::is_ascii_whitespace)
+    {
         return Ok(Map::new());
     }
     let is_form = headers
@@ -64,18 +93,25 @@ pub fn body_object(method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<
     };
     match camel_keys(value) {
         Value::Object(map) => Ok(map),
-        _ => Err(Error::InvalidArgument("Invalid JSON payload received. Expected an object.".into())),
+        _ => Err(Error::InvalidArgument(
+            "Invalid JSON payload received. Expected an object.".into(),
+        )),
     }
 }
 
 /// Decodes a body object into a request type, turning type errors into `INVALID_ARGUMENT`.
 pub fn decode<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, Error> {
-    serde_json::from_value(Value::Object(map)).map_err(|e| Error::InvalidArgument(format!("Invalid JSON payload received. {e}")))
+    serde_json::from_value(Value::Object(map))
+        .map_err(|e| Error::InvalidArgument(format!("Invalid JSON payload received. {e}")))
 }
 
 fn camel_keys(value: Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (to_camel(&k), camel_keys(v))).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (to_camel(&k), camel_keys(v)))
+                .collect(),
+        ),
         Value::Array(items) => Value::Array(items.into_iter().map(camel_keys).collect()),
         other => other,
     }
@@ -109,8 +145,13 @@ mod tests {
         assert_eq!(to_camel("grant_type"), "grantType");
         assert_eq!(to_camel("idToken"), "idToken");
         assert_eq!(to_camel("_x"), "x");
-        let v = camel_keys(serde_json::json!({"local_id": ["a"], "provider_user_info": [{"raw_id": "r"}]}));
-        assert_eq!(v, serde_json::json!({"localId": ["a"], "providerUserInfo": [{"rawId": "r"}]}));
+        let v = camel_keys(
+            serde_json::json!({"local_id": ["a"], "provider_user_info": [{"raw_id": "r"}]}),
+        );
+        assert_eq!(
+            v,
+            serde_json::json!({"localId": ["a"], "providerUserInfo": [{"rawId": "r"}]})
+        );
     }
 
     #[test]
@@ -120,8 +161,16 @@ mod tests {
         assert!(body_object(&Method::POST, &h, b"{").is_err());
         assert!(body_object(&Method::POST, &h, b"[1]").is_err());
         let mut form = HeaderMap::new();
-        form.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
-        let m = body_object(&Method::POST, &form, b"grant_type=refresh_token&refresh_token=abc").unwrap();
+        form.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let m = body_object(
+            &Method::POST,
+            &form,
+            b"grant_type=refresh_token&refresh_token=abc",
+        )
+        .unwrap();
         assert_eq!(m["grantType"], "refresh_token");
     }
 }

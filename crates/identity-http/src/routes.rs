@@ -18,22 +18,27 @@ use gatehouse_identity::{
 };
 use serde_json::{Map, Value, json};
 
+use crate::MAX_BODY;
 use crate::error::ApiError;
 use crate::request::{Credentials, body_object, decode, query_param};
-use crate::MAX_BODY;
 
 pub fn router() -> Router<Identity> {
     Router::new()
         .route("/", get(root))
         .route("/healthz", get(healthz))
-        .route("/identitytoolkit.googleapis.com/{*rest}", any(identity_toolkit))
+        .route(
+            "/identitytoolkit.googleapis.com/{*rest}",
+            any(identity_toolkit),
+        )
         .route("/securetoken.googleapis.com/v1/token", any(secure_token))
         .route("/emulator/{*rest}", any(emulator))
         .fallback(not_found)
 }
 
 async fn root() -> Json<Value> {
-    Json(json!({"authEmulator": {"ready": true, "docs": "https://firebase.google.com/docs/emulator-suite", "apiSpec": "/emulator/openapi.json"}}))
+    Json(
+        json!({"authEmulator": {"ready": true, "docs": "https://firebase.google.com/docs/emulator-suite", "apiSpec": "/emulator/openapi.json"}}),
+    )
 }
 
 async fn healthz(State(identity): State<Identity>) -> Response {
@@ -41,7 +46,11 @@ async fn healthz(State(identity): State<Identity>) -> Response {
         Ok(()) => Json(json!({"status": "ok"})).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
         }
     }
 }
@@ -63,9 +72,17 @@ async fn incoming(req: Request<Body>) -> std::result::Result<Incoming, ApiError>
     let (parts, body) = req.into_parts();
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
     let creds = Credentials::from_parts(&parts.uri, &parts.headers, peer);
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::too_large())?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::too_large())?;
     let body = body_object(&parts.method, &parts.headers, &bytes)?;
-    Ok(Incoming { creds, method: parts.method, path: parts.uri.path().to_owned(), uri: parts.uri, body })
+    Ok(Incoming {
+        creds,
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        uri: parts.uri,
+        body,
+    })
 }
 
 fn respond(result: Result<Value>) -> Response {
@@ -78,7 +95,13 @@ fn respond(result: Result<Value>) -> Response {
 impl Incoming {
     fn caller(&self, identity: &Identity, path_project: Option<&str>) -> Result<Caller> {
         let target = self.body.get("targetProjectId").and_then(Value::as_str);
-        identity.authenticate(self.creds.api_key.as_deref(), self.creds.bearer.as_deref(), path_project, target, self.creds.ip)
+        identity.authenticate(
+            self.creds.api_key.as_deref(),
+            self.creds.bearer.as_deref(),
+            path_project,
+            target,
+            self.creds.ip,
+        )
     }
 }
 
@@ -87,7 +110,10 @@ async fn identity_toolkit(State(identity): State<Identity>, req: Request<Body>) 
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
-    let rest = inc.path.trim_start_matches("/identitytoolkit.googleapis.com/").to_owned();
+    let rest = inc
+        .path
+        .trim_start_matches("/identitytoolkit.googleapis.com/")
+        .to_owned();
     let segs: Vec<&str> = rest.split('/').collect();
     // Resolve (project, tenant, operation) from the path.
     let (project, tenant, op): (Option<&str>, Option<&str>, &str) = match segs.as_slice() {
@@ -113,17 +139,26 @@ async fn identity_toolkit(State(identity): State<Identity>, req: Request<Body>) 
     respond(dispatch(&identity, &inc, project.as_deref(), &op).await)
 }
 
-async fn dispatch(identity: &Identity, inc: &Incoming, project: Option<&str>, op: &str) -> Result<Value> {
+async fn dispatch(
+    identity: &Identity,
+    inc: &Incoming,
+    project: Option<&str>,
+    op: &str,
+) -> Result<Value> {
     let m = &inc.method;
     let is_post = *m == Method::POST;
     // Operations reachable without a project in the path (client calls) or with one.
     match (op, project.is_some()) {
         ("projects", false) if *m == Method::GET => {
             let caller = inc.caller(identity, None)?;
-            return Ok(json!({"projectId": caller.project_id(), "authorizedDomains": ["localhost"]}));
+            return Ok(
+                json!({"projectId": caller.project_id(), "authorizedDomains": ["localhost"]}),
+            );
         }
         ("sessionCookiePublicKeys", false) if *m == Method::GET => {
-            let (jwks, _) = identity.keyring().jwks(gatehouse_identity::KeyPurpose::SessionCookie);
+            let (jwks, _) = identity
+                .keyring()
+                .jwks(gatehouse_identity::KeyPurpose::SessionCookie);
             return serde_json::from_str(&jwks).map_err(|e| Error::Internal(e.to_string()));
         }
         ("config", true) => return project_config(identity, inc, project).await,
@@ -137,7 +172,9 @@ async fn dispatch(identity: &Identity, inc: &Incoming, project: Option<&str>, op
     match op {
         "accounts" | "accounts:signUp" => sign_up(identity, &caller, body).await,
         "accounts:signInWithPassword" => sign_in_with_password(identity, &caller, body).await,
-        "accounts:signInWithCustomToken" => sign_in_with_custom_token(identity, &caller, body).await,
+        "accounts:signInWithCustomToken" => {
+            sign_in_with_custom_token(identity, &caller, body).await
+        }
         "accounts:lookup" => lookup(identity, &caller, body).await,
         "accounts:update" => update(identity, &caller, body).await,
         "accounts:delete" => {
@@ -153,12 +190,20 @@ async fn dispatch(identity: &Identity, inc: &Incoming, project: Option<&str>, op
         "accounts:batchDelete" => batch_delete(identity, &caller, body).await,
         "accounts:query" | "queryAccounts" => query(identity, &caller, body).await,
         "createSessionCookie" => {
-            let cookie = identity.create_session_cookie(&caller, decode(body)?).await?;
+            let cookie = identity
+                .create_session_cookie(&caller, decode(body)?)
+                .await?;
             Ok(json!({ "sessionCookie": cookie }))
         }
-        "accounts:signInWithIdp" | "accounts:sendVerificationCode" | "accounts:signInWithPhoneNumber"
-        | "accounts:signInWithGameCenter" | "accounts:verifyIosClient" | "accounts:issueSamlResponse"
-        | "accounts:revokeToken" => Err(Error::NotImplemented(format!("{op} is not implemented in Gatehouse yet."))),
+        "accounts:signInWithIdp"
+        | "accounts:sendVerificationCode"
+        | "accounts:signInWithPhoneNumber"
+        | "accounts:signInWithGameCenter"
+        | "accounts:verifyIosClient"
+        | "accounts:issueSamlResponse"
+        | "accounts:revokeToken" => Err(Error::NotImplemented(format!(
+            "{op} is not implemented in Gatehouse yet."
+        ))),
         _ => Err(Error::NotFound("Not Found".into())),
     }
 }
@@ -178,7 +223,10 @@ fn put_opt(out: &mut Map<String, Value>, key: &str, value: &Option<String>) {
 async fn sign_up(identity: &Identity, caller: &Caller, body: Map<String, Value>) -> Result<Value> {
     let done = identity.sign_up(caller, decode(body)?).await?;
     let mut out = Map::new();
-    out.insert("kind".into(), json!("identitytoolkit#SignupNewUserResponse"));
+    out.insert(
+        "kind".into(),
+        json!("identitytoolkit#SignupNewUserResponse"),
+    );
     out.insert("localId".into(), json!(done.user.local_id));
     put_opt(&mut out, "email", &done.user.email);
     put_opt(&mut out, "displayName", &done.user.display_name);
@@ -188,14 +236,26 @@ async fn sign_up(identity: &Identity, caller: &Caller, body: Map<String, Value>)
     Ok(Value::Object(out))
 }
 
-async fn sign_in_with_password(identity: &Identity, caller: &Caller, body: Map<String, Value>) -> Result<Value> {
-    let done = identity.sign_in_with_password(caller, decode(body)?).await?;
+async fn sign_in_with_password(
+    identity: &Identity,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> Result<Value> {
+    let done = identity
+        .sign_in_with_password(caller, decode(body)?)
+        .await?;
     let mut out = Map::new();
-    out.insert("kind".into(), json!("identitytoolkit#VerifyPasswordResponse"));
+    out.insert(
+        "kind".into(),
+        json!("identitytoolkit#VerifyPasswordResponse"),
+    );
     out.insert("registered".into(), json!(true));
     out.insert("localId".into(), json!(done.user.local_id));
     put_opt(&mut out, "email", &done.user.email);
-    out.insert("displayName".into(), json!(done.user.display_name.clone().unwrap_or_default()));
+    out.insert(
+        "displayName".into(),
+        json!(done.user.display_name.clone().unwrap_or_default()),
+    );
     put_opt(&mut out, "profilePicture", &done.user.photo_url);
     if let Some(t) = &done.tokens {
         put_tokens(&mut out, t);
@@ -203,10 +263,19 @@ async fn sign_in_with_password(identity: &Identity, caller: &Caller, body: Map<S
     Ok(Value::Object(out))
 }
 
-async fn sign_in_with_custom_token(identity: &Identity, caller: &Caller, body: Map<String, Value>) -> Result<Value> {
-    let done = identity.sign_in_with_custom_token(caller, decode(body)?).await?;
+async fn sign_in_with_custom_token(
+    identity: &Identity,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> Result<Value> {
+    let done = identity
+        .sign_in_with_custom_token(caller, decode(body)?)
+        .await?;
     let mut out = Map::new();
-    out.insert("kind".into(), json!("identitytoolkit#VerifyCustomTokenResponse"));
+    out.insert(
+        "kind".into(),
+        json!("identitytoolkit#VerifyCustomTokenResponse"),
+    );
     out.insert("isNewUser".into(), json!(done.is_new_user));
     if let Some(t) = &done.tokens {
         put_tokens(&mut out, t);
@@ -227,7 +296,10 @@ async fn update(identity: &Identity, caller: &Caller, body: Map<String, Value>) 
     let done = identity.update(caller, decode(body)?).await?;
     let view = AccountView::of(&done.user);
     let mut out = Map::new();
-    out.insert("kind".into(), json!("identitytoolkit#SetAccountInfoResponse"));
+    out.insert(
+        "kind".into(),
+        json!("identitytoolkit#SetAccountInfoResponse"),
+    );
     out.insert("localId".into(), json!(view.local_id));
     put_opt(&mut out, "email", &view.email);
     put_opt(&mut out, "displayName", &view.display_name);
@@ -242,9 +314,14 @@ async fn update(identity: &Identity, caller: &Caller, body: Map<String, Value>) 
     Ok(Value::Object(out))
 }
 
-async fn send_oob_code(identity: &Identity, caller: &Caller, body: Map<String, Value>) -> Result<Value> {
+async fn send_oob_code(
+    identity: &Identity,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> Result<Value> {
     let sent = identity.send_oob_code(caller, decode(body)?).await?;
-    let mut out = json!({"kind": "identitytoolkit#GetOobConfirmationCodeResponse", "email": sent.email});
+    let mut out =
+        json!({"kind": "identitytoolkit#GetOobConfirmationCodeResponse", "email": sent.email});
     if let (Some(code), Some(link)) = (sent.oob_code, sent.oob_link) {
         out["oobCode"] = json!(code);
         out["oobLink"] = json!(link);
@@ -252,7 +329,11 @@ async fn send_oob_code(identity: &Identity, caller: &Caller, body: Map<String, V
     Ok(out)
 }
 
-async fn reset_password(identity: &Identity, caller: &Caller, body: Map<String, Value>) -> Result<Value> {
+async fn reset_password(
+    identity: &Identity,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> Result<Value> {
     let info = identity.reset_password(caller, decode(body)?).await?;
     let mut out = json!({"kind": "identitytoolkit#ResetPasswordResponse", "requestType": info.request_type.as_str()});
     if info.request_type != OobKind::EmailSignin {
@@ -264,10 +345,16 @@ async fn reset_password(identity: &Identity, caller: &Caller, body: Map<String, 
     Ok(out)
 }
 
-async fn create_auth_uri(identity: &Identity, caller: &Caller, body: Map<String, Value>) -> Result<Value> {
+async fn create_auth_uri(
+    identity: &Identity,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> Result<Value> {
     let uri = identity.create_auth_uri(caller, decode(body)?).await?;
     if uri.private {
-        return Ok(json!({"kind": "identitytoolkit#CreateAuthUriResponse", "sessionId": uri.session_id}));
+        return Ok(
+            json!({"kind": "identitytoolkit#CreateAuthUriResponse", "sessionId": uri.session_id}),
+        );
     }
     let mut out = json!({"kind": "identitytoolkit#CreateAuthUriResponse", "registered": uri.registered, "sessionId": uri.session_id});
     if !uri.all_providers.is_empty() {
@@ -279,10 +366,19 @@ async fn create_auth_uri(identity: &Identity, caller: &Caller, body: Map<String,
     Ok(out)
 }
 
-async fn sign_in_with_email_link(identity: &Identity, caller: &Caller, body: Map<String, Value>) -> Result<Value> {
-    let done = identity.sign_in_with_email_link(caller, decode(body)?).await?;
+async fn sign_in_with_email_link(
+    identity: &Identity,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> Result<Value> {
+    let done = identity
+        .sign_in_with_email_link(caller, decode(body)?)
+        .await?;
     let mut out = Map::new();
-    out.insert("kind".into(), json!("identitytoolkit#EmailLinkSigninResponse"));
+    out.insert(
+        "kind".into(),
+        json!("identitytoolkit#EmailLinkSigninResponse"),
+    );
     put_opt(&mut out, "email", &done.user.email);
     out.insert("localId".into(), json!(done.user.local_id));
     out.insert("isNewUser".into(), json!(done.is_new_user));
@@ -292,12 +388,22 @@ async fn sign_in_with_email_link(identity: &Identity, caller: &Caller, body: Map
 
 async fn batch_get(identity: &Identity, caller: &Caller, inc: &Incoming) -> Result<Value> {
     let max = match query_param(&inc.uri, "maxResults") {
-        Some(v) => Some(v.parse::<i64>().map_err(|_| Error::InvalidArgument("maxResults must be an integer".into()))?),
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| Error::InvalidArgument("maxResults must be an integer".into()))?,
+        ),
         None => None,
     };
     let token = query_param(&inc.uri, "nextPageToken");
-    let tenant = inc.body.get("tenantId").and_then(Value::as_str).map(str::to_owned).or_else(|| query_param(&inc.uri, "tenantId"));
-    let page = identity.batch_get(caller, max, token.as_deref(), tenant.as_deref()).await?;
+    let tenant = inc
+        .body
+        .get("tenantId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| query_param(&inc.uri, "tenantId"));
+    let page = identity
+        .batch_get(caller, max, token.as_deref(), tenant.as_deref())
+        .await?;
     let mut out = json!({"kind": "identitytoolkit#DownloadAccountResponse",
         "users": page.users.iter().map(AccountView::of).collect::<Vec<_>>()});
     if let Some(t) = page.next_page_token {
@@ -306,21 +412,36 @@ async fn batch_get(identity: &Identity, caller: &Caller, inc: &Incoming) -> Resu
     Ok(out)
 }
 
-async fn batch_create(identity: &Identity, caller: &Caller, body: Map<String, Value>) -> Result<Value> {
+async fn batch_create(
+    identity: &Identity,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> Result<Value> {
     let errors = identity.batch_create(caller, decode(body)?).await?;
     let mut out = json!({"kind": "identitytoolkit#UploadAccountResponse"});
     if !errors.is_empty() {
-        out["error"] = json!(errors.iter().map(|e| json!({"index": e.index, "message": e.message})).collect::<Vec<_>>());
+        out["error"] = json!(
+            errors
+                .iter()
+                .map(|e| json!({"index": e.index, "message": e.message}))
+                .collect::<Vec<_>>()
+        );
     }
     Ok(out)
 }
 
-async fn batch_delete(identity: &Identity, caller: &Caller, body: Map<String, Value>) -> Result<Value> {
+async fn batch_delete(
+    identity: &Identity,
+    caller: &Caller,
+    body: Map<String, Value>,
+) -> Result<Value> {
     let errors = identity.batch_delete(caller, decode(body)?).await?;
     if errors.is_empty() {
         return Ok(json!({}));
     }
-    Ok(json!({"errors": errors.iter().map(|e| json!({"index": e.index, "localId": e.local_id, "message": e.message})).collect::<Vec<_>>()}))
+    Ok(
+        json!({"errors": errors.iter().map(|e| json!({"index": e.index, "localId": e.local_id, "message": e.message})).collect::<Vec<_>>()}),
+    )
 }
 
 async fn query(identity: &Identity, caller: &Caller, body: Map<String, Value>) -> Result<Value> {
@@ -332,11 +453,19 @@ async fn query(identity: &Identity, caller: &Caller, body: Map<String, Value>) -
     Ok(out)
 }
 
-async fn project_config(identity: &Identity, inc: &Incoming, project: Option<&str>) -> Result<Value> {
+async fn project_config(
+    identity: &Identity,
+    inc: &Incoming,
+    project: Option<&str>,
+) -> Result<Value> {
     let caller = inc.caller(identity, project)?;
     let settings: ProjectSettings = match inc.method {
         Method::GET => identity.project_settings(&caller).await,
-        Method::PATCH => identity.update_project_settings(&caller, Value::Object(inc.body.clone())).await?,
+        Method::PATCH => {
+            identity
+                .update_project_settings(&caller, Value::Object(inc.body.clone()))
+                .await?
+        }
         _ => return Err(Error::NotFound("Not Found".into())),
     };
     let mut out = serde_json::to_value(settings).map_err(|e| Error::Internal(e.to_string()))?;
@@ -379,12 +508,18 @@ async fn emulator(State(identity): State<Identity>, req: Request<Body>) -> Respo
         ["v1", "projects", p, "tenants", t, what] => (*p, *t, *what),
         _ => return not_found().await,
     };
-    let Some(config) = identity.project(project) else { return not_found().await };
+    let Some(config) = identity.project(project) else {
+        return not_found().await;
+    };
     if config.mode != Mode::Development {
         return not_found().await;
     }
     // The emulator's helper routes need no credentials.
-    let caller = Caller { project: config, privileged: true, ip: inc.creds.ip };
+    let caller = Caller {
+        project: config,
+        privileged: true,
+        ip: inc.creds.ip,
+    };
     let result = async {
         match (what, &inc.method) {
             ("accounts", &Method::DELETE) => {

@@ -1,18 +1,18 @@
 //! Client operations: sign-up, sign-in, lookup, update, delete, createAuthUri.
 
 use gatehouse_store::{IdentityLink, UserRecord};
-use gatehouse_tokens::{VerifyError, decode_unverified};
+use gatehouse_tokens::decode_unverified;
 use serde_json::{Map, Value};
 
 use crate::config::Mode;
 use crate::password::Check;
 use crate::user::{
-    ProviderInfo, check_claim_names, check_custom_claims, check_password_policy, check_phone, new_local_id,
-    normalize_email, stored_providers,
+    ProviderInfo, check_claim_names, check_custom_claims, check_password_policy, check_phone,
+    new_local_id, normalize_email, stored_providers,
 };
 use crate::{
-    Caller, CreateAuthUriRequest, DeleteRequest, Error, Identity, IssuedTokens, LookupRequest, Result,
-    SignInWithCustomTokenRequest, SignInWithPasswordRequest, SignUpRequest, UpdateRequest,
+    Caller, CreateAuthUriRequest, DeleteRequest, Error, Identity, IssuedTokens, LookupRequest,
+    Result, SignInWithCustomTokenRequest, SignInWithPasswordRequest, SignUpRequest, UpdateRequest,
 };
 
 /// The audience of Admin-SDK custom tokens.
@@ -69,14 +69,21 @@ fn map_store(e: gatehouse_store::Error) -> Error {
 fn links_of(user: &UserRecord) -> Vec<IdentityLink> {
     stored_providers(user)
         .into_iter()
-        .map(|p| IdentityLink { provider_id: p.provider_id, raw_id: p.raw_id })
+        .map(|p| IdentityLink {
+            provider_id: p.provider_id,
+            raw_id: p.raw_id,
+        })
         .collect()
 }
 
 impl Identity {
     /// Inserts a new account; taken e-mails, phones or ids become Firebase errors.
     pub(crate) async fn insert_user(&self, user: &UserRecord) -> Result<()> {
-        self.inner.store.insert_user(user, &links_of(user)).await.map_err(map_store)
+        self.inner
+            .store
+            .insert_user(user, &links_of(user))
+            .await
+            .map_err(map_store)
     }
 
     /// Read-modify-write of one account with optimistic concurrency (retried on a lost race).
@@ -97,7 +104,13 @@ impl Identity {
             let mut next = current.clone();
             change(&mut next)?;
             let links = (next.providers != current.providers).then(|| links_of(&next));
-            if self.inner.store.update_user(&next, links.as_deref()).await.map_err(map_store)? {
+            if self
+                .inner
+                .store
+                .update_user(&next, links.as_deref())
+                .await
+                .map_err(map_store)?
+            {
                 next.version += 1;
                 return Ok(next);
             }
@@ -105,11 +118,21 @@ impl Identity {
         Err(Error::internal("account update kept losing races"))
     }
 
-    async fn email_taken(&self, project: &str, tenant: &str, email: &str, except: Option<&str>) -> Result<bool> {
+    async fn email_taken(
+        &self,
+        project: &str,
+        tenant: &str,
+        email: &str,
+        except: Option<&str>,
+    ) -> Result<bool> {
         if self.settings(project).await.sign_in.allow_duplicate_emails {
             return Ok(false);
         }
-        let users = self.inner.store.users_by_email(project, tenant, email).await?;
+        let users = self
+            .inner
+            .store
+            .users_by_email(project, tenant, email)
+            .await?;
         Ok(users.iter().any(|u| Some(u.local_id.as_str()) != except))
     }
 
@@ -137,12 +160,19 @@ impl Identity {
         if let Some(token) = req.id_token.as_deref().filter(|t| !t.is_empty()) {
             let (user, _) = self.verify_id_token(caller, token).await?;
             let email = email.ok_or_else(|| Error::code("MISSING_EMAIL"))?;
-            let password = req.password.as_deref().filter(|p| !p.is_empty()).ok_or_else(|| Error::code("MISSING_PASSWORD"))?;
+            let password = req
+                .password
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| Error::code("MISSING_PASSWORD"))?;
             check_password_policy(password)?;
             if user.email.is_some() && user.password_hash.is_some() {
                 return Err(Error::code("EMAIL_EXISTS"));
             }
-            if self.email_taken(pid, &user.tenant_id, &email, Some(&user.local_id)).await? {
+            if self
+                .email_taken(pid, &user.tenant_id, &email, Some(&user.local_id))
+                .await?
+            {
                 return Err(Error::code("EMAIL_EXISTS"));
             }
             let hash = self.hash_password(password).await?;
@@ -158,11 +188,16 @@ impl Identity {
                         u.display_name = Some(name.clone());
                     }
                     u.last_login_at = Some(now);
+                    u.last_refresh_at = Some(now);
                     Ok(())
                 })
                 .await?;
             let tokens = self.issue_tokens(&project, &user, "password", None).await?;
-            return Ok(SignedIn { user, tokens: Some(tokens), is_new_user: false });
+            return Ok(SignedIn {
+                user,
+                tokens: Some(tokens),
+                is_new_user: false,
+            });
         }
 
         let password_hash = match req.password.as_deref() {
@@ -212,8 +247,16 @@ impl Identity {
             email_unique: email.clone().filter(|_| !allow_dup),
             email,
             email_verified: caller.privileged && req.email_verified.unwrap_or(false),
-            display_name: if anonymous { None } else { req.display_name.clone().filter(|n| !n.is_empty()) },
-            photo_url: if caller.privileged { req.photo_url.clone().filter(|p| !p.is_empty()) } else { None },
+            display_name: if anonymous {
+                None
+            } else {
+                req.display_name.clone().filter(|n| !n.is_empty())
+            },
+            photo_url: if caller.privileged {
+                req.photo_url.clone().filter(|p| !p.is_empty())
+            } else {
+                None
+            },
             phone_number: if caller.privileged { phone } else { None },
             disabled: caller.privileged && req.disabled.unwrap_or(false),
             password_updated_at: password_hash.as_ref().map(|_| now),
@@ -221,6 +264,7 @@ impl Identity {
             valid_since_secs: now / 1000,
             created_at: now,
             last_login_at: (!caller.privileged).then_some(now),
+            last_refresh_at: (!caller.privileged).then_some(now),
             providers: "[]".into(),
             mfa: "[]".into(),
             ..UserRecord::default()
@@ -232,23 +276,52 @@ impl Identity {
             let provider = if anonymous { "anonymous" } else { "password" };
             Some(self.issue_tokens(&project, &user, provider, None).await?)
         };
-        Ok(SignedIn { user, tokens, is_new_user: true })
+        Ok(SignedIn {
+            user,
+            tokens,
+            is_new_user: true,
+        })
     }
 
     /// `accounts:signInWithPassword`.
-    pub async fn sign_in_with_password(&self, caller: &Caller, req: SignInWithPasswordRequest) -> Result<SignedIn> {
+    pub async fn sign_in_with_password(
+        &self,
+        caller: &Caller,
+        req: SignInWithPasswordRequest,
+    ) -> Result<SignedIn> {
         let project = caller.project.clone();
         let pid = project.project_id.as_str();
         let tenant = req.tenant_id.clone().unwrap_or_default();
         let email = normalize_email(req.email.as_deref().unwrap_or_default())?;
-        let password = req.password.as_deref().filter(|p| !p.is_empty()).ok_or_else(|| Error::code("MISSING_PASSWORD"))?;
+        let password = req
+            .password
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| Error::code("MISSING_PASSWORD"))?;
         self.inner.limits.sign_in(caller.ip)?;
         let account_key = format!("{pid}/{tenant}/{email}");
         self.inner.limits.account_locked(&account_key)?;
-        let privacy = self.settings(pid).await.email_privacy_config.enable_improved_email_privacy;
-        let fail = |code: &'static str| if privacy { Error::code("INVALID_LOGIN_CREDENTIALS") } else { Error::code(code) };
+        let privacy = self
+            .settings(pid)
+            .await
+            .email_privacy_config
+            .enable_improved_email_privacy;
+        let fail = |code: &'static str| {
+            if privacy {
+                Error::code("INVALID_LOGIN_CREDENTIALS")
+            } else {
+                Error::code(code)
+            }
+        };
 
-        let Some(user) = self.inner.store.users_by_email(pid, &tenant, &email).await?.into_iter().next() else {
+        let Some(user) = self
+            .inner
+            .store
+            .users_by_email(pid, &tenant, &email)
+            .await?
+            .into_iter()
+            .next()
+        else {
             let _ = self.check_password(password, DUMMY_HASH).await?;
             self.inner.limits.password_failed(&account_key);
             return Err(fail("EMAIL_NOT_FOUND"));
@@ -265,7 +338,11 @@ impl Identity {
         if user.disabled {
             return Err(Error::code("USER_DISABLED"));
         }
-        let rehash = if check == Check::MatchRehash { Some(self.hash_password(password).await?) } else { None };
+        let rehash = if check == Check::MatchRehash {
+            Some(self.hash_password(password).await?)
+        } else {
+            None
+        };
         let now = self.now_ms();
         let user = self
             .modify_user(pid, &tenant, &user.local_id, |u| {
@@ -274,18 +351,31 @@ impl Identity {
                     u.salt = None;
                 }
                 u.last_login_at = Some(now);
+                u.last_refresh_at = Some(now);
                 Ok(())
             })
             .await?;
         let tokens = self.issue_tokens(&project, &user, "password", None).await?;
-        Ok(SignedIn { user, tokens: Some(tokens), is_new_user: false })
+        Ok(SignedIn {
+            user,
+            tokens: Some(tokens),
+            is_new_user: false,
+        })
     }
 
     /// `accounts:signInWithCustomToken`.
-    pub async fn sign_in_with_custom_token(&self, caller: &Caller, req: SignInWithCustomTokenRequest) -> Result<SignedIn> {
+    pub async fn sign_in_with_custom_token(
+        &self,
+        caller: &Caller,
+        req: SignInWithCustomTokenRequest,
+    ) -> Result<SignedIn> {
         let project = caller.project.clone();
         let pid = project.project_id.as_str();
-        let token = req.token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| Error::code("MISSING_CUSTOM_TOKEN"))?;
+        let token = req
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::code("MISSING_CUSTOM_TOKEN"))?;
         self.inner.limits.sign_in(caller.ip)?;
         let claims = self.check_custom_token(caller, token)?;
         let uid = match claims.get("uid").or_else(|| claims.get("user_id")) {
@@ -294,9 +384,16 @@ impl Identity {
             _ => return Err(Error::code("MISSING_IDENTIFIER")),
         };
         if uid.chars().count() > 128 {
-            return Err(Error::detail("INVALID_CUSTOM_TOKEN", "uid must be at most 128 characters"));
+            return Err(Error::detail(
+                "INVALID_CUSTOM_TOKEN",
+                "uid must be at most 128 characters",
+            ));
         }
-        let token_tenant = claims.get("tenant_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let token_tenant = claims
+            .get("tenant_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let tenant = req.tenant_id.clone().unwrap_or_default();
         if !token_tenant.is_empty() && token_tenant != tenant {
             return Err(Error::code("TENANT_ID_MISMATCH"));
@@ -322,6 +419,7 @@ impl Identity {
                 let u = self
                     .modify_user(pid, &tenant, &uid, |u| {
                         u.last_login_at = Some(now);
+                        u.last_refresh_at = Some(now);
                         u.custom_auth = true;
                         Ok(())
                     })
@@ -337,6 +435,7 @@ impl Identity {
                     valid_since_secs: now / 1000,
                     created_at: now,
                     last_login_at: Some(now),
+                    last_refresh_at: Some(now),
                     providers: "[]".into(),
                     mfa: "[]".into(),
                     ..UserRecord::default()
@@ -345,15 +444,26 @@ impl Identity {
                     Ok(()) => (u, true),
                     // Two first sign-ins raced: the other one created the account.
                     Err(e) if e.is("DUPLICATE_LOCAL_ID") => {
-                        let u = self.inner.store.user(pid, &tenant, &uid).await?.ok_or_else(|| Error::code("USER_NOT_FOUND"))?;
+                        let u = self
+                            .inner
+                            .store
+                            .user(pid, &tenant, &uid)
+                            .await?
+                            .ok_or_else(|| Error::code("USER_NOT_FOUND"))?;
                         (u, false)
                     }
                     Err(e) => return Err(e),
                 }
             }
         };
-        let tokens = self.issue_tokens(&project, &user, "custom", extra.as_ref()).await?;
-        Ok(SignedIn { user, tokens: Some(tokens), is_new_user })
+        let tokens = self
+            .issue_tokens(&project, &user, "custom", extra.as_ref())
+            .await?;
+        Ok(SignedIn {
+            user,
+            tokens: Some(tokens),
+            is_new_user,
+        })
     }
 
     /// Checks a custom token as the project's mode requires; returns its claims.
@@ -366,11 +476,15 @@ impl Identity {
                 _ => Err(invalid("The custom token is not valid JSON.")),
             };
         }
-        let (header, claims) = decode_unverified(token).map_err(|_| invalid("The custom token format is incorrect."))?;
+        let (header, claims) = decode_unverified(token)
+            .map_err(|_| invalid("The custom token format is incorrect."))?;
         if claims.get("aud").and_then(Value::as_str) != Some(CUSTOM_TOKEN_AUDIENCE) {
             return Err(invalid("The custom token has the wrong audience."));
         }
-        let issuer = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
+        let issuer = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let signers = project.custom_token_signers.get(issuer);
         if project.mode == Mode::Development && (header.alg == "none" || signers.is_none()) {
             // The emulator's leniency: unsigned (or unknown-signer) custom tokens are accepted.
@@ -379,26 +493,29 @@ impl Identity {
         if header.alg != "RS256" {
             return Err(invalid("The custom token must be signed with RS256."));
         }
-        let signers = signers.ok_or_else(|| invalid("The custom token was not signed by a trusted service account."))?;
-        let verifier = gatehouse_tokens::Verifier::new(signers.iter().map(|k| k.clone()));
-        let verified = match header.kid.as_deref() {
-            Some(kid) if verifier.knows(kid) => verifier.verify_signature(token).is_ok(),
-            // Admin SDKs sign custom tokens without a kid: try each key of the issuer.
-            _ => signers.iter().any(|k| {
-                gatehouse_tokens::Verifier::new([k.clone()])
-                    .verify_signature(&with_kid(token, k.kid()))
-                    .map_err(|e| e == VerifyError::BadSignature)
-                    .is_ok()
-            }),
-        };
+        let signers = signers.ok_or_else(|| {
+            invalid("The custom token was not signed by a trusted service account.")
+        })?;
+        // Admin SDKs sign custom tokens without a kid: try each key of the issuer.
+        let verified = signers
+            .iter()
+            .any(|k| gatehouse_tokens::verify_with_key(token, k).is_ok());
         if !verified {
             return Err(invalid("The custom token signature is invalid."));
         }
         let now = self.now_secs();
-        let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(|| invalid("missing iat"))?;
-        let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| invalid("missing exp"))?;
+        let iat = claims
+            .get("iat")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| invalid("missing iat"))?;
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| invalid("missing exp"))?;
         if exp <= now || iat > now + 300 || exp - iat > 3600 {
-            return Err(invalid("The custom token has expired or its lifetime is too long."));
+            return Err(invalid(
+                "The custom token has expired or its lifetime is too long.",
+            ));
         }
         if claims.get("sub").and_then(Value::as_str) != Some(issuer) {
             return Err(invalid("The custom token subject must be its issuer."));
@@ -426,7 +543,9 @@ impl Identity {
             return Ok(found);
         }
         if !req.initial_email.is_empty() {
-            return Err(Error::NotImplemented("Lookup by initialEmail is not implemented.".into()));
+            return Err(Error::NotImplemented(
+                "Lookup by initialEmail is not implemented.".into(),
+            ));
         }
         for id in &req.local_id {
             if let Some(u) = self.inner.store.user(&pid, &tenant, id).await? {
@@ -434,8 +553,15 @@ impl Identity {
             }
         }
         for email in &req.email {
-            let Ok(email) = normalize_email(email) else { continue };
-            for u in self.inner.store.users_by_email(&pid, &tenant, &email).await? {
+            let Ok(email) = normalize_email(email) else {
+                continue;
+            };
+            for u in self
+                .inner
+                .store
+                .users_by_email(&pid, &tenant, &email)
+                .await?
+            {
                 push(u, &mut found);
             }
         }
@@ -445,14 +571,35 @@ impl Identity {
             }
         }
         for fed in &req.federated_user_id {
-            let provider = fed.provider_id.as_deref().ok_or_else(|| Error::code("MISSING_PROVIDER_ID"))?;
-            let raw = fed.raw_id.as_deref().ok_or_else(|| Error::code("MISSING_RAW_ID"))?;
+            let provider = fed
+                .provider_id
+                .as_deref()
+                .ok_or_else(|| Error::code("MISSING_PROVIDER_ID"))?;
+            let raw = fed
+                .raw_id
+                .as_deref()
+                .ok_or_else(|| Error::code("MISSING_RAW_ID"))?;
             let id = match provider {
-                "password" | "email" => {
-                    self.inner.store.users_by_email(&pid, &tenant, &raw.to_lowercase()).await?.into_iter().next().map(|u| u.local_id)
+                "password" | "email" => self
+                    .inner
+                    .store
+                    .users_by_email(&pid, &tenant, &raw.to_lowercase())
+                    .await?
+                    .into_iter()
+                    .next()
+                    .map(|u| u.local_id),
+                "phone" => self
+                    .inner
+                    .store
+                    .user_by_phone(&pid, &tenant, raw)
+                    .await?
+                    .map(|u| u.local_id),
+                _ => {
+                    self.inner
+                        .store
+                        .user_id_by_identity(&pid, &tenant, provider, raw)
+                        .await?
                 }
-                "phone" => self.inner.store.user_by_phone(&pid, &tenant, raw).await?.map(|u| u.local_id),
-                _ => self.inner.store.user_id_by_identity(&pid, &tenant, provider, raw).await?,
             };
             if let Some(id) = id
                 && let Some(u) = self.inner.store.user(&pid, &tenant, &id).await?
@@ -467,21 +614,37 @@ impl Identity {
     pub async fn update(&self, caller: &Caller, req: UpdateRequest) -> Result<Updated> {
         if let Some(code) = req.oob_code.as_deref().filter(|c| !c.is_empty()) {
             let user = self.apply_oob_code(caller, code).await?;
-            return Ok(Updated { user, tokens: None, new_email: None });
+            return Ok(Updated {
+                user,
+                tokens: None,
+                new_email: None,
+            });
         }
         let pid = caller.project_id().to_owned();
         let token_session = match req.id_token.as_deref().filter(|t| !t.is_empty()) {
             Some(token) => Some(self.verify_id_token(caller, token).await?),
             None => None,
         };
-        let target = match (&token_session, req.local_id.as_deref().filter(|l| !l.is_empty())) {
+        let target = match (
+            &token_session,
+            req.local_id.as_deref().filter(|l| !l.is_empty()),
+        ) {
             (_, Some(local_id)) if caller.privileged => {
                 let tenant = req.tenant_id.clone().unwrap_or_default();
-                self.inner.store.user(&pid, &tenant, local_id).await?.ok_or_else(|| Error::code("USER_NOT_FOUND"))?
+                self.inner
+                    .store
+                    .user(&pid, &tenant, local_id)
+                    .await?
+                    .ok_or_else(|| Error::code("USER_NOT_FOUND"))?
             }
             (Some((user, _)), _) => user.clone(),
             (None, _) if caller.privileged => return Err(Error::code("MISSING_LOCAL_ID")),
-            (None, _) => return Err(Error::detail("INVALID_REQ_TYPE", "Unsupported request parameters.")),
+            (None, _) => {
+                return Err(Error::detail(
+                    "INVALID_REQ_TYPE",
+                    "Unsupported request parameters.",
+                ));
+            }
         };
         if !caller.privileged {
             if req.disable_user.is_some() {
@@ -504,7 +667,9 @@ impl Identity {
         };
         if let Some(email) = &email
             && target.email.as_ref() != Some(email)
-            && self.email_taken(&pid, &target.tenant_id, email, Some(&target.local_id)).await?
+            && self
+                .email_taken(&pid, &target.tenant_id, email, Some(&target.local_id))
+                .await?
         {
             return Err(Error::code("EMAIL_EXISTS"));
         }
@@ -528,10 +693,21 @@ impl Identity {
         }
         let link = match &req.link_provider_user_info {
             Some(info) => {
-                let provider_id = info.provider_id.clone().filter(|p| !p.is_empty()).ok_or_else(|| Error::code("MISSING_PROVIDER_ID"))?;
-                let raw_id = info.raw_id.clone().filter(|r| !r.is_empty()).ok_or_else(|| Error::code("MISSING_RAW_ID"))?;
+                let provider_id = info
+                    .provider_id
+                    .clone()
+                    .filter(|p| !p.is_empty())
+                    .ok_or_else(|| Error::code("MISSING_PROVIDER_ID"))?;
+                let raw_id = info
+                    .raw_id
+                    .clone()
+                    .filter(|r| !r.is_empty())
+                    .ok_or_else(|| Error::code("MISSING_RAW_ID"))?;
                 if matches!(provider_id.as_str(), "password" | "phone") {
-                    return Err(Error::detail("INVALID_PROVIDER_ID", "Use email/phoneNumber for first-party providers."));
+                    return Err(Error::detail(
+                        "INVALID_PROVIDER_ID",
+                        "Use email/phoneNumber for first-party providers.",
+                    ));
                 }
                 Some(ProviderInfo {
                     federated_id: Some(raw_id.clone()),
@@ -586,7 +762,12 @@ impl Identity {
                             u.email_verified = false;
                         }
                         "PHONE_NUMBER" => u.phone_number = None,
-                        other => return Err(Error::detail("INVALID_ARGUMENT", format!("unknown attribute {other}"))),
+                        other => {
+                            return Err(Error::detail(
+                                "INVALID_ARGUMENT",
+                                format!("unknown attribute {other}"),
+                            ));
+                        }
                     }
                 }
                 if !req.delete_provider.is_empty() {
@@ -634,7 +815,10 @@ impl Identity {
             })
             .await?;
         if revoked {
-            self.inner.store.delete_refresh_tokens(&pid, &user.tenant_id, &user.local_id).await?;
+            self.inner
+                .store
+                .delete_refresh_tokens(&pid, &user.tenant_id, &user.local_id)
+                .await?;
         }
         let tokens = match &token_session {
             Some((_, claims)) if revoked || !caller.privileged => {
@@ -644,18 +828,31 @@ impl Identity {
                     .and_then(Value::as_str)
                     .unwrap_or("password")
                     .to_owned();
-                Some(self.issue_tokens(&caller.project, &user, &provider, None).await?)
+                Some(
+                    self.issue_tokens(&caller.project, &user, &provider, None)
+                        .await?,
+                )
             }
             _ => None,
         };
-        Ok(Updated { user, tokens, new_email })
+        Ok(Updated {
+            user,
+            tokens,
+            new_email,
+        })
     }
 
     /// `accounts:delete`.
     pub async fn delete(&self, caller: &Caller, req: DeleteRequest) -> Result<()> {
         let pid = caller.project_id().to_owned();
-        let (tenant, local_id) = match (req.local_id.as_deref().filter(|l| !l.is_empty()), req.id_token.as_deref().filter(|t| !t.is_empty())) {
-            (Some(local_id), _) if caller.privileged => (req.tenant_id.clone().unwrap_or_default(), local_id.to_owned()),
+        let (tenant, local_id) = match (
+            req.local_id.as_deref().filter(|l| !l.is_empty()),
+            req.id_token.as_deref().filter(|t| !t.is_empty()),
+        ) {
+            (Some(local_id), _) if caller.privileged => (
+                req.tenant_id.clone().unwrap_or_default(),
+                local_id.to_owned(),
+            ),
             (_, Some(token)) => {
                 let (user, _) = self.verify_id_token(caller, token).await?;
                 (user.tenant_id, user.local_id)
@@ -664,30 +861,69 @@ impl Identity {
             (None, None) if caller.privileged => return Err(Error::code("MISSING_LOCAL_ID")),
             (None, None) => return Err(Error::code("MISSING_ID_TOKEN")),
         };
-        if !self.inner.store.delete_user(&pid, &tenant, &local_id).await? {
+        if !self
+            .inner
+            .store
+            .delete_user(&pid, &tenant, &local_id)
+            .await?
+        {
             return Err(Error::code("USER_NOT_FOUND"));
         }
         Ok(())
     }
 
     /// `accounts:createAuthUri` (what `fetchSignInMethodsForEmail` calls).
-    pub async fn create_auth_uri(&self, caller: &Caller, req: CreateAuthUriRequest) -> Result<AuthUri> {
-        let session_id = req.session_id.clone().unwrap_or_else(|| crate::session::random_token(18));
+    pub async fn create_auth_uri(
+        &self,
+        caller: &Caller,
+        req: CreateAuthUriRequest,
+    ) -> Result<AuthUri> {
+        let session_id = req
+            .session_id
+            .clone()
+            .unwrap_or_else(|| crate::session::random_token(18));
         if req.provider_id.as_deref().is_some_and(|p| !p.is_empty()) {
-            return Err(Error::NotImplemented("createAuthUri with providerId is not implemented.".into()));
+            return Err(Error::NotImplemented(
+                "createAuthUri with providerId is not implemented.".into(),
+            ));
         }
-        let identifier = req.identifier.as_deref().filter(|i| !i.is_empty()).ok_or_else(|| Error::code("MISSING_IDENTIFIER"))?;
-        let continue_uri = req.continue_uri.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| Error::code("MISSING_CONTINUE_URI"))?;
+        let identifier = req
+            .identifier
+            .as_deref()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| Error::code("MISSING_IDENTIFIER"))?;
+        let continue_uri = req
+            .continue_uri
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Error::code("MISSING_CONTINUE_URI"))?;
         if url::Url::parse(continue_uri).is_err() {
             return Err(Error::code("INVALID_CONTINUE_URI"));
         }
         let email = normalize_email(identifier).map_err(|_| Error::code("INVALID_IDENTIFIER"))?;
         let pid = caller.project_id();
-        if self.settings(pid).await.email_privacy_config.enable_improved_email_privacy {
-            return Ok(AuthUri { registered: false, all_providers: vec![], signin_methods: vec![], session_id, private: true });
+        if self
+            .settings(pid)
+            .await
+            .email_privacy_config
+            .enable_improved_email_privacy
+        {
+            return Ok(AuthUri {
+                registered: false,
+                all_providers: vec![],
+                signin_methods: vec![],
+                session_id,
+                private: true,
+            });
         }
         let tenant = req.tenant_id.clone().unwrap_or_default();
-        let user = self.inner.store.users_by_email(pid, &tenant, &email).await?.into_iter().next();
+        let user = self
+            .inner
+            .store
+            .users_by_email(pid, &tenant, &email)
+            .await?
+            .into_iter()
+            .next();
         let mut all = Vec::new();
         let mut methods = Vec::new();
         if let Some(u) = &user {
@@ -706,13 +942,12 @@ impl Identity {
                 methods.push(p.provider_id);
             }
         }
-        Ok(AuthUri { registered: user.is_some(), all_providers: all, signin_methods: methods, session_id, private: false })
+        Ok(AuthUri {
+            registered: user.is_some(),
+            all_providers: all,
+            signin_methods: methods,
+            session_id,
+            private: false,
+        })
     }
-}
-
-/// Re-headers a kid-less token with `kid` so the kid-keyed verifier can check it against one key.
-/// The signature covers the original header, so this only works when the token already names
-/// this kid or none; for kid-less tokens we verify the original bytes directly.
-fn with_kid(token: &str, _kid: &str) -> String {
-    token.to_owned()
 }

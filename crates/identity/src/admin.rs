@@ -8,7 +8,9 @@ use gatehouse_store::UserRecord;
 use crate::config::Mode;
 use crate::password::{ImportedHash, fake_hash_password};
 use crate::user::{ProviderInfo, check_custom_claims, check_phone, normalize_email};
-use crate::{BatchCreateRequest, BatchDeleteRequest, Caller, Error, Identity, QueryRequest, Result};
+use crate::{
+    BatchCreateRequest, BatchDeleteRequest, Caller, Error, Identity, QueryRequest, Result,
+};
 
 /// One page of `accounts:batchGet`.
 #[derive(Debug, Clone)]
@@ -36,41 +38,75 @@ fn decode_b64(text: &str) -> Option<Vec<u8>> {
 
 impl Identity {
     /// `accounts:batchGet`: accounts ordered by id, paged by the last id of the previous page.
-    pub async fn batch_get(&self, caller: &Caller, max_results: Option<i64>, page_token: Option<&str>, tenant: Option<&str>) -> Result<UserPage> {
+    pub async fn batch_get(
+        &self,
+        caller: &Caller,
+        max_results: Option<i64>,
+        page_token: Option<&str>,
+        tenant: Option<&str>,
+    ) -> Result<UserPage> {
         caller.require_privileged()?;
         let limit = match max_results {
             None | Some(0) => 20,
             Some(-1) if caller.project.mode == Mode::Development => i64::MAX,
             Some(n) if (1..=1000).contains(&n) => n,
-            Some(_) => return Err(Error::detail("INVALID_ARGUMENT", "maxResults must be between 1 and 1000")),
+            Some(_) => {
+                return Err(Error::detail(
+                    "INVALID_ARGUMENT",
+                    "maxResults must be between 1 and 1000",
+                ));
+            }
         };
         let after = match page_token.filter(|t| !t.is_empty()) {
             Some(token) => {
-                let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| Error::code("INVALID_PAGE_SELECTION"))?;
+                let bytes = URL_SAFE_NO_PAD
+                    .decode(token)
+                    .map_err(|_| Error::code("INVALID_PAGE_SELECTION"))?;
                 String::from_utf8(bytes).map_err(|_| Error::code("INVALID_PAGE_SELECTION"))?
             }
             None => String::new(),
         };
         let fetch = if limit == i64::MAX { limit } else { limit + 1 };
-        let mut users = self.inner.store.list_users(caller.project_id(), tenant.unwrap_or_default(), &after, fetch).await?;
+        let mut users = self
+            .inner
+            .store
+            .list_users(
+                caller.project_id(),
+                tenant.unwrap_or_default(),
+                &after,
+                fetch,
+            )
+            .await?;
         let next_page_token = if limit != i64::MAX && users.len() as i64 > limit {
             users.truncate(limit as usize);
-            users.last().map(|u| URL_SAFE_NO_PAD.encode(u.local_id.as_bytes()))
+            users
+                .last()
+                .map(|u| URL_SAFE_NO_PAD.encode(u.local_id.as_bytes()))
         } else {
             None
         };
-        Ok(UserPage { users, next_page_token })
+        Ok(UserPage {
+            users,
+            next_page_token,
+        })
     }
 
     /// `accounts:batchCreate` (import). Per-user problems are reported, not fatal; each account is
     /// written whole or not at all.
-    pub async fn batch_create(&self, caller: &Caller, req: BatchCreateRequest) -> Result<Vec<BatchItemError>> {
+    pub async fn batch_create(
+        &self,
+        caller: &Caller,
+        req: BatchCreateRequest,
+    ) -> Result<Vec<BatchItemError>> {
         caller.require_privileged()?;
         if req.users.is_empty() {
             return Err(Error::code("MISSING_USER_ACCOUNT"));
         }
         if req.users.len() > 1000 {
-            return Err(Error::detail("MAXIMUM_USER_COUNT_EXCEEDED", "A maximum of 1000 accounts can be imported at once."));
+            return Err(Error::detail(
+                "MAXIMUM_USER_COUNT_EXCEEDED",
+                "A maximum of 1000 accounts can be imported at once.",
+            ));
         }
         let pid = caller.project_id().to_owned();
         let tenant_default = req.tenant_id.clone().unwrap_or_default();
@@ -79,8 +115,16 @@ impl Identity {
             alg: alg.to_ascii_uppercase(),
             hash: String::new(),
             salt: String::new(),
-            signer_key: req.signer_key.as_deref().and_then(decode_b64).map(|b| STANDARD.encode(b)),
-            salt_separator: req.salt_separator.as_deref().and_then(decode_b64).map(|b| STANDARD.encode(b)),
+            signer_key: req
+                .signer_key
+                .as_deref()
+                .and_then(decode_b64)
+                .map(|b| STANDARD.encode(b)),
+            salt_separator: req
+                .salt_separator
+                .as_deref()
+                .and_then(decode_b64)
+                .map(|b| STANDARD.encode(b)),
             rounds: req.rounds.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
             memory_cost: req.memory_cost.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
             cpu_mem_cost: req.cpu_mem_cost.or(req.memory_cost).unwrap_or(0).max(0) as u64,
@@ -99,8 +143,16 @@ impl Identity {
         let now = self.now_ms();
         let mut errors = Vec::new();
         for (index, u) in req.users.into_iter().enumerate() {
-            let fail = |message: String| BatchItemError { index, local_id: u.local_id.clone(), message };
-            let Some(local_id) = u.local_id.clone().filter(|l| !l.is_empty() && l.chars().count() <= 128) else {
+            let fail = |message: String| BatchItemError {
+                index,
+                local_id: u.local_id.clone(),
+                message,
+            };
+            let Some(local_id) = u
+                .local_id
+                .clone()
+                .filter(|l| !l.is_empty() && l.chars().count() <= 128)
+            else {
                 errors.push(fail("localId is missing or too long".into()));
                 continue;
             };
@@ -134,16 +186,25 @@ impl Identity {
                 if let Some(pw) = fake_hash_password(hash, &salt_text) {
                     Some(self.hash_password(pw).await?)
                 } else if let Some(template) = &hash_template {
-                    let (Some(hash_bytes), Some(salt_bytes)) = (decode_b64(hash), decode_b64(&salt_text).or(Some(Vec::new()))) else {
+                    let (Some(hash_bytes), Some(salt_bytes)) = (
+                        decode_b64(hash),
+                        decode_b64(&salt_text).or(Some(Vec::new())),
+                    ) else {
                         errors.push(fail("passwordHash must be base64".into()));
                         continue;
                     };
                     Some(
-                        ImportedHash { hash: STANDARD.encode(hash_bytes), salt: STANDARD.encode(salt_bytes), ..template.clone() }
-                            .to_stored(),
+                        ImportedHash {
+                            hash: STANDARD.encode(hash_bytes),
+                            salt: STANDARD.encode(salt_bytes),
+                            ..template.clone()
+                        }
+                        .to_stored(),
                     )
                 } else {
-                    errors.push(fail("hashAlgorithm is required to import a passwordHash".into()));
+                    errors.push(fail(
+                        "hashAlgorithm is required to import a passwordHash".into(),
+                    ));
                     continue;
                 }
             } else {
@@ -151,7 +212,10 @@ impl Identity {
             };
             let mut providers = Vec::new();
             for p in &u.provider_user_info {
-                let (Some(provider_id), Some(raw_id)) = (p.provider_id.clone(), p.raw_id.clone()) else { continue };
+                let (Some(provider_id), Some(raw_id)) = (p.provider_id.clone(), p.raw_id.clone())
+                else {
+                    continue;
+                };
                 if matches!(provider_id.as_str(), "password" | "phone") {
                     continue;
                 }
@@ -166,7 +230,10 @@ impl Identity {
                     phone_number: None,
                 });
             }
-            let tenant = u.tenant_id.clone().unwrap_or_else(|| tenant_default.clone());
+            let tenant = u
+                .tenant_id
+                .clone()
+                .unwrap_or_else(|| tenant_default.clone());
             let record = UserRecord {
                 project_id: pid.clone(),
                 tenant_id: tenant.clone(),
@@ -188,14 +255,33 @@ impl Identity {
                 mfa: "[]".into(),
                 ..UserRecord::default()
             };
-            if allow_overwrite && self.inner.store.user(&pid, &tenant, &local_id).await?.is_some() {
-                self.inner.store.delete_user(&pid, &tenant, &local_id).await?;
+            if allow_overwrite
+                && self
+                    .inner
+                    .store
+                    .user(&pid, &tenant, &local_id)
+                    .await?
+                    .is_some()
+            {
+                self.inner
+                    .store
+                    .delete_user(&pid, &tenant, &local_id)
+                    .await?;
             }
             if let Err(e) = self.insert_user(&record).await {
                 let message = match &e {
-                    Error::Code { code: "EMAIL_EXISTS", .. } => format!("email exists in other account in DB"),
-                    Error::Code { code: "DUPLICATE_LOCAL_ID", .. } => "localId belongs to an existing account".into(),
-                    Error::Code { code: "PHONE_NUMBER_EXISTS", .. } => "phone number exists in other account in DB".into(),
+                    Error::Code {
+                        code: "EMAIL_EXISTS",
+                        ..
+                    } => "email exists in other account in DB".to_owned(),
+                    Error::Code {
+                        code: "DUPLICATE_LOCAL_ID",
+                        ..
+                    } => "localId belongs to an existing account".into(),
+                    Error::Code {
+                        code: "PHONE_NUMBER_EXISTS",
+                        ..
+                    } => "phone number exists in other account in DB".into(),
                     Error::Code { .. } => e.message(),
                     _ => return Err(e),
                 };
@@ -206,7 +292,11 @@ impl Identity {
     }
 
     /// `accounts:batchDelete`: enabled accounts are refused unless `force`; unknown ids are skipped.
-    pub async fn batch_delete(&self, caller: &Caller, req: BatchDeleteRequest) -> Result<Vec<BatchItemError>> {
+    pub async fn batch_delete(
+        &self,
+        caller: &Caller,
+        req: BatchDeleteRequest,
+    ) -> Result<Vec<BatchItemError>> {
         caller.require_privileged()?;
         if req.local_ids.is_empty() || req.local_ids.len() > 1000 {
             return Err(Error::code("LOCAL_ID_LIST_EXCEEDS_LIMIT"));
@@ -216,7 +306,9 @@ impl Identity {
         let force = req.force.unwrap_or(false);
         let mut errors = Vec::new();
         for (index, id) in req.local_ids.iter().enumerate() {
-            let Some(user) = self.inner.store.user(&pid, &tenant, id).await? else { continue };
+            let Some(user) = self.inner.store.user(&pid, &tenant, id).await? else {
+                continue;
+            };
             if !force && !user.disabled {
                 errors.push(BatchItemError {
                     index,
@@ -232,15 +324,23 @@ impl Identity {
 
     /// `accounts:query`: count, or list ordered by user id (optionally descending), with
     /// `limit`/`offset`.
-    pub async fn query(&self, caller: &Caller, req: QueryRequest) -> Result<(i64, Option<Vec<UserRecord>>)> {
+    pub async fn query(
+        &self,
+        caller: &Caller,
+        req: QueryRequest,
+    ) -> Result<(i64, Option<Vec<UserRecord>>)> {
         caller.require_privileged()?;
         if !req.expression.is_empty() {
-            return Err(Error::NotImplemented("accounts:query with expression is not implemented.".into()));
+            return Err(Error::NotImplemented(
+                "accounts:query with expression is not implemented.".into(),
+            ));
         }
         if let Some(sort) = req.sort_by.as_deref()
             && !matches!(sort, "USER_ID" | "SORT_BY_FIELD_UNSPECIFIED")
         {
-            return Err(Error::NotImplemented(format!("accounts:query sortBy {sort} is not implemented.")));
+            return Err(Error::NotImplemented(format!(
+                "accounts:query sortBy {sort} is not implemented."
+            )));
         }
         let pid = caller.project_id();
         let tenant = req.tenant_id.clone().unwrap_or_default();
@@ -250,7 +350,11 @@ impl Identity {
         }
         let limit = req.limit.unwrap_or(500).clamp(1, 500) as usize;
         let offset = req.offset.unwrap_or(0).max(0) as usize;
-        let mut all = self.inner.store.list_users(pid, &tenant, "", i64::MAX).await?;
+        let mut all = self
+            .inner
+            .store
+            .list_users(pid, &tenant, "", i64::MAX)
+            .await?;
         if req.order.as_deref() == Some("DESC") {
             all.reverse();
         }
@@ -263,6 +367,10 @@ impl Identity {
         if caller.project.mode != Mode::Development {
             return Err(Error::NotFound("Not Found".into()));
         }
-        Ok(self.inner.store.delete_all_users(caller.project_id(), tenant).await?)
+        Ok(self
+            .inner
+            .store
+            .delete_all_users(caller.project_id(), tenant)
+            .await?)
     }
 }

@@ -69,15 +69,24 @@ impl ProjectConfig {
 
     /// A production project with defaults.
     pub fn production(project_id: &str) -> Self {
-        Self { mode: Mode::Production, ..Self::development(project_id) }
+        Self {
+            mode: Mode::Production,
+            ..Self::development(project_id)
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
         let id_ok = !self.project_id.is_empty()
             && self.project_id.len() <= 64
-            && self.project_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && self
+                .project_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !id_ok {
-            return Err(Error::internal(format!("invalid project id {:?}", self.project_id)));
+            return Err(Error::internal(format!(
+                "invalid project id {:?}",
+                self.project_id
+            )));
         }
         if self.mode == Mode::Production && self.unsigned_id_tokens {
             return Err(Error::internal(format!(

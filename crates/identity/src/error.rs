@@ -5,7 +5,10 @@
 pub enum Error {
     /// A business error: HTTP 400 with `message` = `CODE` or `CODE : detail`.
     #[error("{code}")]
-    Code { code: &'static str, detail: Option<String> },
+    Code {
+        code: &'static str,
+        detail: Option<String>,
+    },
     /// Malformed request (bad JSON, wrong types): 400 `INVALID_ARGUMENT`.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -37,7 +40,10 @@ impl Error {
 
     /// A Firebase error code with a detail (`CODE : detail`).
     pub fn detail(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::Code { code, detail: Some(detail.into()) }
+        Self::Code {
+            code,
+            detail: Some(detail.into()),
+        }
     }
 
     pub(crate) fn internal(text: impl Into<String>) -> Self {
@@ -52,7 +58,10 @@ impl Error {
     pub fn message(&self) -> String {
         match self {
             Self::Code { code, detail: None } => (*code).to_owned(),
-            Self::Code { code, detail: Some(d) } => format!("{code} : {d}"),
+            Self::Code {
+                code,
+                detail: Some(d),
+            } => format!("{code} : {d}"),
             Self::InvalidArgument(m)
             | Self::PermissionDenied(m)
             | Self::Unauthenticated(m)

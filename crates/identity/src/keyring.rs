@@ -73,7 +73,9 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("rotation_ms", &self.rotation_ms).finish_non_exhaustive()
+        f.debug_struct("Keyring")
+            .field("rotation_ms", &self.rotation_ms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +84,13 @@ impl Keyring {
     pub async fn load(store: Store, clock: Arc<dyn Clock>, rotation_secs: i64) -> Result<Self> {
         let rotation_ms = rotation_secs.max(60) * 1000;
         let id = load_set(&store, clock.as_ref(), rotation_ms, KeyPurpose::IdToken).await?;
-        let session = load_set(&store, clock.as_ref(), rotation_ms, KeyPurpose::SessionCookie).await?;
+        let session = load_set(
+            &store,
+            clock.as_ref(),
+            rotation_ms,
+            KeyPurpose::SessionCookie,
+        )
+        .await?;
         Ok(Self {
             store,
             clock,
@@ -146,7 +154,12 @@ impl Keyring {
     }
 }
 
-async fn load_set(store: &Store, clock: &dyn Clock, rotation_ms: i64, purpose: KeyPurpose) -> Result<KeySet> {
+async fn load_set(
+    store: &Store,
+    clock: &dyn Clock,
+    rotation_ms: i64,
+    purpose: KeyPurpose,
+) -> Result<KeySet> {
     let now = clock.now_ms();
     let mut records = store.signing_keys(purpose.as_str(), now).await?;
     let newest_retire = records.iter().map(|r| r.retire_at).max();
@@ -167,7 +180,11 @@ async fn load_set(store: &Store, clock: &dyn Clock, rotation_ms: i64, purpose: K
             expires_at: start + rotation_ms + purpose.max_token_ms() + 600_000,
         };
         store.insert_signing_key(&record).await?;
-        tracing::info!(kid = record.kid, purpose = purpose.as_str(), "created signing key");
+        tracing::info!(
+            kid = record.kid,
+            purpose = purpose.as_str(),
+            "created signing key"
+        );
         records = store.signing_keys(purpose.as_str(), now).await?;
     }
     build_set(&records, now)
@@ -176,7 +193,8 @@ async fn load_set(store: &Store, clock: &dyn Clock, rotation_ms: i64, purpose: K
 fn build_set(records: &[SigningKeyRecord], now: i64) -> Result<KeySet> {
     let mut keys = Vec::with_capacity(records.len());
     for r in records {
-        let key = SigningKey::from_pkcs8(r.kid.clone(), &r.private_der).map_err(|e| Error::internal(e.to_string()))?;
+        let key = SigningKey::from_pkcs8(r.kid.clone(), &r.private_der)
+            .map_err(|e| Error::internal(e.to_string()))?;
         keys.push((r, Arc::new(key)));
     }
     // Signer: the oldest key that has started and not yet retired; else the newest one.
@@ -188,7 +206,8 @@ fn build_set(records: &[SigningKeyRecord], now: i64) -> Result<KeySet> {
         .map(|(_, k)| k.clone())
         .ok_or_else(|| Error::internal("no signing key"))?;
     let verifier = Verifier::new(keys.iter().map(|(_, k)| k.public().clone()));
-    let jwks = json!({"keys": keys.iter().map(|(_, k)| k.public().jwk()).collect::<Vec<_>>()}).to_string();
+    let jwks =
+        json!({"keys": keys.iter().map(|(_, k)| k.public().jwk()).collect::<Vec<_>>()}).to_string();
     let mut x509 = Map::new();
     for (r, k) in &keys {
         let pem = k
@@ -200,5 +219,10 @@ fn build_set(records: &[SigningKeyRecord], now: i64) -> Result<KeySet> {
             .map_err(|e| Error::internal(e.to_string()))?;
         x509.insert(r.kid.clone(), Value::String(pem));
     }
-    Ok(KeySet { signer, verifier, jwks, x509: Value::Object(x509).to_string() })
+    Ok(KeySet {
+        signer,
+        verifier,
+        jwks,
+        x509: Value::Object(x509).to_string(),
+    })
 }

@@ -88,7 +88,15 @@ pub struct IdentityOptions {
 impl Identity {
     /// Builds the service: loads (or creates) signing keys and project settings.
     pub async fn new(options: IdentityOptions) -> Result<Self> {
-        let IdentityOptions { store, clock, projects, rate_limits, smtp, public_url, key_rotation_secs } = options;
+        let IdentityOptions {
+            store,
+            clock,
+            projects,
+            rate_limits,
+            smtp,
+            public_url,
+            key_rotation_secs,
+        } = options;
         let default_project = projects
             .first()
             .map(|p| p.project_id.clone())
@@ -103,7 +111,9 @@ impl Identity {
             }
             let stored = store.project_settings(&project.project_id).await?;
             let current = match stored {
-                Some(text) => serde_json::from_str(&text).unwrap_or_else(|_| project.settings.clone()),
+                Some(text) => {
+                    serde_json::from_str(&text).unwrap_or_else(|_| project.settings.clone())
+                }
                 None => project.settings.clone(),
             };
             settings.insert(project.project_id.clone(), current);
@@ -111,7 +121,9 @@ impl Identity {
         }
         let keyring = Keyring::load(store.clone(), clock.clone(), key_rotation_secs).await?;
         let mailer = smtp.map(Mailer::new).transpose()?;
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -185,7 +197,13 @@ impl Identity {
     }
 
     pub(crate) async fn settings(&self, project: &str) -> ProjectSettings {
-        self.inner.settings.read().await.get(project).cloned().unwrap_or_default()
+        self.inner
+            .settings
+            .read()
+            .await
+            .get(project)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The project settings that the emulator's `/config` endpoints show and change.
@@ -194,7 +212,11 @@ impl Identity {
     }
 
     /// Replaces the project settings (sign-in options, e-mail privacy).
-    pub async fn update_project_settings(&self, caller: &Caller, patch: serde_json::Value) -> Result<ProjectSettings> {
+    pub async fn update_project_settings(
+        &self,
+        caller: &Caller,
+        patch: serde_json::Value,
+    ) -> Result<ProjectSettings> {
         caller.require_privileged()?;
         let project = &caller.project.project_id;
         let mut all = self.inner.settings.write().await;
@@ -204,7 +226,10 @@ impl Identity {
         let updated: ProjectSettings = serde_json::from_value(current)
             .map_err(|e| Error::invalid_argument(format!("Invalid JSON payload received. {e}")))?;
         let text = serde_json::to_string(&updated).map_err(|e| Error::internal(e.to_string()))?;
-        self.inner.store.put_project_settings(project, &text).await?;
+        self.inner
+            .store
+            .put_project_settings(project, &text)
+            .await?;
         all.insert(project.clone(), updated.clone());
         Ok(updated)
     }

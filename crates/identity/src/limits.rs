@@ -25,7 +25,11 @@ struct Window<K> {
 
 impl<K: Hash + Eq + Clone> Window<K> {
     fn new(limit: u32, period: Duration) -> Self {
-        Self { limit, period, counts: Mutex::new(HashMap::new()) }
+        Self {
+            limit,
+            period,
+            counts: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Counts one event; `false` when the key is over its limit.
@@ -103,16 +107,28 @@ impl Limits {
     }
 
     pub(crate) fn sign_up(&self, ip: IpAddr) -> Result<()> {
-        if self.sign_up.hit(&ip) { Ok(()) } else { Err(too_many()) }
+        if self.sign_up.hit(&ip) {
+            Ok(())
+        } else {
+            Err(too_many())
+        }
     }
 
     pub(crate) fn sign_in(&self, ip: IpAddr) -> Result<()> {
-        if self.sign_in.hit(&ip) { Ok(()) } else { Err(too_many()) }
+        if self.sign_in.hit(&ip) {
+            Ok(())
+        } else {
+            Err(too_many())
+        }
     }
 
     /// Refuses sign-in to an account that has had too many recent password failures.
     pub(crate) fn account_locked(&self, account: &str) -> Result<()> {
-        if self.failed_password.exceeded(&account.to_owned()) { Err(too_many()) } else { Ok(()) }
+        if self.failed_password.exceeded(&account.to_owned()) {
+            Err(too_many())
+        } else {
+            Ok(())
+        }
     }
 
     pub(crate) fn password_failed(&self, account: &str) {
@@ -120,11 +136,19 @@ impl Limits {
     }
 
     pub(crate) fn refresh(&self, ip: IpAddr) -> Result<()> {
-        if self.refresh.hit(&ip) { Ok(()) } else { Err(too_many()) }
+        if self.refresh.hit(&ip) {
+            Ok(())
+        } else {
+            Err(too_many())
+        }
     }
 
     pub(crate) fn send_oob(&self, ip: IpAddr, email: &str) -> Result<()> {
-        if self.oob_ip.hit(&ip) && self.oob_email.hit(&email.to_owned()) { Ok(()) } else { Err(too_many()) }
+        if self.oob_ip.hit(&ip) && self.oob_email.hit(&email.to_owned()) {
+            Ok(())
+        } else {
+            Err(too_many())
+        }
     }
 
     /// At most one signing-key reload per second triggered by unknown `kid`s.
@@ -132,7 +156,10 @@ impl Limits {
         let now = self.started.elapsed().as_millis() as u64;
         let last = self.last_key_reload.load(Ordering::Relaxed);
         now.saturating_sub(last) >= 1000
-            && self.last_key_reload.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self
+                .last_key_reload
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Forgets expired windows (bounds memory).

@@ -17,7 +17,9 @@ pub struct Mailer {
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailer").field("from", &self.from.to_string()).finish_non_exhaustive()
+        f.debug_struct("Mailer")
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
     }
 }
 
@@ -26,18 +28,33 @@ impl Mailer {
     pub fn new(config: SmtpConfig) -> Result<Self> {
         let bad = |e: String| Error::internal(format!("smtp configuration: {e}"));
         let builder = match config.security {
-            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
-            SmtpSecurity::Starttls => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host).map_err(|e| bad(e.to_string()))?
+            SmtpSecurity::None => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
             }
-            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(|e| bad(e.to_string()))?,
+            SmtpSecurity::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
+                    .map_err(|e| bad(e.to_string()))?
+            }
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
+                .map_err(|e| bad(e.to_string()))?,
         };
-        let mut builder = builder.port(config.port).timeout(Some(std::time::Duration::from_secs(15)));
+        let mut builder = builder
+            .port(config.port)
+            .timeout(Some(std::time::Duration::from_secs(15)));
         if let (Some(user), Some(pass)) = (&config.username, &config.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), pass.expose_secret().to_owned()));
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                pass.expose_secret().to_owned(),
+            ));
         }
-        let from = config.from.parse().map_err(|e: lettre::address::AddressError| bad(e.to_string()))?;
-        Ok(Self { transport: builder.build(), from })
+        let from = config
+            .from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| bad(e.to_string()))?;
+        Ok(Self {
+            transport: builder.build(),
+            from,
+        })
     }
 
     /// Sends a plain-text message.

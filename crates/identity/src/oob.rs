@@ -9,8 +9,8 @@ use crate::config::Mode;
 use crate::session::{random_token, token_hash};
 use crate::user::{check_password_policy, new_local_id, normalize_email};
 use crate::{
-    Caller, Error, Identity, IssuedTokens, OobKind, ResetPasswordRequest, Result, SendOobCodeRequest,
-    SignInWithEmailLinkRequest, password,
+    Caller, Error, Identity, IssuedTokens, OobKind, ResetPasswordRequest, Result,
+    SendOobCodeRequest, SignInWithEmailLinkRequest, password,
 };
 
 /// How long an OOB code stays valid.
@@ -54,33 +54,62 @@ pub struct EmailLinkSignIn {
 impl Identity {
     /// `accounts:sendOobCode`.
     pub async fn send_oob_code(&self, caller: &Caller, req: SendOobCodeRequest) -> Result<OobSent> {
-        let kind_name = req.request_type.clone().filter(|s| !s.is_empty()).ok_or_else(|| Error::code("MISSING_REQ_TYPE"))?;
+        let kind_name = req
+            .request_type
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::code("MISSING_REQ_TYPE"))?;
         let kind = OobKind::parse(&kind_name)
             .filter(|k| *k != OobKind::RecoverEmail)
-            .ok_or_else(|| Error::detail("INVALID_REQ_TYPE", format!("{kind_name} is not supported")))?;
+            .ok_or_else(|| {
+                Error::detail("INVALID_REQ_TYPE", format!("{kind_name} is not supported"))
+            })?;
         let return_link = req.return_oob_link.unwrap_or(false);
         if return_link {
             caller.require_privileged()?;
         }
         let project = &caller.project;
         let tenant = req.tenant_id.clone().unwrap_or_default();
-        let privacy = self.settings(&project.project_id).await.email_privacy_config.enable_improved_email_privacy;
+        let privacy = self
+            .settings(&project.project_id)
+            .await
+            .email_privacy_config
+            .enable_improved_email_privacy;
         let continue_url = match req.continue_url.as_deref().filter(|s| !s.is_empty()) {
-            Some(url) => Some(url::Url::parse(url).map_err(|_| Error::code("INVALID_CONTINUE_URI"))?.to_string()),
+            Some(url) => Some(
+                url::Url::parse(url)
+                    .map_err(|_| Error::code("INVALID_CONTINUE_URI"))?
+                    .to_string(),
+            ),
             None => None,
         };
 
         let (email, new_email, user) = match kind {
             OobKind::PasswordReset | OobKind::EmailSignin => {
-                let email = normalize_email(req.email.as_deref().filter(|e| !e.is_empty()).ok_or_else(|| Error::code("MISSING_EMAIL"))?)?;
-                let user = self.inner.store.users_by_email(&project.project_id, &tenant, &email).await?.into_iter().next();
+                let email = normalize_email(
+                    req.email
+                        .as_deref()
+                        .filter(|e| !e.is_empty())
+                        .ok_or_else(|| Error::code("MISSING_EMAIL"))?,
+                )?;
+                let user = self
+                    .inner
+                    .store
+                    .users_by_email(&project.project_id, &tenant, &email)
+                    .await?
+                    .into_iter()
+                    .next();
                 if kind == OobKind::EmailSignin && continue_url.is_none() {
                     return Err(Error::code("MISSING_CONTINUE_URI"));
                 }
                 if kind == OobKind::PasswordReset && user.is_none() {
                     if privacy && !caller.privileged {
                         // Say nothing about whether the address exists.
-                        return Ok(OobSent { email, oob_code: None, oob_link: None });
+                        return Ok(OobSent {
+                            email,
+                            oob_code: None,
+                            oob_link: None,
+                        });
                     }
                     return Err(Error::code("EMAIL_NOT_FOUND"));
                 }
@@ -90,7 +119,12 @@ impl Identity {
                 let user = if let Some(token) = req.id_token.as_deref().filter(|t| !t.is_empty()) {
                     self.verify_id_token(caller, token).await?.0
                 } else if caller.privileged {
-                    let email = normalize_email(req.email.as_deref().filter(|e| !e.is_empty()).ok_or_else(|| Error::code("MISSING_EMAIL"))?)?;
+                    let email = normalize_email(
+                        req.email
+                            .as_deref()
+                            .filter(|e| !e.is_empty())
+                            .ok_or_else(|| Error::code("MISSING_EMAIL"))?,
+                    )?;
                     self.inner
                         .store
                         .users_by_email(&project.project_id, &tenant, &email)
@@ -101,10 +135,24 @@ impl Identity {
                 } else {
                     return Err(Error::code("MISSING_ID_TOKEN"));
                 };
-                let email = user.email.clone().ok_or_else(|| Error::code("MISSING_EMAIL"))?;
+                let email = user
+                    .email
+                    .clone()
+                    .ok_or_else(|| Error::code("MISSING_EMAIL"))?;
                 let new_email = if kind == OobKind::VerifyAndChangeEmail {
-                    let new = normalize_email(req.new_email.as_deref().filter(|e| !e.is_empty()).ok_or_else(|| Error::code("MISSING_NEW_EMAIL"))?)?;
-                    if !self.inner.store.users_by_email(&project.project_id, &tenant, &new).await?.is_empty() {
+                    let new = normalize_email(
+                        req.new_email
+                            .as_deref()
+                            .filter(|e| !e.is_empty())
+                            .ok_or_else(|| Error::code("MISSING_NEW_EMAIL"))?,
+                    )?;
+                    if !self
+                        .inner
+                        .store
+                        .users_by_email(&project.project_id, &tenant, &new)
+                        .await?
+                        .is_empty()
+                    {
                         return Err(Error::code("EMAIL_EXISTS"));
                     }
                     Some(new)
@@ -119,16 +167,33 @@ impl Identity {
             self.inner.limits.send_oob(caller.ip, &email)?;
         }
         let (code, link) = self
-            .create_oob(caller, &tenant, kind, &email, new_email.as_deref(), user.as_ref().map(|u| u.local_id.as_str()), continue_url.as_deref())
+            .create_oob(
+                caller,
+                &tenant,
+                kind,
+                &email,
+                new_email.as_deref(),
+                user.as_ref().map(|u| u.local_id.as_str()),
+                continue_url.as_deref(),
+            )
             .await?;
         if return_link {
-            return Ok(OobSent { email, oob_code: Some(code), oob_link: Some(link) });
+            return Ok(OobSent {
+                email,
+                oob_code: Some(code),
+                oob_link: Some(link),
+            });
         }
         let to = new_email.as_deref().unwrap_or(&email);
         self.deliver(kind, to, &link).await?;
-        Ok(OobSent { email, oob_code: None, oob_link: None })
+        Ok(OobSent {
+            email,
+            oob_code: None,
+            oob_link: None,
+        })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn create_oob(
         &self,
         caller: &Caller,
@@ -147,7 +212,13 @@ impl Identity {
             let mut q = link.query_pairs_mut();
             q.append_pair("mode", kind.mode());
             q.append_pair("oobCode", &code);
-            q.append_pair("apiKey", project.api_keys.first().map_or("gatehouse-api-key", String::as_str));
+            q.append_pair(
+                "apiKey",
+                project
+                    .api_keys
+                    .first()
+                    .map_or("gatehouse-api-key", String::as_str),
+            );
             q.append_pair("lang", "en");
             if let Some(url) = continue_url {
                 q.append_pair("continueUrl", url);
@@ -180,15 +251,30 @@ impl Identity {
 
     async fn deliver(&self, kind: OobKind, to: &str, link: &str) -> Result<()> {
         let Some(mailer) = &self.inner.mailer else {
-            tracing::info!(request_type = kind.as_str(), "no SMTP configured; OOB e-mail not sent");
+            tracing::info!(
+                request_type = kind.as_str(),
+                "no SMTP configured; OOB e-mail not sent"
+            );
             return Ok(());
         };
         let (subject, intro) = match kind {
-            OobKind::PasswordReset => ("Reset your password", "Follow this link to reset your password:"),
-            OobKind::VerifyEmail => ("Verify your email", "Follow this link to verify your email address:"),
+            OobKind::PasswordReset => (
+                "Reset your password",
+                "Follow this link to reset your password:",
+            ),
+            OobKind::VerifyEmail => (
+                "Verify your email",
+                "Follow this link to verify your email address:",
+            ),
             OobKind::EmailSignin => ("Sign in", "Follow this link to sign in:"),
-            OobKind::VerifyAndChangeEmail => ("Verify your new email", "Follow this link to verify your new email address:"),
-            OobKind::RecoverEmail => ("Your sign-in email was changed", "Follow this link to undo the change:"),
+            OobKind::VerifyAndChangeEmail => (
+                "Verify your new email",
+                "Follow this link to verify your new email address:",
+            ),
+            OobKind::RecoverEmail => (
+                "Your sign-in email was changed",
+                "Follow this link to undo the change:",
+            ),
         };
         let body = format!(
             "Hello,\n\n{intro}\n\n{link}\n\nThe link expires in one hour. If you didn't ask for this, you can ignore this email.\n"
@@ -224,12 +310,25 @@ impl Identity {
     }
 
     /// `accounts:resetPassword`: inspects a code, or (with `newPassword`) resets the password.
-    pub async fn reset_password(&self, caller: &Caller, req: ResetPasswordRequest) -> Result<OobInfo> {
-        let code = req.oob_code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| Error::code("MISSING_OOB_CODE"))?;
+    pub async fn reset_password(
+        &self,
+        caller: &Caller,
+        req: ResetPasswordRequest,
+    ) -> Result<OobInfo> {
+        let code = req
+            .oob_code
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Error::code("MISSING_OOB_CODE"))?;
         let record = self.peek_oob(caller, code).await?;
-        let kind = OobKind::parse(&record.request_type).ok_or_else(|| Error::code("INVALID_OOB_CODE"))?;
+        let kind =
+            OobKind::parse(&record.request_type).ok_or_else(|| Error::code("INVALID_OOB_CODE"))?;
         let Some(new_password) = req.new_password.as_deref() else {
-            return Ok(OobInfo { request_type: kind, email: record.email, new_email: record.new_email });
+            return Ok(OobInfo {
+                request_type: kind,
+                email: record.email,
+                new_email: record.new_email,
+            });
         };
         if kind != OobKind::PasswordReset {
             return Err(Error::code("INVALID_OOB_CODE"));
@@ -252,22 +351,40 @@ impl Identity {
                 Ok(())
             })
             .await
-            .map_err(|e| if e.is("USER_NOT_FOUND") { Error::code("INVALID_OOB_CODE") } else { e })?;
-        self.inner.store.delete_refresh_tokens(&user.project_id, &user.tenant_id, &user.local_id).await?;
-        Ok(OobInfo { request_type: kind, email: record.email, new_email: None })
+            .map_err(|e| {
+                if e.is("USER_NOT_FOUND") {
+                    Error::code("INVALID_OOB_CODE")
+                } else {
+                    e
+                }
+            })?;
+        self.inner
+            .store
+            .delete_refresh_tokens(&user.project_id, &user.tenant_id, &user.local_id)
+            .await?;
+        Ok(OobInfo {
+            request_type: kind,
+            email: record.email,
+            new_email: None,
+        })
     }
 
     /// Applies a VERIFY_EMAIL or VERIFY_AND_CHANGE_EMAIL code (`accounts:update {oobCode}`).
     pub(crate) async fn apply_oob_code(&self, caller: &Caller, code: &str) -> Result<UserRecord> {
         let record = self.peek_oob(caller, code).await?;
-        let kind = OobKind::parse(&record.request_type).ok_or_else(|| Error::code("INVALID_OOB_CODE"))?;
+        let kind =
+            OobKind::parse(&record.request_type).ok_or_else(|| Error::code("INVALID_OOB_CODE"))?;
         if !matches!(kind, OobKind::VerifyEmail | OobKind::VerifyAndChangeEmail) {
             return Err(Error::code("INVALID_OOB_CODE"));
         }
         let record = self.take_oob(caller, code).await?;
         let local_id = record.local_id.clone().unwrap_or_default();
         let now = self.now_ms();
-        let allow_dup = self.settings(&caller.project.project_id).await.sign_in.allow_duplicate_emails;
+        let allow_dup = self
+            .settings(&caller.project.project_id)
+            .await
+            .sign_in
+            .allow_duplicate_emails;
         self.modify_user(&record.project_id, &record.tenant_id, &local_id, |u| {
             if u.email.as_deref() != Some(record.email.as_str()) {
                 return Err(Error::code("INVALID_OOB_CODE"));
@@ -281,13 +398,32 @@ impl Identity {
             Ok(())
         })
         .await
-        .map_err(|e| if e.is("USER_NOT_FOUND") { Error::code("INVALID_OOB_CODE") } else { e })
+        .map_err(|e| {
+            if e.is("USER_NOT_FOUND") {
+                Error::code("INVALID_OOB_CODE")
+            } else {
+                e
+            }
+        })
     }
 
     /// `accounts:signInWithEmailLink`.
-    pub async fn sign_in_with_email_link(&self, caller: &Caller, req: SignInWithEmailLinkRequest) -> Result<EmailLinkSignIn> {
-        let email = normalize_email(req.email.as_deref().filter(|e| !e.is_empty()).ok_or_else(|| Error::code("MISSING_EMAIL"))?)?;
-        let code = req.oob_code.as_deref().filter(|c| !c.is_empty()).ok_or_else(|| Error::code("MISSING_OOB_CODE"))?;
+    pub async fn sign_in_with_email_link(
+        &self,
+        caller: &Caller,
+        req: SignInWithEmailLinkRequest,
+    ) -> Result<EmailLinkSignIn> {
+        let email = normalize_email(
+            req.email
+                .as_deref()
+                .filter(|e| !e.is_empty())
+                .ok_or_else(|| Error::code("MISSING_EMAIL"))?,
+        )?;
+        let code = req
+            .oob_code
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| Error::code("MISSING_OOB_CODE"))?;
         self.inner.limits.sign_in(caller.ip)?;
         let record = self.peek_oob(caller, code).await?;
         if record.request_type != OobKind::EmailSignin.as_str() {
@@ -304,20 +440,38 @@ impl Identity {
         let project = caller.project.clone();
         let tenant = record.tenant_id.clone();
         let now = self.now_ms();
-        let allow_dup = self.settings(&project.project_id).await.sign_in.allow_duplicate_emails;
-        let existing = self.inner.store.users_by_email(&project.project_id, &tenant, &email).await?.into_iter().next();
+        let allow_dup = self
+            .settings(&project.project_id)
+            .await
+            .sign_in
+            .allow_duplicate_emails;
+        let existing = self
+            .inner
+            .store
+            .users_by_email(&project.project_id, &tenant, &email)
+            .await?
+            .into_iter()
+            .next();
         let (user, is_new_user) = match (linking, existing) {
-            (Some(target), Some(other)) if other.local_id != target.local_id => return Err(Error::code("EMAIL_EXISTS")),
+            (Some(target), Some(other)) if other.local_id != target.local_id => {
+                return Err(Error::code("EMAIL_EXISTS"));
+            }
             (Some(target), _) => {
                 let user = self
-                    .modify_user(&target.project_id, &target.tenant_id, &target.local_id, |u| {
-                        u.email = Some(email.clone());
-                        u.email_unique = (!allow_dup).then(|| email.clone());
-                        u.email_verified = true;
-                        u.email_link_signin = true;
-                        u.last_login_at = Some(now);
-                        Ok(())
-                    })
+                    .modify_user(
+                        &target.project_id,
+                        &target.tenant_id,
+                        &target.local_id,
+                        |u| {
+                            u.email = Some(email.clone());
+                            u.email_unique = (!allow_dup).then(|| email.clone());
+                            u.email_verified = true;
+                            u.email_link_signin = true;
+                            u.last_login_at = Some(now);
+                            u.last_refresh_at = Some(now);
+                            Ok(())
+                        },
+                    )
                     .await?;
                 (user, false)
             }
@@ -326,12 +480,18 @@ impl Identity {
                     return Err(Error::code("USER_DISABLED"));
                 }
                 let user = self
-                    .modify_user(&existing.project_id, &existing.tenant_id, &existing.local_id, |u| {
-                        u.email_verified = true;
-                        u.email_link_signin = true;
-                        u.last_login_at = Some(now);
-                        Ok(())
-                    })
+                    .modify_user(
+                        &existing.project_id,
+                        &existing.tenant_id,
+                        &existing.local_id,
+                        |u| {
+                            u.email_verified = true;
+                            u.email_link_signin = true;
+                            u.last_login_at = Some(now);
+                            u.last_refresh_at = Some(now);
+                            Ok(())
+                        },
+                    )
                     .await?;
                 (user, false)
             }
@@ -347,6 +507,7 @@ impl Identity {
                     valid_since_secs: now / 1000,
                     created_at: now,
                     last_login_at: Some(now),
+                    last_refresh_at: Some(now),
                     providers: "[]".into(),
                     mfa: "[]".into(),
                     ..UserRecord::default()
@@ -356,12 +517,20 @@ impl Identity {
             }
         };
         let tokens = self.issue_tokens(&project, &user, "password", None).await?;
-        Ok(EmailLinkSignIn { user, is_new_user, tokens })
+        Ok(EmailLinkSignIn {
+            user,
+            is_new_user,
+            tokens,
+        })
     }
 
     /// The development listing of live OOB codes (`GET /emulator/v1/projects/{p}/oobCodes`).
     pub async fn dev_oob_codes(&self, caller: &Caller) -> Result<Vec<DevOobCode>> {
-        let rows = self.inner.store.list_dev_oob_codes(&caller.project.project_id, "", self.now_ms()).await?;
+        let rows = self
+            .inner
+            .store
+            .list_dev_oob_codes(&caller.project.project_id, "", self.now_ms())
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| {
@@ -378,7 +547,12 @@ impl Identity {
 
     /// Hashes a password with argon2id off the async runtime, at most one hash per core at a time.
     pub(crate) async fn hash_password(&self, password: &str) -> Result<String> {
-        let _permit = self.inner.hashing.acquire().await.map_err(|_| Error::internal("hashing pool closed"))?;
+        let _permit = self
+            .inner
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("hashing pool closed"))?;
         let password = password.to_owned();
         tokio::task::spawn_blocking(move || password::hash(&password))
             .await
@@ -387,8 +561,17 @@ impl Identity {
     }
 
     /// Checks a password off the async runtime.
-    pub(crate) async fn check_password(&self, password: &str, stored: &str) -> Result<password::Check> {
-        let _permit = self.inner.hashing.acquire().await.map_err(|_| Error::internal("hashing pool closed"))?;
+    pub(crate) async fn check_password(
+        &self,
+        password: &str,
+        stored: &str,
+    ) -> Result<password::Check> {
+        let _permit = self
+            .inner
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("hashing pool closed"))?;
         let password = password.to_owned();
         let stored = stored.to_owned();
         tokio::task::spawn_blocking(move || password::verify(&password, &stored))

@@ -53,11 +53,18 @@ pub fn verify(password: &str, stored: &str) -> Check {
     }
     match PasswordHash::new(stored) {
         Ok(parsed) => {
-            if argon2().verify_password(password.as_bytes(), &parsed).is_ok() {
+            if argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+            {
                 let current = parsed.algorithm.as_str() == "argon2id"
                     && parsed.params.get_decimal("m") == Some(19 * 1024)
                     && parsed.params.get_decimal("t") == Some(2);
-                if current { Check::Match } else { Check::MatchRehash }
+                if current {
+                    Check::Match
+                } else {
+                    Check::MatchRehash
+                }
             } else {
                 Check::Mismatch
             }
@@ -100,12 +107,19 @@ pub struct ImportedHash {
 impl ImportedHash {
     /// The string stored in the `password_hash` column.
     pub fn to_stored(&self) -> String {
-        format!("{IMPORTED}{}", serde_json::to_string(self).unwrap_or_default())
+        format!(
+            "{IMPORTED}{}",
+            serde_json::to_string(self).unwrap_or_default()
+        )
     }
 
     /// Checks the parameters of an import before anything is stored. Returns the problem, if any.
     pub fn validate(&self) -> Result<(), String> {
-        let b64 = |v: &Option<String>| v.as_deref().map(|s| STANDARD.decode(s).is_ok()).unwrap_or(true);
+        let b64 = |v: &Option<String>| {
+            v.as_deref()
+                .map(|s| STANDARD.decode(s).is_ok())
+                .unwrap_or(true)
+        };
         match self.alg.as_str() {
             "SCRYPT" => {
                 if self.signer_key.is_none() {
@@ -119,10 +133,17 @@ impl ImportedHash {
                 }
             }
             "STANDARD_SCRYPT" => {
-                if !self.cpu_mem_cost.is_power_of_two() || self.cpu_mem_cost < 2 || self.cpu_mem_cost > (1 << 20) {
+                if !self.cpu_mem_cost.is_power_of_two()
+                    || self.cpu_mem_cost < 2
+                    || self.cpu_mem_cost > (1 << 20)
+                {
                     return Err("cpuMemCost must be a power of two between 2 and 2^20.".into());
                 }
-                if self.block_size == 0 || self.parallelization == 0 || self.dk_len == 0 || self.dk_len > 1024 {
+                if self.block_size == 0
+                    || self.parallelization == 0
+                    || self.dk_len == 0
+                    || self.dk_len > 1024
+                {
                     return Err("blockSize, parallelization and dkLen must be positive.".into());
                 }
             }
@@ -152,20 +173,37 @@ impl ImportedHash {
 
     /// Whether `password` matches.
     pub fn verify(&self, password: &str) -> bool {
-        let Ok(expected) = STANDARD.decode(&self.hash) else { return false };
+        let Ok(expected) = STANDARD.decode(&self.hash) else {
+            return false;
+        };
         let salt = STANDARD.decode(&self.salt).unwrap_or_default();
-        let key = self.signer_key.as_deref().and_then(|k| STANDARD.decode(k).ok()).unwrap_or_default();
+        let key = self
+            .signer_key
+            .as_deref()
+            .and_then(|k| STANDARD.decode(k).ok())
+            .unwrap_or_default();
         let pw = password.as_bytes();
-        let eq = |computed: &[u8]| computed.len() == expected.len() && bool::from(computed.ct_eq(&expected));
+        let eq = |computed: &[u8]| {
+            computed.len() == expected.len() && bool::from(computed.ct_eq(&expected))
+        };
         match self.alg.as_str() {
             "SCRYPT" => {
-                let sep = self.salt_separator.as_deref().and_then(|s| STANDARD.decode(s).ok()).unwrap_or_default();
-                firebase_scrypt(pw, &salt, &sep, &key, self.rounds, self.memory_cost).is_some_and(|h| eq(&h))
+                let sep = self
+                    .salt_separator
+                    .as_deref()
+                    .and_then(|s| STANDARD.decode(s).ok())
+                    .unwrap_or_default();
+                firebase_scrypt(pw, &salt, &sep, &key, self.rounds, self.memory_cost)
+                    .is_some_and(|h| eq(&h))
             }
             "STANDARD_SCRYPT" => {
                 let log_n = self.cpu_mem_cost.trailing_zeros() as u8;
-                let Ok(params) = scrypt::Params::new(log_n, self.block_size, self.parallelization, self.dk_len as usize)
-                else {
+                let Ok(params) = scrypt::Params::new(
+                    log_n,
+                    self.block_size,
+                    self.parallelization,
+                    self.dk_len as usize,
+                ) else {
                     return false;
                 };
                 let mut out = vec![0u8; self.dk_len as usize];
@@ -184,16 +222,19 @@ impl ImportedHash {
                 }
                 eq(&out)
             }
-            alg @ ("HMAC_SHA512" | "HMAC_SHA256" | "HMAC_SHA1" | "HMAC_MD5") => {
-                self.orders().iter().any(|salt_first| eq(&hmac_digest(alg, &key, &ordered(pw, &salt, *salt_first))))
+            alg @ ("HMAC_SHA512" | "HMAC_SHA256" | "HMAC_SHA1" | "HMAC_MD5") => self
+                .orders()
+                .iter()
+                .any(|salt_first| eq(&hmac_digest(alg, &key, &ordered(pw, &salt, *salt_first)))),
+            alg @ ("MD5" | "SHA1" | "SHA256" | "SHA512") => {
+                self.orders().iter().any(|salt_first| {
+                    let mut digest = plain_digest(alg, &ordered(pw, &salt, *salt_first));
+                    for _ in 1..self.rounds.max(1) {
+                        digest = plain_digest(alg, &digest);
+                    }
+                    eq(&digest)
+                })
             }
-            alg @ ("MD5" | "SHA1" | "SHA256" | "SHA512") => self.orders().iter().any(|salt_first| {
-                let mut digest = plain_digest(alg, &ordered(pw, &salt, *salt_first));
-                for _ in 1..self.rounds.max(1) {
-                    digest = plain_digest(alg, &digest);
-                }
-                eq(&digest)
-            }),
             _ => false,
         }
     }
@@ -208,7 +249,11 @@ impl ImportedHash {
 }
 
 fn ordered(pw: &[u8], salt: &[u8], salt_first: bool) -> Vec<u8> {
-    if salt_first { [salt, pw].concat() } else { [pw, salt].concat() }
+    if salt_first {
+        [salt, pw].concat()
+    } else {
+        [pw, salt].concat()
+    }
 }
 
 fn hmac_digest(alg: &str, key: &[u8], msg: &[u8]) -> Vec<u8> {
@@ -242,13 +287,21 @@ fn plain_digest(alg: &str, msg: &[u8]) -> Vec<u8> {
 
 /// Firebase's modified scrypt: `AES-256-CTR(key = scrypt(pw, salt‖sep, 2^mem_cost, rounds, 1)[..32], iv = 0)`
 /// applied to the signer key.
-pub fn firebase_scrypt(password: &[u8], salt: &[u8], separator: &[u8], signer_key: &[u8], rounds: u32, mem_cost: u32) -> Option<Vec<u8>> {
+pub fn firebase_scrypt(
+    password: &[u8],
+    salt: &[u8],
+    separator: &[u8],
+    signer_key: &[u8],
+    rounds: u32,
+    mem_cost: u32,
+) -> Option<Vec<u8>> {
     use aes::cipher::{KeyIvInit, StreamCipher};
     let params = scrypt::Params::new(u8::try_from(mem_cost).ok()?, rounds, 1, 64).ok()?;
     let mut derived = [0u8; 64];
     scrypt::scrypt(password, &[salt, separator].concat(), &params, &mut derived).ok()?;
     let mut out = signer_key.to_vec();
-    let mut cipher = ctr::Ctr128BE::<aes::Aes256>::new_from_slices(&derived[..32], &[0u8; 16]).ok()?;
+    let mut cipher =
+        ctr::Ctr128BE::<aes::Aes256>::new_from_slices(&derived[..32], &[0u8; 16]).ok()?;
     cipher.apply_keystream(&mut out);
     Some(out)
 }
@@ -314,12 +367,21 @@ mod tests {
 
         let mut out = [0u8; 32];
         pbkdf2::pbkdf2_hmac::<sha2::Sha256>(b"pw123456", salt, 1000, &mut out);
-        let pb = ImportedHash { alg: "PBKDF2_SHA256".into(), hash: STANDARD.encode(out), rounds: 1000, ..imported.clone() };
+        let pb = ImportedHash {
+            alg: "PBKDF2_SHA256".into(),
+            hash: STANDARD.encode(out),
+            rounds: 1000,
+            ..imported.clone()
+        };
         assert!(pb.verify("pw123456"));
         assert!(!pb.verify("pw1234567"));
 
         let bc = bcrypt::hash("s3cret", 4).unwrap();
-        let b = ImportedHash { alg: "BCRYPT".into(), hash: STANDARD.encode(bc.as_bytes()), ..imported.clone() };
+        let b = ImportedHash {
+            alg: "BCRYPT".into(),
+            hash: STANDARD.encode(bc.as_bytes()),
+            ..imported.clone()
+        };
         assert!(b.verify("s3cret"));
         assert!(!b.verify("s3cre7"));
 
@@ -342,7 +404,13 @@ mod tests {
 
     #[test]
     fn fake_hash() {
-        assert_eq!(fake_hash_password("fakeHash:salt=beach:password=hawaii", "beach"), Some("hawaii"));
-        assert_eq!(fake_hash_password("fakeHash:salt=beach:password=hawaii", "other"), None);
+        assert_eq!(
+            fake_hash_password("fakeHash:salt=beach:password=hawaii", "beach"),
+            Some("hawaii")
+        );
+        assert_eq!(
+            fake_hash_password("fakeHash:salt=beach:password=hawaii", "other"),
+            None
+        );
     }
 }

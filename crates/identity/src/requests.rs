@@ -15,7 +15,9 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
         Some(Value::String(s)) => Ok(Some(s)),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-        Some(other) => Err(serde::de::Error::custom(format!("expected a string, got {other}"))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a string, got {other}"
+        ))),
     }
 }
 
@@ -34,7 +36,9 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
             .parse::<i64>()
             .map(Some)
             .map_err(|_| serde::de::Error::custom(format!("invalid integer value {s:?}"))),
-        Some(other) => Err(serde::de::Error::custom(format!("expected an integer, got {other}"))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected an integer, got {other}"
+        ))),
     }
 }
 
@@ -45,7 +49,9 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
         Some(Value::Bool(b)) => Ok(Some(b)),
         Some(Value::String(s)) if s == "true" => Ok(Some(true)),
         Some(Value::String(s)) if s == "false" => Ok(Some(false)),
-        Some(other) => Err(serde::de::Error::custom(format!("expected a boolean, got {other}"))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a boolean, got {other}"
+        ))),
     }
 }
 
@@ -59,10 +65,14 @@ fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
             .map(|v| match v {
                 Value::String(s) => Ok(s),
                 Value::Number(n) => Ok(n.to_string()),
-                other => Err(serde::de::Error::custom(format!("expected a string, got {other}"))),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected a string, got {other}"
+                ))),
             })
             .collect(),
-        Some(other) => Err(serde::de::Error::custom(format!("expected a list of strings, got {other}"))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a list of strings, got {other}"
+        ))),
     }
 }
 
@@ -131,7 +141,9 @@ fn oob_kind<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
             }
             .to_owned(),
         )),
-        Some(other) => Err(serde::de::Error::custom(format!("invalid requestType {other}"))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "invalid requestType {other}"
+        ))),
     }
 }
 

@@ -30,7 +30,11 @@ pub struct Caller {
 
 impl Caller {
     pub(crate) fn require_privileged(&self) -> Result<()> {
-        if self.privileged { Ok(()) } else { Err(Error::code("INSUFFICIENT_PERMISSION")) }
+        if self.privileged {
+            Ok(())
+        } else {
+            Err(Error::code("INSUFFICIENT_PERMISSION"))
+        }
     }
 
     /// The project id.
@@ -67,17 +71,24 @@ pub(crate) fn authenticate(
 ) -> Result<Caller> {
     let inner = &identity.inner;
     let lookup = |id: &str| {
-        inner
-            .projects
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::detail("CONFIGURATION_NOT_FOUND", format!("Project {id} is not served here.")))
+        inner.projects.get(id).cloned().ok_or_else(|| {
+            Error::detail(
+                "CONFIGURATION_NOT_FOUND",
+                format!("Project {id} is not served here."),
+            )
+        })
     };
     if let Some(token) = bearer.filter(|t| !t.is_empty()) {
-        let id = path_project.or(target_project).unwrap_or(&inner.default_project);
+        let id = path_project
+            .or(target_project)
+            .unwrap_or(&inner.default_project);
         let project = lookup(id)?;
         let ok = match project.mode {
-            Mode::Development => token.eq_ignore_ascii_case("owner") || token.starts_with("ya29.") || project.is_admin_key(token),
+            Mode::Development => {
+                token.eq_ignore_ascii_case("owner")
+                    || token.starts_with("ya29.")
+                    || project.is_admin_key(token)
+            }
             Mode::Production => project.is_admin_key(token),
         };
         if !ok {
@@ -85,10 +96,16 @@ pub(crate) fn authenticate(
                 "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.".into(),
             ));
         }
-        return Ok(Caller { project, privileged: true, ip });
+        return Ok(Caller {
+            project,
+            privileged: true,
+            ip,
+        });
     }
     let Some(key) = api_key.filter(|k| !k.is_empty()) else {
-        return Err(Error::PermissionDenied("The request is missing a valid API key.".into()));
+        return Err(Error::PermissionDenied(
+            "The request is missing a valid API key.".into(),
+        ));
     };
     if target_project.is_some() {
         return Err(Error::detail(
@@ -101,7 +118,9 @@ pub(crate) fn authenticate(
         None => {
             let fallback = lookup(path_project.unwrap_or(&inner.default_project))?;
             if fallback.mode != Mode::Development {
-                return Err(Error::InvalidArgument("API key not valid. Please pass a valid API key.".into()));
+                return Err(Error::InvalidArgument(
+                    "API key not valid. Please pass a valid API key.".into(),
+                ));
             }
             fallback
         }
@@ -109,14 +128,23 @@ pub(crate) fn authenticate(
     if let Some(p) = path_project
         && p != project.project_id
     {
-        return Err(Error::PermissionDenied("The API key does not belong to this project.".into()));
+        return Err(Error::PermissionDenied(
+            "The API key does not belong to this project.".into(),
+        ));
     }
-    Ok(Caller { project, privileged: false, ip })
+    Ok(Caller {
+        project,
+        privileged: false,
+        ip,
+    })
 }
 
 /// SHA-256 hex of a secret token (what the store keeps).
 pub(crate) fn token_hash(token: &str) -> String {
-    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A random URL-safe string of `bytes` random bytes.
@@ -143,7 +171,11 @@ impl Identity {
         if let Some(photo) = &user.photo_url {
             c.insert("picture".into(), json!(photo));
         }
-        if let Some(Ok(Value::Object(attrs))) = user.custom_attributes.as_deref().map(serde_json::from_str::<Value>) {
+        if let Some(Ok(Value::Object(attrs))) = user
+            .custom_attributes
+            .as_deref()
+            .map(serde_json::from_str::<Value>)
+        {
             c.extend(attrs);
         }
         if let Some(extra) = extra {
@@ -151,7 +183,10 @@ impl Identity {
         }
         c.insert("iss".into(), json!(project.issuer));
         c.insert("aud".into(), json!(project.project_id));
-        c.insert("auth_time".into(), json!(user.last_login_at.unwrap_or(user.created_at) / 1000));
+        c.insert(
+            "auth_time".into(),
+            json!(user.last_login_at.unwrap_or(user.created_at) / 1000),
+        );
         c.insert("user_id".into(), json!(user.local_id));
         c.insert("sub".into(), json!(user.local_id));
         c.insert("iat".into(), json!(now));
@@ -168,7 +203,10 @@ impl Identity {
         }
         let mut firebase = Map::new();
         firebase.insert("identities".into(), identities(user));
-        firebase.insert("sign_in_provider".into(), json!(sign_in_provider_claims(provider)));
+        firebase.insert(
+            "sign_in_provider".into(),
+            json!(sign_in_provider_claims(provider)),
+        );
         if !user.tenant_id.is_empty() {
             firebase.insert("tenant".into(), json!(user.tenant_id));
         }
@@ -176,7 +214,12 @@ impl Identity {
         c
     }
 
-    fn sign(&self, project: &ProjectConfig, purpose: KeyPurpose, claims: &Claims) -> Result<String> {
+    fn sign(
+        &self,
+        project: &ProjectConfig,
+        purpose: KeyPurpose,
+        claims: &Claims,
+    ) -> Result<String> {
         if project.mode == Mode::Development && project.unsigned_id_tokens {
             return Ok(encode_unsigned(claims));
         }
@@ -217,16 +260,29 @@ impl Identity {
                 created_at: self.now_ms(),
             })
             .await?;
-        Ok(IssuedTokens { id_token, refresh_token, expires_in: ID_TOKEN_SECS })
+        Ok(IssuedTokens {
+            id_token,
+            refresh_token,
+            expires_in: ID_TOKEN_SECS,
+        })
     }
 
     /// The Secure Token API: exchanges a refresh token for a fresh ID token.
-    pub async fn refresh(&self, caller: &Caller, grant_type: Option<&str>, refresh_token: Option<&str>) -> Result<RefreshedTokens> {
-        let grant_type = grant_type.filter(|g| !g.is_empty()).ok_or_else(|| Error::code("MISSING_GRANT_TYPE"))?;
+    pub async fn refresh(
+        &self,
+        caller: &Caller,
+        grant_type: Option<&str>,
+        refresh_token: Option<&str>,
+    ) -> Result<RefreshedTokens> {
+        let grant_type = grant_type
+            .filter(|g| !g.is_empty())
+            .ok_or_else(|| Error::code("MISSING_GRANT_TYPE"))?;
         if grant_type != "refresh_token" {
             return Err(Error::code("INVALID_GRANT_TYPE"));
         }
-        let token = refresh_token.filter(|t| !t.is_empty()).ok_or_else(|| Error::code("MISSING_REFRESH_TOKEN"))?;
+        let token = refresh_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::code("MISSING_REFRESH_TOKEN"))?;
         self.inner.limits.refresh(caller.ip)?;
         let record = self
             .inner
@@ -247,11 +303,15 @@ impl Identity {
         if record.created_at < user.valid_since_secs * 1000 {
             return Err(Error::code("TOKEN_EXPIRED"));
         }
-        let extra = record.extra_claims.as_deref().and_then(|t| match serde_json::from_str(t) {
-            Ok(Value::Object(m)) => Some(m),
-            _ => None,
-        });
-        let id_token = self.mint_id_token(&caller.project, &user, &record.provider, extra.as_ref())?;
+        let extra = record
+            .extra_claims
+            .as_deref()
+            .and_then(|t| match serde_json::from_str(t) {
+                Ok(Value::Object(m)) => Some(m),
+                _ => None,
+            });
+        let id_token =
+            self.mint_id_token(&caller.project, &user, &record.provider, extra.as_ref())?;
         let mut touched = user.clone();
         touched.last_refresh_at = Some(self.now_ms());
         // Best effort: a lost race on the timestamp is harmless.
@@ -268,13 +328,22 @@ impl Identity {
     /// Verifies an ID token presented to one of our endpoints and loads its user.
     /// Signature, issuer, audience and expiry failures are `INVALID_ID_TOKEN`; a token older than
     /// the user's `validSince` is `TOKEN_EXPIRED`.
-    pub(crate) async fn verify_id_token(&self, caller: &Caller, token: &str) -> Result<(UserRecord, Claims)> {
+    pub(crate) async fn verify_id_token(
+        &self,
+        caller: &Caller,
+        token: &str,
+    ) -> Result<(UserRecord, Claims)> {
         if token.is_empty() {
             return Err(Error::code("MISSING_ID_TOKEN"));
         }
         let project = &caller.project;
-        let claims = self.check_token(project, token, KeyPurpose::IdToken, &project.issuer).await?;
-        let uid = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+        let claims = self
+            .check_token(project, token, KeyPurpose::IdToken, &project.issuer)
+            .await?;
+        let uid = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let tenant = claims
             .get("firebase")
             .and_then(|f| f.get("tenant"))
@@ -296,25 +365,38 @@ impl Identity {
         Ok((user, claims))
     }
 
-    async fn check_token(&self, project: &ProjectConfig, token: &str, purpose: KeyPurpose, issuer: &str) -> Result<Claims> {
+    async fn check_token(
+        &self,
+        project: &ProjectConfig,
+        token: &str,
+        purpose: KeyPurpose,
+        issuer: &str,
+    ) -> Result<Claims> {
         let invalid = || Error::code("INVALID_ID_TOKEN");
         let now = self.now_secs();
         if project.mode == Mode::Development && project.unsigned_id_tokens {
             let (header, claims) = decode_unverified(token).map_err(|_| invalid())?;
             if header.alg == "none" {
-                check_claims(&claims, issuer, &project.project_id, now, 0).map_err(|_| invalid())?;
+                check_claims(&claims, issuer, &project.project_id, now, 0)
+                    .map_err(|_| invalid())?;
                 return Ok(claims);
             }
         }
         let set = self.inner.keyring.current(purpose);
-        match set.verifier().verify(token, issuer, &project.project_id, now, 0) {
+        match set
+            .verifier()
+            .verify(token, issuer, &project.project_id, now, 0)
+        {
             Ok(claims) => Ok(claims),
             Err(VerifyError::UnknownKey) => {
                 // Another replica may have rotated; look once more.
                 if self.inner.limits.allow_key_reload() {
                     self.inner.keyring.reload().await?;
                     let set = self.inner.keyring.current(purpose);
-                    return set.verifier().verify(token, issuer, &project.project_id, now, 0).map_err(|_| invalid());
+                    return set
+                        .verifier()
+                        .verify(token, issuer, &project.project_id, now, 0)
+                        .map_err(|_| invalid());
                 }
                 Err(invalid())
             }
@@ -323,7 +405,11 @@ impl Identity {
     }
 
     /// `createSessionCookie`: a long-lived signed cookie made from a valid ID token.
-    pub async fn create_session_cookie(&self, caller: &Caller, req: crate::CreateSessionCookieRequest) -> Result<String> {
+    pub async fn create_session_cookie(
+        &self,
+        caller: &Caller,
+        req: crate::CreateSessionCookieRequest,
+    ) -> Result<String> {
         caller.require_privileged()?;
         let token = req.id_token.unwrap_or_default();
         let duration = req.valid_duration.unwrap_or(1_209_600);
@@ -341,7 +427,8 @@ impl Identity {
     /// Verifies a session cookie (for callers of the library, e.g. services behind the gateway).
     pub async fn verify_session_cookie(&self, caller: &Caller, cookie: &str) -> Result<Claims> {
         let issuer = caller.project.session_issuer();
-        self.check_token(&caller.project, cookie, KeyPurpose::SessionCookie, &issuer).await
+        self.check_token(&caller.project, cookie, KeyPurpose::SessionCookie, &issuer)
+            .await
     }
 }
 

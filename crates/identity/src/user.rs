@@ -80,7 +80,10 @@ impl AccountView {
             phone_number: user.phone_number.clone(),
             disabled: user.disabled,
             provider_user_info: provider_infos(user),
-            password_hash: user.password_hash.as_ref().map(|_| REDACTED_HASH.to_owned()),
+            password_hash: user
+                .password_hash
+                .as_ref()
+                .map(|_| REDACTED_HASH.to_owned()),
             password_updated_at: user.password_updated_at,
             valid_since: user.valid_since_secs.to_string(),
             created_at: user.created_at.to_string(),
@@ -136,7 +139,9 @@ pub(crate) fn identities(user: &UserRecord) -> Value {
         map.insert("phone".into(), json!([phone]));
     }
     for p in stored_providers(user) {
-        let entry = map.entry(p.provider_id.clone()).or_insert_with(|| json!([]));
+        let entry = map
+            .entry(p.provider_id.clone())
+            .or_insert_with(|| json!([]));
         if let Value::Array(list) = entry {
             list.push(json!(p.raw_id));
         }
@@ -155,19 +160,31 @@ pub(crate) fn normalize_email(email: &str) -> Result<String> {
     let valid = email.len() <= 254
         && !email.chars().any(char::is_whitespace)
         && match email.split_once('@') {
-            Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !domain.contains('@'),
+            Some((local, domain)) => {
+                !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+            }
             None => false,
         };
-    if valid { Ok(email) } else { Err(Error::code("INVALID_EMAIL")) }
+    if valid {
+        Ok(email)
+    } else {
+        Err(Error::code("INVALID_EMAIL"))
+    }
 }
 
 /// Checks a password against the policy (Firebase's: at least 6 characters).
 pub(crate) fn check_password_policy(password: &str) -> Result<()> {
     if password.chars().count() < 6 {
-        return Err(Error::detail("WEAK_PASSWORD", "Password should be at least 6 characters"));
+        return Err(Error::detail(
+            "WEAK_PASSWORD",
+            "Password should be at least 6 characters",
+        ));
     }
     if password.len() > 4096 {
-        return Err(Error::detail("WEAK_PASSWORD", "Password should be at most 4096 bytes"));
+        return Err(Error::detail(
+            "WEAK_PASSWORD",
+            "Password should be at most 4096 bytes",
+        ));
     }
     Ok(())
 }
@@ -187,7 +204,9 @@ pub(crate) fn new_local_id() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..28).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+    (0..28)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
 }
 
 /// Milliseconds since the epoch as an RFC 3339 UTC timestamp with milliseconds.
@@ -228,8 +247,22 @@ pub(crate) fn check_custom_claims(text: &str) -> Result<Map<String, Value>> {
 /// Rejects reserved claim names.
 pub(crate) fn check_claim_names(map: &Map<String, Value>) -> Result<()> {
     const RESERVED: [&str; 16] = [
-        "acr", "amr", "at_hash", "aud", "auth_time", "azp", "cnf", "c_hash", "exp", "iat", "iss", "jti", "nbf", "nonce",
-        "sub", "firebase",
+        "acr",
+        "amr",
+        "at_hash",
+        "aud",
+        "auth_time",
+        "azp",
+        "cnf",
+        "c_hash",
+        "exp",
+        "iat",
+        "iss",
+        "jti",
+        "nbf",
+        "nonce",
+        "sub",
+        "firebase",
     ];
     if let Some(bad) = map.keys().find(|k| RESERVED.contains(&k.as_str())) {
         return Err(Error::detail("FORBIDDEN_CLAIM", bad.clone()));
@@ -261,9 +294,16 @@ mod tests {
         assert!(check_custom_claims("42").unwrap_err().is("INVALID_CLAIMS"));
         assert!(check_custom_claims("[1]").unwrap_err().is("INVALID_CLAIMS"));
         assert!(check_custom_claims("{").unwrap_err().is("INVALID_CLAIMS"));
-        assert_eq!(check_custom_claims(r#"{"sub":"x"}"#).unwrap_err().message(), "FORBIDDEN_CLAIM : sub");
+        assert_eq!(
+            check_custom_claims(r#"{"sub":"x"}"#).unwrap_err().message(),
+            "FORBIDDEN_CLAIM : sub"
+        );
         let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(1000));
-        assert!(check_custom_claims(&big).unwrap_err().is("CLAIMS_TOO_LARGE"));
+        assert!(
+            check_custom_claims(&big)
+                .unwrap_err()
+                .is("CLAIMS_TOO_LARGE")
+        );
     }
 
     #[test]

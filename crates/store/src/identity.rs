@@ -249,7 +249,12 @@ impl Store {
     }
 
     /// Reads one account by id.
-    pub async fn user(&self, project: &str, tenant: &str, local_id: &str) -> Result<Option<UserRecord>> {
+    pub async fn user(
+        &self,
+        project: &str,
+        tenant: &str,
+        local_id: &str,
+    ) -> Result<Option<UserRecord>> {
         let row = sqlx::query(SELECT_USER)
             .bind(project)
             .bind(tenant)
@@ -260,7 +265,12 @@ impl Store {
     }
 
     /// Reads the accounts with this (lower-cased) e-mail, oldest first.
-    pub async fn users_by_email(&self, project: &str, tenant: &str, email: &str) -> Result<Vec<UserRecord>> {
+    pub async fn users_by_email(
+        &self,
+        project: &str,
+        tenant: &str,
+        email: &str,
+    ) -> Result<Vec<UserRecord>> {
         let rows = sqlx::query(SELECT_USER_BY_EMAIL)
             .bind(project)
             .bind(tenant)
@@ -271,7 +281,12 @@ impl Store {
     }
 
     /// Reads the account with this phone number.
-    pub async fn user_by_phone(&self, project: &str, tenant: &str, phone: &str) -> Result<Option<UserRecord>> {
+    pub async fn user_by_phone(
+        &self,
+        project: &str,
+        tenant: &str,
+        phone: &str,
+    ) -> Result<Option<UserRecord>> {
         let row = sqlx::query(SELECT_USER_BY_PHONE)
             .bind(project)
             .bind(tenant)
@@ -303,7 +318,13 @@ impl Store {
     }
 
     /// Lists accounts ordered by id, starting after `after` (exclusive), at most `limit`.
-    pub async fn list_users(&self, project: &str, tenant: &str, after: &str, limit: i64) -> Result<Vec<UserRecord>> {
+    pub async fn list_users(
+        &self,
+        project: &str,
+        tenant: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<UserRecord>> {
         let rows = sqlx::query(LIST_USERS)
             .bind(project)
             .bind(tenant)
@@ -316,22 +337,25 @@ impl Store {
 
     /// Counts the accounts of a project (or tenant).
     pub async fn count_users(&self, project: &str, tenant: &str) -> Result<i64> {
-        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE project_id = $1 AND tenant_id = $2")
-            .bind(project)
-            .bind(tenant)
-            .fetch_one(&self.pool)
-            .await?;
+        let row: (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM users WHERE project_id = $1 AND tenant_id = $2")
+                .bind(project)
+                .bind(tenant)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(row.0)
     }
 
     /// Deletes one account (its refresh tokens and identity links go with it). Returns whether it existed.
     pub async fn delete_user(&self, project: &str, tenant: &str, local_id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM users WHERE project_id = $1 AND tenant_id = $2 AND local_id = $3")
-            .bind(project)
-            .bind(tenant)
-            .bind(local_id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM users WHERE project_id = $1 AND tenant_id = $2 AND local_id = $3",
+        )
+        .bind(project)
+        .bind(tenant)
+        .bind(local_id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -373,25 +397,36 @@ impl Store {
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(project_id, tenant_id, local_id, provider, extra_claims, created_at)| RefreshTokenRecord {
-            token_hash: token_hash.to_owned(),
-            project_id,
-            tenant_id,
-            local_id,
-            provider,
-            extra_claims,
-            created_at,
-        }))
+        Ok(row.map(
+            |(project_id, tenant_id, local_id, provider, extra_claims, created_at)| {
+                RefreshTokenRecord {
+                    token_hash: token_hash.to_owned(),
+                    project_id,
+                    tenant_id,
+                    local_id,
+                    provider,
+                    extra_claims,
+                    created_at,
+                }
+            },
+        ))
     }
 
     /// Deletes every refresh token of one account.
-    pub async fn delete_refresh_tokens(&self, project: &str, tenant: &str, local_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM refresh_tokens WHERE project_id = $1 AND tenant_id = $2 AND local_id = $3")
-            .bind(project)
-            .bind(tenant)
-            .bind(local_id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn delete_refresh_tokens(
+        &self,
+        project: &str,
+        tenant: &str,
+        local_id: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM refresh_tokens WHERE project_id = $1 AND tenant_id = $2 AND local_id = $3",
+        )
+        .bind(project)
+        .bind(tenant)
+        .bind(local_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -443,7 +478,12 @@ impl Store {
     }
 
     /// Lists the live OOB codes of a project that still carry their development copy, oldest first.
-    pub async fn list_dev_oob_codes(&self, project: &str, tenant: &str, now: i64) -> Result<Vec<OobCodeRecord>> {
+    pub async fn list_dev_oob_codes(
+        &self,
+        project: &str,
+        tenant: &str,
+        now: i64,
+    ) -> Result<Vec<OobCodeRecord>> {
         let rows = sqlx::query(
             "SELECT code_hash, project_id, tenant_id, request_type, email, new_email, local_id, created_at, \
              expires_at, dev_code, dev_link FROM oob_codes \

@@ -61,14 +61,16 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(kid, private_der, created_at, retire_at, expires_at)| SigningKeyRecord {
-                kid,
-                purpose: purpose.to_owned(),
-                private_der,
-                created_at,
-                retire_at,
-                expires_at,
-            })
+            .map(
+                |(kid, private_der, created_at, retire_at, expires_at)| SigningKeyRecord {
+                    kid,
+                    purpose: purpose.to_owned(),
+                    private_der,
+                    created_at,
+                    retire_at,
+                    expires_at,
+                },
+            )
             .collect())
     }
 

@@ -96,7 +96,9 @@ impl Store {
                 sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
             }
             Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?;
             }
         }
         Ok(())

@@ -54,7 +54,9 @@ pub fn encode_rs256(key: &SigningKey, claims: &Claims) -> Result<String, KeyErro
     let header = serde_json::json!({"alg": "RS256", "kid": key.kid(), "typ": "JWT"});
     let mut token = b64url(header.to_string().as_bytes());
     token.push('.');
-    token.push_str(&b64url(Value::Object(claims.clone()).to_string().as_bytes()));
+    token.push_str(&b64url(
+        Value::Object(claims.clone()).to_string().as_bytes(),
+    ));
     let sig = key.sign_rs256(token.as_bytes())?;
     token.push('.');
     token.push_str(&b64url(&sig));
@@ -75,7 +77,9 @@ pub fn encode_unsigned(claims: &Claims) -> String {
 /// Only for tokens whose trust comes from elsewhere (or for reading a header before verifying).
 pub fn decode_unverified(token: &str) -> Result<(Header, Claims), VerifyError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(_s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(p), Some(_s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(VerifyError::Malformed);
     };
     let header: Header = b64url_decode(h)
@@ -96,7 +100,9 @@ pub struct Verifier {
 impl Verifier {
     /// A verifier trusting exactly `keys`.
     pub fn new(keys: impl IntoIterator<Item = PublicKey>) -> Self {
-        Self { keys: keys.into_iter().map(|k| (k.kid().to_owned(), k)).collect() }
+        Self {
+            keys: keys.into_iter().map(|k| (k.kid().to_owned(), k)).collect(),
+        }
     }
 
     /// Whether a key with this id is trusted.
@@ -106,18 +112,13 @@ impl Verifier {
 
     /// Checks the signature only: RS256, a known `kid`, a valid signature. Returns header and claims.
     pub fn verify_signature(&self, token: &str) -> Result<(Header, Claims), VerifyError> {
-        let (header, claims) = decode_unverified(token)?;
+        let (header, _) = decode_unverified(token)?;
         if header.alg != "RS256" {
             return Err(VerifyError::Algorithm(header.alg));
         }
         let kid = header.kid.as_deref().ok_or(VerifyError::MissingKid)?;
         let key = self.keys.get(kid).ok_or(VerifyError::UnknownKey)?;
-        let (signed, sig) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
-        let sig = b64url_decode(sig).ok_or(VerifyError::Malformed)?;
-        if !key.verify_rs256(signed.as_bytes(), &sig) {
-            return Err(VerifyError::BadSignature);
-        }
-        Ok((header, claims))
+        verify_with_key(token, key)
     }
 
     /// Full check of a Firebase-style token: signature, `exp` (with `leeway` seconds), `iat` not in
@@ -136,8 +137,29 @@ impl Verifier {
     }
 }
 
+/// Checks an RS256 signature with one given key, whatever the token's `kid` says (for issuers
+/// that sign without a `kid`, such as Admin-SDK custom tokens). Returns header and claims.
+pub fn verify_with_key(token: &str, key: &PublicKey) -> Result<(Header, Claims), VerifyError> {
+    let (header, claims) = decode_unverified(token)?;
+    if header.alg != "RS256" {
+        return Err(VerifyError::Algorithm(header.alg));
+    }
+    let (signed, sig) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
+    let sig = b64url_decode(sig).ok_or(VerifyError::Malformed)?;
+    if !key.verify_rs256(signed.as_bytes(), &sig) {
+        return Err(VerifyError::BadSignature);
+    }
+    Ok((header, claims))
+}
+
 /// The time, audience, issuer and subject checks of [`Verifier::verify`], on already-trusted claims.
-pub fn check_claims(claims: &Claims, issuer: &str, audience: &str, now_secs: i64, leeway: i64) -> Result<(), VerifyError> {
+pub fn check_claims(
+    claims: &Claims,
+    issuer: &str,
+    audience: &str,
+    now_secs: i64,
+    leeway: i64,
+) -> Result<(), VerifyError> {
     let num = |name: &str| claims.get(name).and_then(Value::as_i64);
     match num("exp") {
         Some(exp) if exp + leeway > now_secs => {}
@@ -191,8 +213,14 @@ mod tests {
         assert_eq!(v.verify(&t, iss, "p1", now, 0).unwrap()["sub"], "u1");
         assert_eq!(v.verify(&t, iss, "p2", now, 0), Err(VerifyError::Audience));
         assert_eq!(v.verify(&t, "x", "p1", now, 0), Err(VerifyError::Issuer));
-        assert_eq!(v.verify(&t, iss, "p1", now + 3600, 0), Err(VerifyError::Expired));
-        assert_eq!(v.verify(&t, iss, "p1", now - 100, 5), Err(VerifyError::IssuedInFuture));
+        assert_eq!(
+            v.verify(&t, iss, "p1", now + 3600, 0),
+            Err(VerifyError::Expired)
+        );
+        assert_eq!(
+            v.verify(&t, iss, "p1", now - 100, 5),
+            Err(VerifyError::IssuedInFuture)
+        );
     }
 
     #[test]
@@ -202,11 +230,25 @@ mod tests {
         let v = Verifier::new([key.public().clone()]);
         let now = 1_800_000_000;
         let c = claims(now);
-        assert_eq!(v.verify_signature(&encode_unsigned(&c)).unwrap_err(), VerifyError::Algorithm("none".into()));
-        assert_eq!(v.verify_signature(&encode_rs256(&other, &c).unwrap()).unwrap_err(), VerifyError::UnknownKey);
+        assert_eq!(
+            v.verify_signature(&encode_unsigned(&c)).unwrap_err(),
+            VerifyError::Algorithm("none".into())
+        );
+        assert_eq!(
+            v.verify_signature(&encode_rs256(&other, &c).unwrap())
+                .unwrap_err(),
+            VerifyError::UnknownKey
+        );
         // Same kid, other key: the signature must fail.
-        let forged = encode_rs256(&SigningKey::from_pkcs8(key.kid().into(), other.pkcs8_der()).unwrap(), &c).unwrap();
-        assert_eq!(v.verify_signature(&forged).unwrap_err(), VerifyError::BadSignature);
+        let forged = encode_rs256(
+            &SigningKey::from_pkcs8(key.kid().into(), other.pkcs8_der()).unwrap(),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(
+            v.verify_signature(&forged).unwrap_err(),
+            VerifyError::BadSignature
+        );
         // Tampered payload.
         let good = encode_rs256(&key, &c).unwrap();
         let mut parts: Vec<&str> = good.split('.').collect();
@@ -214,11 +256,21 @@ mod tests {
         c2.insert("sub".into(), json!("admin"));
         let p2 = b64url(Value::Object(c2).to_string().as_bytes());
         parts[1] = &p2;
-        assert_eq!(v.verify_signature(&parts.join(".")).unwrap_err(), VerifyError::BadSignature);
+        assert_eq!(
+            v.verify_signature(&parts.join(".")).unwrap_err(),
+            VerifyError::BadSignature
+        );
         // HS256 with the public key as secret.
-        let h = b64url(json!({"alg":"HS256","kid":key.kid(),"typ":"JWT"}).to_string().as_bytes());
+        let h = b64url(
+            json!({"alg":"HS256","kid":key.kid(),"typ":"JWT"})
+                .to_string()
+                .as_bytes(),
+        );
         let hs = format!("{h}.{}.{}", parts[1], b64url(b"whatever"));
-        assert_eq!(v.verify_signature(&hs).unwrap_err(), VerifyError::Algorithm("HS256".into()));
+        assert_eq!(
+            v.verify_signature(&hs).unwrap_err(),
+            VerifyError::Algorithm("HS256".into())
+        );
         for junk in ["", "a", "a.b", "a.b.c", "a.b.c.d", "..", "eyJ.eyJ.x"] {
             assert!(v.verify_signature(junk).is_err(), "{junk}");
         }

@@ -33,7 +33,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,10 +54,21 @@ impl SigningKey {
     pub fn from_pkcs8(kid: String, pkcs8: &[u8]) -> Result<Self, KeyError> {
         let pair = KeyPair::from_pkcs8(pkcs8).map_err(|_| KeyError::BadPrivateKey)?;
         let public_key = pair.public_key();
-        let n = public_key.modulus().big_endian_without_leading_zero().to_vec();
-        let e = public_key.exponent().big_endian_without_leading_zero().to_vec();
+        let n = public_key
+            .modulus()
+            .big_endian_without_leading_zero()
+            .to_vec();
+        let e = public_key
+            .exponent()
+            .big_endian_without_leading_zero()
+            .to_vec();
         let public = PublicKey::from_components(kid.clone(), &n, &e)?;
-        Ok(Self { kid, pkcs8: Zeroizing::new(pkcs8.to_vec()), pair, public })
+        Ok(Self {
+            kid,
+            pkcs8: Zeroizing::new(pkcs8.to_vec()),
+            pair,
+            public,
+        })
     }
 
     /// The key id (`kid` header).
@@ -86,11 +99,19 @@ impl SigningKey {
     /// A self-signed x509 certificate (PEM) for this key, as Google publishes for its token keys.
     /// `common_name` is the subject, e.g. `securetoken.system.gserviceaccount.com`;
     /// validity runs from `not_before` to `not_after` (epoch seconds).
-    pub fn certificate_pem(&self, common_name: &str, not_before: i64, not_after: i64) -> Result<String, KeyError> {
-        let key = rcgen::KeyPair::try_from(self.pkcs8.as_slice()).map_err(|e| KeyError::Certificate(e.to_string()))?;
+    pub fn certificate_pem(
+        &self,
+        common_name: &str,
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<String, KeyError> {
+        let key = rcgen::KeyPair::try_from(self.pkcs8.as_slice())
+            .map_err(|e| KeyError::Certificate(e.to_string()))?;
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
         let (y, m, d) = civil_from_days(not_before.div_euclid(86_400));
         params.not_before = rcgen::date_time_ymd(y, m, d);
         let (y, m, d) = civil_from_days(not_after.div_euclid(86_400));
@@ -99,7 +120,9 @@ impl SigningKey {
         aws_lc_rs::rand::fill(&mut serial).map_err(|_| KeyError::Certificate("rng".into()))?;
         serial[0] &= 0x7f;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-        let cert = params.self_signed(&key).map_err(|e| KeyError::Certificate(e.to_string()))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| KeyError::Certificate(e.to_string()))?;
         Ok(cert.pem())
     }
 }
@@ -130,7 +153,9 @@ pub struct PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublicKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("PublicKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,9 +164,12 @@ impl PublicKey {
     pub fn from_components(kid: String, n: &[u8], e: &[u8]) -> Result<Self, KeyError> {
         let n = strip_zeros(n).to_vec();
         let e = strip_zeros(e).to_vec();
-        let spki = PublicKeyComponents { n: n.as_slice(), e: e.as_slice() }
-            .as_der()
-            .map_err(|_| KeyError::BadPublicKey)?;
+        let spki = PublicKeyComponents {
+            n: n.as_slice(),
+            e: e.as_slice(),
+        }
+        .as_der()
+        .map_err(|_| KeyError::BadPublicKey)?;
         let parsed = ParsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, spki.as_ref())
             .map_err(|_| KeyError::BadPublicKey)?;
         Ok(Self { kid, n, e, parsed })
@@ -159,8 +187,12 @@ impl PublicKey {
             return Err(KeyError::BadPublicKey);
         }
         let kid = field("kid").unwrap_or_default().to_owned();
-        let n = field("n").and_then(crate::b64url_decode).ok_or(KeyError::BadPublicKey)?;
-        let e = field("e").and_then(crate::b64url_decode).ok_or(KeyError::BadPublicKey)?;
+        let n = field("n")
+            .and_then(crate::b64url_decode)
+            .ok_or(KeyError::BadPublicKey)?;
+        let e = field("e")
+            .and_then(crate::b64url_decode)
+            .ok_or(KeyError::BadPublicKey)?;
         Self::from_components(kid, &n, &e)
     }
 
@@ -219,7 +251,13 @@ mod tests {
     #[test]
     fn certificate_is_pem() {
         let key = SigningKey::generate().unwrap();
-        let pem = key.certificate_pem("securetoken.system.gserviceaccount.com", 1_700_000_000, 1_700_400_000).unwrap();
+        let pem = key
+            .certificate_pem(
+                "securetoken.system.gserviceaccount.com",
+                1_700_000_000,
+                1_700_400_000,
+            )
+            .unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
     }
 

@@ -14,7 +14,10 @@
 mod jwt;
 mod keys;
 
-pub use jwt::{Claims, Header, VerifyError, Verifier, check_claims, decode_unverified, encode_rs256, encode_unsigned};
+pub use jwt::{
+    Claims, Header, Verifier, VerifyError, check_claims, decode_unverified, encode_rs256,
+    encode_unsigned, verify_with_key,
+};
 pub use keys::{KeyError, PublicKey, SigningKey};
 
 use base64::Engine as _;

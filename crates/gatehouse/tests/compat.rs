@@ -1,0 +1,98 @@
+//! Runs the real-client compatibility suites (npm `firebase` + `jose` in Node; PyPI
+//! `firebase-admin` + `google-auth` in Python) against the real `gatehouse identity` binary,
+//! once on embedded SQLite and once on an ephemeral PostgreSQL cluster.
+//!
+//! Prerequisites are installed by `tests/compat/setup.sh` (the README's test command runs it).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gatehouse_testkit::{PgCluster, Spawned, TempDir};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+fn start_server(data: &Path, database_url: Option<&str>) -> Spawned {
+    let mut args: Vec<String> = [
+        "identity",
+        "--project",
+        "demo-project",
+        "--project",
+        "other-project",
+        "--api-key",
+        "other-key=other-project",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(data.display().to_string());
+    if let Some(url) = database_url {
+        args.push("--database-url".into());
+        args.push(url.into());
+    }
+    Spawned::start(Path::new(env!("CARGO_BIN_EXE_gatehouse")), &args).expect("gatehouse starts")
+}
+
+fn run_suites(server: &Spawned) {
+    let root = repo_root();
+    let node_dir = root.join("tests/compat/node");
+    let python = root.join("tests/compat/python/.venv/bin/python");
+    assert!(
+        node_dir.join("node_modules/firebase").is_dir() && python.is_file(),
+        "compat prerequisites missing: run `tests/compat/setup.sh` (npm ci + Python venv)"
+    );
+    let envs = [
+        ("GATEHOUSE_URL", server.url()),
+        ("FIREBASE_AUTH_EMULATOR_HOST", server.addr.clone()),
+        ("GATEHOUSE_PROJECT", "demo-project".into()),
+        ("GATEHOUSE_API_KEY", "compat-key".into()),
+        ("GATEHOUSE_OTHER_PROJECT", "other-project".into()),
+        ("GATEHOUSE_OTHER_API_KEY", "other-key".into()),
+    ];
+    let node = Command::new("node")
+        .args(["--test", "--test-concurrency=1"])
+        .current_dir(&node_dir)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .status()
+        .expect("node is installed (apt-get install nodejs)");
+    let py = Command::new(&python)
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/compat/python",
+        ])
+        .current_dir(&root)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .status()
+        .expect("python venv runs");
+    assert!(node.success(), "Firebase JS SDK suite failed");
+    assert!(py.success(), "firebase-admin / google-auth suite failed");
+}
+
+#[test]
+fn firebase_clients_against_sqlite() {
+    let data = TempDir::new("gatehouse-compat").unwrap();
+    let server = start_server(data.path(), None);
+    run_suites(&server);
+}
+
+#[test]
+fn firebase_clients_against_postgres() {
+    let pg = PgCluster::start().expect("ephemeral PostgreSQL");
+    let url = pg.create_database("compat").unwrap();
+    let data = TempDir::new("gatehouse-compat-pg").unwrap();
+    let server = start_server(data.path(), Some(&url));
+    run_suites(&server);
+}

@@ -1,0 +1,159 @@
+//! An ephemeral PostgreSQL 15 cluster, started with the Debian server binaries.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::{TempDir, free_port, is_root};
+
+const INSTALL_HINT: &str = "install the PostgreSQL 15 server binaries: `apt-get install -y postgresql-15` \
+     (they live in /usr/lib/postgresql/15/bin; set GATEHOUSE_PG_BIN to use another directory)";
+
+/// A running throw-away PostgreSQL cluster on 127.0.0.1; stopped and deleted on drop.
+#[derive(Debug)]
+pub struct PgCluster {
+    dir: TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl PgCluster {
+    /// Initialises and starts a new cluster (trust auth, fsync off) on a free port.
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = std::env::var_os("GATEHOUSE_PG_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+        if !bin.join("initdb").is_file() || !bin.join("pg_ctl").is_file() {
+            bail!(
+                "PostgreSQL server binaries not found in {}: {INSTALL_HINT}",
+                bin.display()
+            );
+        }
+        let dir = TempDir::new("gatehouse-pg")?;
+        let data = dir.path().join("data");
+        let root = is_root();
+        if root {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .context("chown of the cluster directory")?;
+            if !status.success() {
+                bail!(
+                    "chown postgres {} failed (is there a `postgres` user? {INSTALL_HINT})",
+                    dir.path().display()
+                );
+            }
+        }
+        let as_postgres = |program: PathBuf| {
+            if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(program);
+                c
+            } else {
+                Command::new(program)
+            }
+        };
+        let out = as_postgres(bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .output()
+            .context("running initdb")?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let port = free_port()?;
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            dir.path().display()
+        );
+        let out = as_postgres(bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &opts, "-w", "-t", "60", "-l"])
+            .arg(dir.path().join("postgres.log"))
+            .arg("start")
+            .output()
+            .context("running pg_ctl start")?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(dir.path().join("postgres.log")).unwrap_or_default();
+            bail!(
+                "pg_ctl start failed: {}\n{log}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Self { dir, bin, port })
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding the unix socket (`.s.PGSQL.<port>`).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Creates a database and returns its URL.
+    pub fn create_database(&self, name: &str) -> anyhow::Result<String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+            ])
+            .arg(format!("CREATE DATABASE \"{name}\""))
+            .output()
+            .context("running psql")?;
+        if !out.status.success() {
+            bail!(
+                "CREATE DATABASE {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(self.url(name))
+    }
+
+    /// The URL of a database in this cluster.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let mut c = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = c
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
