@@ -62,6 +62,10 @@ pub struct IdentityArgs {
     /// Turn on email-enumeration protection for every project at start.
     #[arg(long)]
     email_privacy: bool,
+    /// How long account reads may be served from memory, in ms (0 = never). Bounds how stale a
+    /// replica's view of another replica's writes can be.
+    #[arg(long, default_value_t = 1000, env = "GATEHOUSE_ACCOUNT_CACHE_MS")]
+    account_cache_ms: u64,
     /// Signing-key rotation period in seconds.
     #[arg(long, default_value_t = 21_600)]
     key_rotation_secs: i64,
@@ -157,6 +161,7 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         }
     };
     let store = Store::connect(&url).await.context("opening the database")?;
+    store.set_account_cache_ttl(Duration::from_millis(args.account_cache_ms));
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -98,7 +98,7 @@ impl Identity {
             let current = self
                 .inner
                 .store
-                .user(project, tenant, local_id)
+                .user_fresh(project, tenant, local_id)
                 .await?
                 .ok_or_else(|| Error::code("USER_NOT_FOUND"))?;
             let mut next = current.clone();

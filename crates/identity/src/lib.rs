@@ -24,6 +24,7 @@ pub mod password;
 mod requests;
 mod session;
 mod user;
+mod verified;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Mode, ProjectConfig, ProjectSettings, RateLimits, SmtpConfig, SmtpSecurity};
@@ -60,6 +61,7 @@ struct Inner {
     public_url: String,
     hashing: Semaphore,
     settings: tokio::sync::RwLock<HashMap<String, ProjectSettings>>,
+    verified: verified::VerifiedTokens,
 }
 
 impl std::fmt::Debug for Identity {
@@ -137,6 +139,7 @@ impl Identity {
                 public_url: public_url.trim_end_matches('/').to_owned(),
                 hashing: Semaphore::new(cores),
                 settings: tokio::sync::RwLock::new(settings),
+                verified: verified::VerifiedTokens::default(),
             }),
         })
     }

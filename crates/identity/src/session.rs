@@ -312,10 +312,14 @@ impl Identity {
             });
         let id_token =
             self.mint_id_token(&caller.project, &user, &record.provider, extra.as_ref())?;
-        let mut touched = user.clone();
-        touched.last_refresh_at = Some(self.now_ms());
-        // Best effort: a lost race on the timestamp is harmless.
-        let _ = self.inner.store.update_user(&touched, None).await;
+        // `lastRefreshAt` is kept to the minute: no write per refresh under load.
+        let now = self.now_ms();
+        if user.last_refresh_at.is_none_or(|t| now - t > 60_000) {
+            let mut touched = user.clone();
+            touched.last_refresh_at = Some(now);
+            // Best effort: a lost race on the timestamp is harmless.
+            let _ = self.inner.store.update_user(&touched, None).await;
+        }
         Ok(RefreshedTokens {
             id_token,
             refresh_token: token.to_owned(),
@@ -382,12 +386,24 @@ impl Identity {
                 return Ok(claims);
             }
         }
+        if let Some(claims) = self
+            .inner
+            .verified
+            .get(token, issuer, &project.project_id, now)
+        {
+            return Ok(claims);
+        }
         let set = self.inner.keyring.current(purpose);
         match set
             .verifier()
             .verify(token, issuer, &project.project_id, now, 0)
         {
-            Ok(claims) => Ok(claims),
+            Ok(claims) => {
+                self.inner
+                    .verified
+                    .put(token, issuer, &project.project_id, &claims);
+                Ok(claims)
+            }
             Err(VerifyError::UnknownKey) => {
                 // Another replica may have rotated; look once more.
                 if self.inner.limits.allow_key_reload() {

@@ -203,6 +203,8 @@ impl Store {
     /// Inserts a new account together with its federated identity links, atomically.
     /// A taken e-mail, phone number, identity or id is [`crate::Error::Conflict`].
     pub async fn insert_user(&self, user: &UserRecord, links: &[IdentityLink]) -> Result<()> {
+        self.users
+            .forget(&user.project_id, &user.tenant_id, &user.local_id);
         let mut tx = self.pool.begin().await?;
         bind_user_fields!(sqlx::query(INSERT_USER), user)
             .execute(&mut *tx)
@@ -222,6 +224,8 @@ impl Store {
         user: &UserRecord,
         links: Option<&[IdentityLink]>,
     ) -> Result<bool> {
+        self.users
+            .forget(&user.project_id, &user.tenant_id, &user.local_id);
         let mut tx = self.pool.begin().await?;
         let done = bind_user_fields!(sqlx::query(UPDATE_USER), user)
             .bind(user.version)
@@ -245,11 +249,31 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.users
+            .forget(&user.project_id, &user.tenant_id, &user.local_id);
         Ok(true)
     }
 
-    /// Reads one account by id.
+    /// Reads one account by id, possibly from the short-lived cache (see
+    /// [`Store::set_account_cache_ttl`]). Read-modify-write must use [`Store::user_fresh`].
     pub async fn user(
+        &self,
+        project: &str,
+        tenant: &str,
+        local_id: &str,
+    ) -> Result<Option<UserRecord>> {
+        if let Some(hit) = self.users.get(project, tenant, local_id) {
+            return Ok(Some(hit));
+        }
+        let user = self.user_fresh(project, tenant, local_id).await?;
+        if let Some(u) = &user {
+            self.users.put(u);
+        }
+        Ok(user)
+    }
+
+    /// Reads one account by id from the database.
+    pub async fn user_fresh(
         &self,
         project: &str,
         tenant: &str,
@@ -348,6 +372,7 @@ impl Store {
 
     /// Deletes one account (its refresh tokens and identity links go with it). Returns whether it existed.
     pub async fn delete_user(&self, project: &str, tenant: &str, local_id: &str) -> Result<bool> {
+        self.users.forget(project, tenant, local_id);
         let done = sqlx::query(
             "DELETE FROM users WHERE project_id = $1 AND tenant_id = $2 AND local_id = $3",
         )
@@ -356,16 +381,19 @@ impl Store {
         .bind(local_id)
         .execute(&self.pool)
         .await?;
+        self.users.forget(project, tenant, local_id);
         Ok(done.rows_affected() > 0)
     }
 
     /// Deletes every account of a project (or tenant).
     pub async fn delete_all_users(&self, project: &str, tenant: &str) -> Result<u64> {
+        self.users.clear();
         let done = sqlx::query("DELETE FROM users WHERE project_id = $1 AND tenant_id = $2")
             .bind(project)
             .bind(tenant)
             .execute(&self.pool)
             .await?;
+        self.users.clear();
         Ok(done.rows_affected())
     }
 

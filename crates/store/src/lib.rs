@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod identity;
 mod keys;
 
@@ -15,6 +16,7 @@ pub use identity::{IdentityLink, OobCodeRecord, RefreshTokenRecord, UserRecord};
 pub use keys::SigningKeyRecord;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -55,6 +57,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    users: Arc<cache::UserCache>,
 }
 
 impl Store {
@@ -84,7 +87,11 @@ impl Store {
             Backend::Postgres => pool_options.max_connections(16),
         };
         let pool = pool_options.connect_with(options).await?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            users: Arc::new(cache::UserCache::new(1000)),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -102,6 +109,14 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// How long an account read may be served from this process's cache (default 1 s; 0 = off).
+    /// Writes through this store are always visible at once; writes by other processes sharing
+    /// the database become visible within this time.
+    pub fn set_account_cache_ttl(&self, ttl: Duration) {
+        self.users
+            .set_ttl(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
     }
 
     /// The backend this store talks to.

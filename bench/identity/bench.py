@@ -1,0 +1,730 @@
+#!/usr/bin/env python3
+"""Benchmark driver for `gatehouse identity` and the Firebase Auth emulator (run.sh calls it).
+
+  bench.py run     --results FILE [--docs FILE]   measure everything, append JSON lines to FILE
+  bench.py report  FILE [--docs FILE]             print the Markdown tables (and write the doc)
+
+Servers are started one at a time in their own process group (setsid) and stopped by killing
+that group; wrk never loads two servers at once. Only 127.0.0.1 is used, every load run is a
+bounded `wrk -d`. CPU and memory come from /proc (utime+stime of the server's process tree,
+VmRSS sampled every 100 ms during each run, VmHWM at the end).
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+TCK = os.sysconf("SC_CLK_TCK")
+API_KEY = "fake-api-key"
+PROJECT = "demo-bench"
+ENDPOINTS = ["signup", "signin", "refresh", "lookup"]
+LABEL = {
+    "signup": "`accounts:signUp` (new e-mail each request)",
+    "signin": "`accounts:signInWithPassword` (one user)",
+    "refresh": "Secure Token `token` (refresh_token grant)",
+    "lookup": "`accounts:lookup` (idToken)",
+}
+FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
+BUILD_TOOLS = {"rustc", "cc1", "cc1plus", "cargo", "ld", "collect2", "as", "cc", "gcc", "c++"}
+
+
+def env_int(name, default):
+    return int(os.environ.get(name, default))
+
+
+CFG = {
+    "runs": env_int("BENCH_RUNS", 3),
+    "duration": os.environ.get("BENCH_DURATION", "10s"),
+    "connections": env_int("BENCH_CONNECTIONS", 64),
+    "threads": env_int("BENCH_THREADS", 1),
+    "ready_runs": env_int("BENCH_READY_RUNS", 5),
+    "gh_port": env_int("BENCH_GATEHOUSE_PORT", 19180),
+    "fb_port": env_int("BENCH_EMULATOR_PORT", 19099),
+    "quiet_timeout": env_int("BENCH_QUIET_TIMEOUT", 300),
+    "build_wait": env_int("BENCH_BUILD_WAIT", 900),
+    "hash_secs": env_int("BENCH_HASH_SECS", 5),
+}
+
+OUT = None  # results file handle
+LIVE = []  # servers still running (stopped on exit, on error and on SIGINT/SIGTERM)
+
+
+def emit(rec):
+    rec = {"t": round(time.time(), 3), **rec}
+    OUT.write(json.dumps(rec, separators=(",", ":")) + "\n")
+    OUT.flush()
+
+
+def say(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- /proc helpers
+
+def proc_stat_cpu():
+    """(user+nice+system, steal, irq+softirq) ticks over all CPUs."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = f
+    return user + nice + system, steal, irq + softirq
+
+
+def ppid_map():
+    m = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            rest = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        m.setdefault(int(rest[1]), []).append(int(d))
+    return m
+
+
+def proc_tree(pid):
+    m, out, todo = ppid_map(), [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(m.get(p, []))
+    return out
+
+
+def cpu_ticks(pids):
+    total = 0
+    for p in pids:
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return total
+
+
+def status_kb(pids, key):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def proc_names():
+    names = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                names.append((int(d), open(f"/proc/{d}/comm").read().strip()))
+            except OSError:
+                pass
+    return names
+
+
+def busy_pct(seconds=1.0):
+    b0 = proc_stat_cpu()[0]
+    time.sleep(seconds)
+    return 100.0 * (proc_stat_cpu()[0] - b0) / TCK / seconds  # % of one core
+
+
+def wait_quiet(limit, thresh=10.0, need=3):
+    """Bounded wait until the whole machine uses < thresh % of one core for `need` seconds."""
+    t_end, ok = time.time() + limit, 0
+    while time.time() < t_end:
+        ok = ok + 1 if busy_pct() < thresh else 0
+        if ok >= need:
+            return True
+    say(f"  machine not quiet after {limit}s; measuring anyway")
+    return False
+
+
+def wait_for_builds(limit):
+    """Bounded wait for compilers (someone else's cargo build) to finish."""
+    t0 = time.time()
+    seen = set()
+    while True:
+        running = sorted({n for _, n in proc_names() if n in BUILD_TOOLS})
+        if not running:
+            return {"build_seen": sorted(seen), "waited_s": round(time.time() - t0, 1), "quiet": True}
+        if not seen:
+            say(f"  waiting (up to {limit}s) for build tools to finish: {running}")
+        seen.update(running)
+        if time.time() - t0 > limit:
+            say(f"  build tools still running after {limit}s: {running}; measuring anyway")
+            return {"build_seen": sorted(seen), "waited_s": round(time.time() - t0, 1), "quiet": False}
+        time.sleep(10)
+
+
+# ---------------------------------------------------------------- servers
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_call(port, method, path, body=None, ctype="application/json", timeout=10):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": ctype} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+class Server:
+    def __init__(self, name, argv, cwd, env, log_path, port, ready_path, extra_ports=()):
+        self.name, self.argv, self.cwd, self.env = name, argv, cwd, env
+        self.log_path, self.port, self.ready_path = log_path, port, ready_path
+        self.extra_ports = extra_ports
+        self.proc = None
+
+    def start(self):
+        for p in (self.port, *self.extra_ports):
+            if port_open(p):
+                raise SystemExit(f"port 127.0.0.1:{p} is already in use; not starting {self.name}")
+        log = open(self.log_path, "ab")
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        LIVE.append(self)
+
+    def wait_ready(self, timeout):
+        """Seconds from exec until GET ready_path answers 200."""
+        end = self.t0 + timeout
+        while time.perf_counter() < end:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                status, _ = http_call(self.port, "GET", self.ready_path, timeout=2)
+                if status == 200:
+                    return time.perf_counter() - self.t0
+            except OSError:
+                pass
+            time.sleep(0.005)
+        raise SystemExit(f"{self.name} not ready after {timeout}s; see {self.log_path}")
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        # anything left in the group (children that ignored SIGTERM)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self in LIVE:
+            LIVE.remove(self)
+        self.proc = None
+
+
+def stop_all(*_):
+    for s in list(LIVE):
+        s.stop()
+
+
+def server_env(base_extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")}
+    env.update(base_extra or {})
+    return env
+
+
+def gatehouse_server(args, scratch, tag, database_url=None):
+    data = os.path.join(scratch, f"data-{tag}")
+    shutil.rmtree(data, ignore_errors=True)
+    argv = [args.gatehouse, "identity", "--project", PROJECT, "--listen", f"127.0.0.1:{CFG['gh_port']}",
+            "--data-dir", data, "--rate-limits", "off"]
+    if database_url:
+        argv += ["--database-url", database_url]
+    return Server(f"gatehouse[{tag}]", argv, scratch, server_env(), os.path.join(scratch, f"gatehouse-{tag}.log"),
+                  CFG["gh_port"], "/healthz")
+
+
+def emulator_server(args, scratch):
+    fb = args.fb_dir
+    hub, logging = CFG["fb_port"] + 301, CFG["fb_port"] + 401
+    with open(os.path.join(fb, "firebase.json"), "w") as fh:
+        json.dump({"emulators": {"auth": {"host": "127.0.0.1", "port": CFG["fb_port"]},
+                                 "ui": {"enabled": False},
+                                 "hub": {"host": "127.0.0.1", "port": hub},
+                                 "logging": {"host": "127.0.0.1", "port": logging}}}, fh, indent=2)
+    argv = ["node", os.path.join(fb, "node_modules", "firebase-tools", "lib", "bin", "firebase.js"),
+            "emulators:start", "--only", "auth", "--project", PROJECT]
+    env = server_env({"NO_UPDATE_NOTIFIER": "1"})
+    return Server("firebase-emulator", argv, fb, env, os.path.join(scratch, "emulator.log"),
+                  CFG["fb_port"], "/", extra_ports=(hub, logging))
+
+
+# ---------------------------------------------------------------- wrk
+
+def to_ms(s):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", s)
+    if not m:
+        return None
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
+
+
+def parse_wrk(text):
+    r = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if not m:
+        raise ValueError("no Requests/sec in wrk output:\n" + text)
+    r["rps"] = float(m.group(1))
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
+        r[f"p{pct}_ms"] = to_ms(m.group(1)) if m else None
+    m = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    r["max_ms"] = to_ms(m.group(3)) if m else None
+    m = re.search(r"(\d+) requests in ([\d.]+\w+)", text)
+    r["requests"] = int(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    r["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()))) if m else {}
+    return r
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pids, every=0.1):
+        super().__init__(daemon=True)
+        self.pids, self.every, self.peak_kb = pids, every, 0
+        self.halt = threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            self.peak_kb = max(self.peak_kb, status_kb(self.pids, "VmRSS"))
+            self.halt.wait(self.every)
+
+
+def wrk_once(server, endpoint, env_extra):
+    lua = os.path.join(HERE, "lua", f"{endpoint}.lua")
+    argv = ["wrk", f"-t{CFG['threads']}", f"-c{CFG['connections']}", f"-d{CFG['duration']}", "--latency",
+            "-s", lua, f"http://127.0.0.1:{server.port}"]
+    tree = proc_tree(server.proc.pid)
+    sampler = RssSampler(tree)
+    c0, s0 = cpu_ticks(tree), proc_stat_cpu()
+    self0, kids0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    sampler.start()
+    t0 = time.time()
+    p = subprocess.run(argv, env={**os.environ, **env_extra}, capture_output=True, text=True)
+    dt = time.time() - t0
+    sampler.halt.set()
+    sampler.join()
+    c1, s1 = cpu_ticks(tree), proc_stat_cpu()
+    self1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        raise SystemExit(f"wrk failed ({p.returncode}): {p.stderr}")
+    r = parse_wrk(p.stdout)
+    server_s = (c1 - c0) / TCK
+    wrk_s = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
+    self_s = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
+    busy_s = (s1[0] - s0[0]) / TCK
+    r.update({
+        "wall_s": round(dt, 2),
+        "server_cpu_pct": round(100 * server_s / dt, 1),  # of one core
+        "server_cpu_us_per_req": round(1e6 * server_s / max(1, r["requests"]), 1),
+        "wrk_cpu_pct": round(100 * wrk_s / dt, 1),
+        "machine_busy_pct": round(100 * busy_s / dt, 1),  # out of 100 x cores
+        "foreign_pct": round(100 * (busy_s - server_s - wrk_s - self_s) / dt, 1),
+        "steal_pct": round(100 * (s1[1] - s0[1]) / TCK / dt, 1),
+        "irq_pct": round(100 * (s1[2] - s0[2]) / TCK / dt, 1),
+        "rss_peak_mb": round(sampler.peak_kb / 1024, 1),
+        "hwm_mb": round(status_kb(tree, "VmHWM") / 1024, 1),
+    })
+    return r
+
+
+def bench_endpoint(target, server, endpoint, env_extra):
+    want, kept, tries = CFG["runs"], 0, 0
+    while kept < want and tries < 3 * want:
+        tries += 1
+        quiet = wait_quiet(CFG["quiet_timeout"])
+        tag = f"{target}-{endpoint}-{tries}-{int(time.time())}".replace("_", "-").lower()
+        r = wrk_once(server, endpoint, {**env_extra, "BENCH_TAG": tag})
+        disturbed = r["foreign_pct"] > FOREIGN_MAX
+        last_chance = (not disturbed) or (tries >= 3 * want and kept == 0)
+        emit({"kind": "wrk", "target": target, "endpoint": endpoint, "try": tries, "quiet_before": quiet,
+              "discarded": disturbed and not last_chance, **r})
+        flag = " DISCARDED (other load)" if disturbed and not last_chance else ""
+        say(f"  [{target} {endpoint}] try {tries}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.2f} ms "
+            f"p99 {r['p99_ms']:.2f} ms non-2xx {r['non2xx']} errs {r['socket_errors']} "
+            f"cpu {r['server_cpu_pct']}% wrk {r['wrk_cpu_pct']}% foreign {r['foreign_pct']}% "
+            f"rss {r['rss_peak_mb']} MB{flag}")
+        if not flag:
+            kept += 1
+        time.sleep(1)
+
+
+# ---------------------------------------------------------------- target setup
+
+def make_user(port, email, password):
+    body = json.dumps({"email": email, "password": password, "returnSecureToken": True})
+    status, raw = http_call(port, "POST", f"/identitytoolkit.googleapis.com/v1/accounts:signUp?key={API_KEY}", body)
+    if status != 200:
+        raise SystemExit(f"creating the benchmark user failed: {status} {raw[:300]!r}")
+    j = json.loads(raw)
+    return j["idToken"], j["refreshToken"]
+
+
+def smoke(target, port, env):
+    """One request per endpoint, as the Lua scripts send it; records the status."""
+    it = "/identitytoolkit.googleapis.com/v1/accounts:{}?key=" + API_KEY
+    reqs = {
+        "signup": (it.format("signUp"), json.dumps({"email": f"smoke-{int(time.time() * 1000)}@bench.test",
+                                                     "password": "secret123", "returnSecureToken": True}),
+                   "application/json"),
+        "signin": (it.format("signInWithPassword"), json.dumps({"email": env["BENCH_EMAIL"],
+                                                                 "password": env["BENCH_PASSWORD"],
+                                                                 "returnSecureToken": True}), "application/json"),
+        "refresh": (f"/securetoken.googleapis.com/v1/token?key={API_KEY}",
+                    "grant_type=refresh_token&refresh_token=" + env["BENCH_REFRESH_TOKEN_FORM"],
+                    "application/x-www-form-urlencoded"),
+        "lookup": (it.format("lookup"), json.dumps({"idToken": env["BENCH_ID_TOKEN"]}), "application/json"),
+    }
+    out = {}
+    for ep, (path, body, ctype) in reqs.items():
+        status, raw = http_call(port, "POST", path, body, ctype)
+        out[ep] = status
+        if status != 200:
+            say(f"  WARNING {target} {ep}: HTTP {status}: {raw[:300]!r}")
+    emit({"kind": "smoke", "target": target, "status": out})
+
+
+def bench_target(target, server, scratch):
+    server.start()
+    try:
+        ready = server.wait_ready(180)
+        emit({"kind": "ready", "target": target, "purpose": "load instance", "seconds": round(ready, 4)})
+        say(f"  {target} ready in {ready:.3f} s")
+        time.sleep(2)
+        tree = proc_tree(server.proc.pid)
+        idle = status_kb(tree, "VmRSS") / 1024
+        emit({"kind": "idle_rss", "target": target, "mb": round(idle, 1), "processes": len(tree)})
+        say(f"  {target} idle RSS {idle:.1f} MB")
+        email = f"signin-{int(time.time())}@bench.test"
+        id_token, refresh = make_user(server.port, email, "secret123")
+        env = {"BENCH_EMAIL": email, "BENCH_PASSWORD": "secret123", "BENCH_ID_TOKEN": id_token,
+               "BENCH_REFRESH_TOKEN_FORM": urllib.parse.quote(refresh, safe="")}
+        smoke(target, server.port, env)
+        for ep in ENDPOINTS:
+            bench_endpoint(target, server, ep, env)
+        tree = proc_tree(server.proc.pid)
+        emit({"kind": "end_rss", "target": target, "rss_mb": round(status_kb(tree, "VmRSS") / 1024, 1),
+              "hwm_mb": round(status_kb(tree, "VmHWM") / 1024, 1)})
+    finally:
+        server.stop()
+
+
+def ready_series(args, scratch):
+    for i in range(CFG["ready_runs"]):
+        wait_quiet(min(60, CFG["quiet_timeout"]))
+        s = gatehouse_server(args, scratch, f"ready{i + 1}")
+        s.start()
+        try:
+            sec = s.wait_ready(30)
+        finally:
+            s.stop()
+        emit({"kind": "ready", "target": "gatehouse-sqlite", "purpose": "fresh data dir", "run": i + 1,
+              "seconds": round(sec, 4)})
+        say(f"  gatehouse ready run {i + 1}: {1000 * sec:.1f} ms")
+
+
+def hash_rate(args):
+    wait_quiet(CFG["quiet_timeout"])
+    p = subprocess.run([args.hash_rate, str(CFG["hash_secs"])], capture_output=True, text=True, check=True)
+    rec = {"kind": "hash_rate", "output": p.stdout.strip()}
+    for key, name in (("hash_per_s", "argon2id hash"), ("verify_per_s", "argon2id verify")):
+        m = re.search(rf"{name}: ([\d.]+)/s", p.stdout)
+        rec[key] = float(m.group(1)) if m else None
+    emit(rec)
+    say("  " + p.stdout.strip().replace("\n", "\n  "))
+
+
+def meta(args):
+    cpu_model = ""
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
+
+    def out(cmd):
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return p.stdout.strip() or p.stderr.strip()
+    rev = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = bool(out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]))
+    fb_pkg = os.path.join(args.fb_dir, "node_modules", "firebase-tools", "package.json")
+    fb_version = json.load(open(fb_pkg))["version"] if os.path.exists(fb_pkg) else None
+    wrk_v = out(["wrk", "-v"]).splitlines()
+    return {
+        "kind": "meta",
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(), "cpu_model": cpu_model, "mem_gib": round(mem_kb / 1048576, 1),
+        "kernel": platform.release(), "git_rev": rev + ("-dirty" if dirty else ""),
+        "gatehouse_bin": os.path.relpath(args.gatehouse, ROOT),
+        "gatehouse_bin_mtime": datetime.datetime.fromtimestamp(os.path.getmtime(args.gatehouse),
+                                                               datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "wrk": wrk_v[0] if wrk_v else "", "node": out(["node", "--version"]), "firebase_tools": fb_version,
+        "postgres": bool(args.pg_url), "config": CFG,
+        "command": "bench/identity/run.sh",
+    }
+
+
+def cmd_run(args):
+    global OUT
+    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
+    OUT = open(args.results, "a")
+    scratch = os.path.join(args.scratch, "run-" + os.path.basename(args.results).split(".")[0])
+    os.makedirs(scratch, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
+    signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
+    try:
+        emit(meta(args))
+        say(f"results: {args.results}\nscratch: {scratch}")
+        say("waiting for a quiet machine (no compiler running)")
+        emit({"kind": "builds", **wait_for_builds(CFG["build_wait"])})
+        say("hash rate (target/release/examples/hash_rate)")
+        hash_rate(args)
+        say(f"gatehouse ready time x{CFG['ready_runs']}")
+        ready_series(args, scratch)
+        say("gatehouse (SQLite) under load")
+        bench_target("gatehouse-sqlite", gatehouse_server(args, scratch, "load"), scratch)
+        if args.pg_url:
+            say("gatehouse (PostgreSQL) under load")
+            bench_target("gatehouse-pg", gatehouse_server(args, scratch, "pg", args.pg_url), scratch)
+        if not args.skip_emulator:
+            say("Firebase Auth emulator under load")
+            bench_target("emulator", emulator_server(args, scratch), scratch)
+        emit({"kind": "done"})
+    finally:
+        stop_all()
+        OUT.close()
+        for d in os.listdir(scratch):
+            if d.startswith("data-"):
+                shutil.rmtree(os.path.join(scratch, d), ignore_errors=True)
+    print(report(args.results, args.docs))
+
+
+# ---------------------------------------------------------------- report
+
+def load(path):
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
+def summarize(recs, target, endpoint):
+    runs = [r for r in recs if r["kind"] == "wrk" and r["target"] == target and r["endpoint"] == endpoint
+            and not r["discarded"]]
+    if not runs:
+        return None
+    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+    return {
+        "rps": med("rps"), "p50": med("p50_ms"), "p99": med("p99_ms"), "cpu": med("server_cpu_pct"),
+        "us": med("server_cpu_us_per_req"), "wrk_cpu": med("wrk_cpu_pct"),
+        "non2xx": sum(r["non2xx"] for r in runs), "requests": sum(r["requests"] for r in runs),
+        "timeouts": sum(r["socket_errors"].get("timeout", 0) for r in runs),
+        "errors": sum(v for r in runs for k, v in r["socket_errors"].items() if k != "timeout"),
+        "rss": max(r["rss_peak_mb"] for r in runs), "each": [r["rps"] for r in runs],
+        "discarded": sum(1 for r in recs if r["kind"] == "wrk" and r["target"] == target
+                         and r["endpoint"] == endpoint and r["discarded"]),
+        "quiet": all(r["quiet_before"] for r in runs),
+    }
+
+
+def fmt_rps(x):
+    return f"{x:,.0f}" if x is not None else "–"
+
+
+def fmt_ms(x):
+    if x is None:
+        return "–"
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def pf(ok):
+    return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")
+
+
+def report(path, docs_path=None):
+    recs = load(path)
+    meta_r = next(r for r in recs if r["kind"] == "meta")
+    hr = next((r for r in recs if r["kind"] == "hash_rate"), {})
+    builds = next((r for r in recs if r["kind"] == "builds"), {})
+    gh_targets = [t for t in ("gatehouse-sqlite", "gatehouse-pg") if any(r.get("target") == t for r in recs)]
+    S = {(t, e): summarize(recs, t, e) for t in gh_targets + ["emulator"] for e in ENDPOINTS}
+    ready_gh = [r["seconds"] for r in recs if r["kind"] == "ready" and r.get("purpose") == "fresh data dir"]
+    ready_fb = [r["seconds"] for r in recs if r["kind"] == "ready" and r["target"] == "emulator"]
+    idle = {r["target"]: r["mb"] for r in recs if r["kind"] == "idle_rss"}
+    cfg = meta_r["config"]
+    L = []
+    L.append("# Benchmarks: identity server")
+    L.append("")
+    L.append(f"Date: {meta_r['date_utc']}. Machine: {meta_r['nproc']} cores ({meta_r['cpu_model']}), "
+             f"{meta_r['mem_gib']} GiB RAM, Linux {meta_r['kernel']}. Gatehouse {meta_r['git_rev']} "
+             f"(`{meta_r['gatehouse_bin']}`), Firebase Auth emulator from firebase-tools "
+             f"{meta_r['firebase_tools'] or '–'} on Node {meta_r['node']}, {meta_r['wrk']}.")
+    L.append("")
+    L.append("Command: `bench/identity/run.sh` (raw figures: "
+             f"`bench/identity/results/{os.path.basename(path)}`).")
+    L.append("")
+    L.append(f"Method: each endpoint gets `wrk -t{cfg['threads']} -c{cfg['connections']} -d{cfg['duration']} "
+             f"--latency` {cfg['runs']} times against one server at a time on 127.0.0.1; the table shows the "
+             "median req/s and the medians of the per-run p50/p99. Gatehouse runs with `--rate-limits off` and "
+             "a fresh SQLite data dir; the emulator with `--only auth`. Both serve the same Lua-generated requests "
+             "(`bench/identity/lua/`): sign-up with a new e-mail per request, sign-in / refresh / lookup for one "
+             "user. wrk, the server and everything else share the same cores. A run during which processes outside "
+             f"the test used more than {FOREIGN_MAX:.0f} % of a core is discarded and repeated.")
+    L.append("")
+    for t in gh_targets:
+        name = "Gatehouse (SQLite)" if t == "gatehouse-sqlite" else "Gatehouse (PostgreSQL)"
+        L.append(f"## {name} vs Firebase Auth emulator")
+        L.append("")
+        L.append("| endpoint | gatehouse req/s | p50 ms | p99 ms | emulator req/s | p50 ms | p99 ms | "
+                 "ratio gatehouse / emulator |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for e in ENDPOINTS:
+            g, f = S[(t, e)], S[("emulator", e)]
+            ratio = f"{g['rps'] / f['rps']:.2f}×" if g and f else "–"
+            L.append(f"| {LABEL[e]} | {fmt_rps(g and g['rps'])} | {fmt_ms(g and g['p50'])} | "
+                     f"{fmt_ms(g and g['p99'])} | {fmt_rps(f and f['rps'])} | {fmt_ms(f and f['p50'])} | "
+                     f"{fmt_ms(f and f['p99'])} | {ratio} |")
+        L.append("")
+    # targets
+    t = gh_targets[0] if gh_targets else None
+    ratio = lambda e: (S[(t, e)]["rps"] / S[("emulator", e)]["rps"]  # noqa: E731
+                       if t and S[(t, e)] and S[("emulator", e)] else None)
+    hash_s, verify_s = hr.get("hash_per_s"), hr.get("verify_per_s")
+    rg = statistics.median(ready_gh) if ready_gh else None
+    lookup_rss = S[(t, "lookup")]["rss"] if t and S[(t, "lookup")] else None
+    all_rss = max((S[(t, e)]["rss"] for e in ENDPOINTS if t and S[(t, e)]), default=None)
+    L.append("## Targets (issue #2)")
+    L.append("")
+    L.append("| target | measured | result |")
+    L.append("|---|---|---|")
+    r = ratio("lookup")
+    L.append(f"| `accounts:lookup` ≥ 10× emulator | {r:.2f}× ({fmt_rps(S[(t, 'lookup')]['rps'])} vs "
+             f"{fmt_rps(S[('emulator', 'lookup')]['rps'])} req/s) | {pf(r >= 10)} |" if r is not None
+             else "| `accounts:lookup` ≥ 10× emulator | – | n/a |")
+    r = ratio("refresh")
+    L.append(f"| token refresh ≥ 2.5× emulator | {r:.2f}× ({fmt_rps(S[(t, 'refresh')]['rps'])} vs "
+             f"{fmt_rps(S[('emulator', 'refresh')]['rps'])} req/s) | {pf(r >= 2.5)} |" if r is not None
+             else "| token refresh ≥ 2.5× emulator | – | n/a |")
+    for e, rate, what in (("signin", verify_s, "verifies"), ("signup", hash_s, "hashes")):
+        g = S[(t, e)] if t else None
+        if g and rate:
+            share = g["rps"] / rate
+            L.append(f"| {'sign-in' if e == 'signin' else 'sign-up'} bound by the password hash "
+                     f"(≥ 80 % of argon2id {what}/s alone) | {fmt_rps(g['rps'])} req/s vs {rate:,.1f} {what}/s "
+                     f"= {100 * share:.0f} % | {pf(share >= 0.8)} |")
+        else:
+            L.append(f"| {e} bound by the password hash | – | n/a |")
+    L.append(f"| peak RSS under `accounts:lookup` load < 50 MB | {lookup_rss} MB | "
+             f"{pf(lookup_rss < 50 if lookup_rss is not None else None)} |")
+    L.append(f"| peak RSS under any of the four loads < 50 MB | {all_rss} MB | "
+             f"{pf(all_rss < 50 if all_rss is not None else None)} |")
+    L.append(f"| ready (exec → `/healthz` 200, fresh data dir) < 1 s | median {1000 * rg:.0f} ms of "
+             f"{len(ready_gh)} | {pf(rg < 1)} |" if rg is not None else "| ready < 1 s | – | n/a |")
+    L.append("")
+    L.append("## Details")
+    L.append("")
+    L.append("| target | endpoint | req/s per run | server CPU % of a core | server CPU µs/req | wrk CPU % | "
+             "peak RSS MB | non-2xx | timeouts / socket errors | discarded runs |")
+    L.append("|---|---|---|---:|---:|---:|---:|---:|---|---:|")
+    for tt in gh_targets + ["emulator"]:
+        for e in ENDPOINTS:
+            s = S[(tt, e)]
+            if not s:
+                continue
+            L.append(f"| {tt} | {e} | {' / '.join(f'{x:,.0f}' for x in s['each'])} | {s['cpu']:.0f} | "
+                     f"{s['us']:,.0f} | {s['wrk_cpu']:.0f} | {s['rss']:.1f} | {s['non2xx']} of "
+                     f"{s['requests']:,} | {s['timeouts']} / {s['errors']} | {s['discarded']} |")
+    L.append("")
+    extra = []
+    if ready_gh:
+        extra.append("Gatehouse ready times (ms): " + ", ".join(f"{1000 * x:.0f}" for x in ready_gh) + ".")
+    if ready_fb:
+        extra.append(f"Emulator ready time (exec → `GET /` 200): {ready_fb[0]:.1f} s.")
+    if idle:
+        extra.append("Idle RSS after start: " + ", ".join(f"{k} {v} MB" for k, v in idle.items()) + ".")
+    quiet = builds.get("quiet", True) and all(
+        s["quiet"] for s in S.values() if s) and not any(s["discarded"] for s in S.values() if s)
+    extra.append("Machine quiet during the measured runs: " + ("yes." if quiet else
+                 f"no (compilers seen before start: {builds.get('build_seen')}, waited {builds.get('waited_s')} s; "
+                 "see discarded runs)."))
+    L.append(" ".join(extra))
+    L.append("")
+    if hr:
+        L.append(f"Password hashing alone (`target/release/examples/hash_rate {cfg['hash_secs']}`, all cores):")
+        L.append("")
+        L.append("```")
+        L.append(hr["output"])
+        L.append("```")
+        L.append("")
+    L.append("The emulator stores passwords unhashed and issues unsigned tokens, so its sign-up, sign-in and "
+             "refresh figures contain no cryptography; Gatehouse's contain an argon2id hash or verify "
+             "(19 MiB, t=2) per sign-up / sign-in and an RS256 signature per issued ID token.")
+    text = "\n".join(L) + "\n"
+    if docs_path:
+        with open(docs_path, "w") as fh:
+            fh.write(text)
+    return text
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--results", required=True)
+    r.add_argument("--docs")
+    r.add_argument("--gatehouse", default=os.path.join(ROOT, "target", "release", "gatehouse"))
+    r.add_argument("--hash-rate", default=os.path.join(ROOT, "target", "release", "examples", "hash_rate"))
+    r.add_argument("--fb-dir", required=True)
+    r.add_argument("--scratch", required=True)
+    r.add_argument("--pg-url", default=os.environ.get("GATEHOUSE_BENCH_PG_URL"))
+    r.add_argument("--skip-emulator", action="store_true")
+    p = sub.add_parser("report")
+    p.add_argument("results")
+    p.add_argument("--docs")
+    args = ap.parse_args()
+    if args.cmd == "run":
+        cmd_run(args)
+    else:
+        print(report(args.results, args.docs))
+
+
+if __name__ == "__main__":
+    main()
