@@ -44,6 +44,8 @@ impl KeyPurpose {
 #[derive(Debug)]
 pub struct KeySet {
     signer: Arc<SigningKey>,
+    /// The published key ids, in store order.
+    kids: Vec<String>,
     verifier: Verifier,
     jwks: String,
     x509: String,
@@ -83,14 +85,25 @@ impl Keyring {
     /// Loads the keys from the store, creating the first ones if there are none.
     pub async fn load(store: Store, clock: Arc<dyn Clock>, rotation_secs: i64) -> Result<Self> {
         let rotation_ms = rotation_secs.max(60) * 1000;
-        let id = load_set(&store, clock.as_ref(), rotation_ms, KeyPurpose::IdToken).await?;
+        let missing = || Error::internal("no signing key");
+        let id = load_set(
+            &store,
+            clock.as_ref(),
+            rotation_ms,
+            KeyPurpose::IdToken,
+            None,
+        )
+        .await?
+        .ok_or_else(missing)?;
         let session = load_set(
             &store,
             clock.as_ref(),
             rotation_ms,
             KeyPurpose::SessionCookie,
+            None,
         )
-        .await?;
+        .await?
+        .ok_or_else(missing)?;
         Ok(Self {
             store,
             clock,
@@ -137,29 +150,37 @@ impl Keyring {
         (self.rotation_ms / 8 / 1000).clamp(60, 3600)
     }
 
-    /// Re-reads the keys from the store (other replicas may have rotated).
+    /// Re-reads the keys from the store (other replicas may have rotated), creating the next key
+    /// when the current one retires soon. Unchanged key sets are kept as they are.
     pub async fn reload(&self) -> Result<()> {
         for purpose in [KeyPurpose::IdToken, KeyPurpose::SessionCookie] {
-            let set = load_set(&self.store, self.clock.as_ref(), self.rotation_ms, purpose).await?;
-            if let Ok(mut guard) = self.slot(purpose).write() {
+            let current = self.current(purpose);
+            let set = load_set(
+                &self.store,
+                self.clock.as_ref(),
+                self.rotation_ms,
+                purpose,
+                Some(&current),
+            )
+            .await?;
+            if let Some(set) = set
+                && let Ok(mut guard) = self.slot(purpose).write()
+            {
                 *guard = Arc::new(set);
             }
         }
         Ok(())
     }
-
-    /// Creates the next key where the current one retires soon, then reloads.
-    pub async fn rotate_if_due(&self) -> Result<()> {
-        self.reload().await
-    }
 }
 
+/// Loads the published keys of `purpose`; `None` when they are exactly `current`'s.
 async fn load_set(
     store: &Store,
     clock: &dyn Clock,
     rotation_ms: i64,
     purpose: KeyPurpose,
-) -> Result<KeySet> {
+    current: Option<&KeySet>,
+) -> Result<Option<KeySet>> {
     let now = clock.now_ms();
     let mut records = store.signing_keys(purpose.as_str(), now).await?;
     let newest_retire = records.iter().map(|r| r.retire_at).max();
@@ -187,7 +208,25 @@ async fn load_set(
         );
         records = store.signing_keys(purpose.as_str(), now).await?;
     }
-    build_set(&records, now)
+    if let Some(current) = current
+        && current.kids.iter().eq(records.iter().map(|r| &r.kid))
+        && current.signer.kid()
+            == pick_signer(&records, now)
+                .map(|r| r.kid.as_str())
+                .unwrap_or_default()
+    {
+        return Ok(None);
+    }
+    build_set(&records, now).map(Some)
+}
+
+/// The signer: the oldest key that has started and not yet retired; else the newest one.
+fn pick_signer(records: &[SigningKeyRecord], now: i64) -> Option<&SigningKeyRecord> {
+    records
+        .iter()
+        .filter(|r| r.created_at <= now && r.retire_at > now)
+        .min_by_key(|r| (r.created_at, r.kid.clone()))
+        .or_else(|| records.iter().max_by_key(|r| r.created_at))
 }
 
 fn build_set(records: &[SigningKeyRecord], now: i64) -> Result<KeySet> {
@@ -197,12 +236,12 @@ fn build_set(records: &[SigningKeyRecord], now: i64) -> Result<KeySet> {
             .map_err(|e| Error::internal(e.to_string()))?;
         keys.push((r, Arc::new(key)));
     }
-    // Signer: the oldest key that has started and not yet retired; else the newest one.
+    let signer_kid = pick_signer(records, now)
+        .map(|r| r.kid.clone())
+        .ok_or_else(|| Error::internal("no signing key"))?;
     let signer = keys
         .iter()
-        .filter(|(r, _)| r.created_at <= now && r.retire_at > now)
-        .min_by_key(|(r, _)| (r.created_at, r.kid.clone()))
-        .or_else(|| keys.iter().max_by_key(|(r, _)| r.created_at))
+        .find(|(r, _)| r.kid == signer_kid)
         .map(|(_, k)| k.clone())
         .ok_or_else(|| Error::internal("no signing key"))?;
     let verifier = Verifier::new(keys.iter().map(|(_, k)| k.public().clone()));
@@ -221,6 +260,7 @@ fn build_set(records: &[SigningKeyRecord], now: i64) -> Result<KeySet> {
     }
     Ok(KeySet {
         signer,
+        kids: records.iter().map(|r| r.kid.clone()).collect(),
         verifier,
         jwks,
         x509: Value::Object(x509).to_string(),

@@ -167,7 +167,7 @@ impl Identity {
 
     /// Runs periodic housekeeping: key rotation and purging of expired codes and keys.
     pub async fn housekeeping(&self) -> Result<()> {
-        self.inner.keyring.rotate_if_due().await?;
+        self.inner.keyring.reload().await?;
         let now = self.now_ms();
         self.inner.store.purge_expired_oob_codes(now).await?;
         self.inner.store.purge_expired_signing_keys(now).await?;
