@@ -5,7 +5,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 command -v node >/dev/null || { echo "node is required: apt-get install -y nodejs npm" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is required: apt-get install -y python3 python3-venv" >&2; exit 1; }
-if [ ! -d "$here/node/node_modules/firebase" ] || [ "$here/node/package-lock.json" -nt "$here/node/node_modules/.package-lock.json" ]; then
+if [ ! -d "$here/node/node_modules/firebase" ] || [ ! -d "$here/node/node_modules/firebase-admin" ] || [ "$here/node/package-lock.json" -nt "$here/node/node_modules/.package-lock.json" ]; then
   (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 bash "$here/python/setup.sh"

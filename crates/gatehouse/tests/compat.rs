@@ -96,3 +96,40 @@ fn firebase_clients_against_postgres() {
     let server = start_server(data.path(), Some(&url));
     run_suites(&server);
 }
+
+/// The documented opt-in exception: a development project issuing unsigned ID tokens, which the
+/// Node Admin SDK in emulator mode requires.
+#[test]
+fn node_admin_sdk_with_unsigned_tokens() {
+    let data = TempDir::new("gatehouse-compat-unsigned").unwrap();
+    let args: Vec<String> = [
+        "identity",
+        "--project",
+        "demo-project",
+        "--unsigned-id-tokens",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([data.path().display().to_string()])
+    .collect();
+    let server = Spawned::start(Path::new(env!("CARGO_BIN_EXE_gatehouse")), &args)
+        .expect("gatehouse starts");
+    let node_dir = repo_root().join("tests/compat/node");
+    assert!(
+        node_dir.join("node_modules/firebase-admin").is_dir(),
+        "compat prerequisites missing: run `tests/compat/setup.sh`"
+    );
+    let status = Command::new("node")
+        .args(["--test", "node-admin.unsigned.mjs"])
+        .current_dir(&node_dir)
+        .env("GATEHOUSE_URL", server.url())
+        .env("FIREBASE_AUTH_EMULATOR_HOST", &server.addr)
+        .env("GATEHOUSE_PROJECT", "demo-project")
+        .env("GATEHOUSE_API_KEY", "compat-key")
+        .status()
+        .expect("node is installed");
+    assert!(status.success(), "firebase-admin (Node) suite failed");
+}
