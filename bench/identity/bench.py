@@ -578,6 +578,10 @@ def fmt_ms(x):
     return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:,.0f}"
 
 
+def fmt_mb(x):
+    return "–" if x is None else f"{x:.1f} MB"
+
+
 def pf(ok):
     return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")
 
@@ -597,9 +601,9 @@ def report(path, docs_path=None):
     L.append("# Benchmarks: identity server")
     L.append("")
     L.append(f"Date: {meta_r['date_utc']}. Machine: {meta_r['nproc']} cores ({meta_r['cpu_model']}), "
-             f"{meta_r['mem_gib']} GiB RAM, Linux {meta_r['kernel']}. Gatehouse {meta_r['git_rev']} "
-             f"(`{meta_r['gatehouse_bin']}`, built {meta_r['gatehouse_bin_mtime']}), Firebase Auth emulator from firebase-tools "
-             f"{meta_r['firebase_tools'] or '–'} on Node {meta_r['node']}, {meta_r['wrk']}.")
+             f"{meta_r['mem_gib']} GiB RAM, Linux {meta_r['kernel']}. Gatehouse: `{meta_r['gatehouse_bin']}` built "
+             f"{meta_r['gatehouse_bin_mtime']} (repository at {meta_r['git_rev']} when measured), Firebase Auth emulator from firebase-tools "
+             f"{meta_r['firebase_tools'] or '–'} on Node {meta_r['node']}, {meta_r['wrk'].split(' Copyright')[0]}.")
     L.append("")
     L.append("Command: `bench/identity/run.sh` (raw figures: "
              f"`bench/identity/results/{os.path.basename(path)}`).")
@@ -657,10 +661,10 @@ def report(path, docs_path=None):
         else:
             L.append(f"| {e} bound by the password hash | – | n/a |")
     L.append(f"| peak RSS under `accounts:lookup` load < 50 MB, fresh process (lookup load only) | "
-             f"{fresh_rss} MB | {pf(fresh_rss < 50 if fresh_rss is not None else None)} |")
+             f"{fmt_mb(fresh_rss)} | {pf(fresh_rss < 50 if fresh_rss is not None else None)} |")
     L.append(f"| peak RSS under `accounts:lookup` load < 50 MB, same process after the sign-up / sign-in runs | "
-             f"{lookup_rss} MB | {pf(lookup_rss < 50 if lookup_rss is not None else None)} |")
-    L.append(f"| peak RSS under any of the four loads < 50 MB | {all_rss} MB | "
+             f"{fmt_mb(lookup_rss)} | {pf(lookup_rss < 50 if lookup_rss is not None else None)} |")
+    L.append(f"| peak RSS under any of the four loads < 50 MB | {fmt_mb(all_rss)} | "
              f"{pf(all_rss < 50 if all_rss is not None else None)} |")
     L.append(f"| ready (exec → `/healthz` 200, fresh data dir) < 1 s | median {1000 * rg:.0f} ms of "
              f"{len(ready_gh)} | {pf(rg < 1)} |" if rg is not None else "| ready < 1 s | – | n/a |")

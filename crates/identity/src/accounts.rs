@@ -1,26 +1,18 @@
 //! Client operations: sign-up, sign-in, lookup, update, delete, createAuthUri.
 
 use gatehouse_store::{IdentityLink, UserRecord};
-use gatehouse_tokens::decode_unverified;
-use serde_json::{Map, Value};
 
-use crate::config::Mode;
 use crate::password::Check;
 use crate::user::{
-    ProviderInfo, check_claim_names, check_custom_claims, check_password_policy, check_phone,
-    new_local_id, normalize_email, stored_providers,
+    check_password_policy, check_phone, new_local_id, normalize_email, stored_providers,
 };
 use crate::{
     Caller, CreateAuthUriRequest, DeleteRequest, Error, Identity, IssuedTokens, LookupRequest,
-    Result, SignInWithCustomTokenRequest, SignInWithPasswordRequest, SignUpRequest, UpdateRequest,
+    Result, SignInWithPasswordRequest, SignUpRequest,
 };
 
-/// The audience of Admin-SDK custom tokens.
-pub const CUSTOM_TOKEN_AUDIENCE: &str =
-    "https://identitytoolkit.googleapis.com/google.identity.identitytoolkit.v1.IdentityToolkit";
-
 /// A dummy argon2id hash: checked when an e-mail is unknown so that timing does not tell.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3u9mZ2g7XyR9YqKQbQy0kFq8m1nXc6gq7bR0b1wF3hQ";
+const DUMMY_HASH: &str = "$argon2id$v=19$m=12288,t=3,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// The result of a sign-up or sign-in.
 #[derive(Debug, Clone)]
@@ -29,14 +21,6 @@ pub struct SignedIn {
     /// `None` for privileged account creation.
     pub tokens: Option<IssuedTokens>,
     pub is_new_user: bool,
-}
-
-/// The result of `accounts:update`.
-#[derive(Debug, Clone)]
-pub struct Updated {
-    pub user: UserRecord,
-    pub tokens: Option<IssuedTokens>,
-    pub new_email: Option<String>,
 }
 
 /// The result of `accounts:createAuthUri`.
@@ -118,7 +102,7 @@ impl Identity {
         Err(Error::internal("account update kept losing races"))
     }
 
-    async fn email_taken(
+    pub(crate) async fn email_taken(
         &self,
         project: &str,
         tenant: &str,
@@ -363,166 +347,6 @@ impl Identity {
         })
     }
 
-    /// `accounts:signInWithCustomToken`.
-    pub async fn sign_in_with_custom_token(
-        &self,
-        caller: &Caller,
-        req: SignInWithCustomTokenRequest,
-    ) -> Result<SignedIn> {
-        let project = caller.project.clone();
-        let pid = project.project_id.as_str();
-        let token = req
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| Error::code("MISSING_CUSTOM_TOKEN"))?;
-        self.inner.limits.sign_in(caller.ip)?;
-        let claims = self.check_custom_token(caller, token)?;
-        let uid = match claims.get("uid").or_else(|| claims.get("user_id")) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(Error::code("MISSING_IDENTIFIER")),
-        };
-        if uid.chars().count() > 128 {
-            return Err(Error::detail(
-                "INVALID_CUSTOM_TOKEN",
-                "uid must be at most 128 characters",
-            ));
-        }
-        let token_tenant = claims
-            .get("tenant_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let tenant = req.tenant_id.clone().unwrap_or_default();
-        if !token_tenant.is_empty() && token_tenant != tenant {
-            return Err(Error::code("TENANT_ID_MISMATCH"));
-        }
-        let extra = match claims.get("claims") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(map)) => {
-                check_claim_names(map)?;
-                if Value::Object(map.clone()).to_string().len() > 1000 {
-                    return Err(Error::code("CLAIMS_TOO_LARGE"));
-                }
-                Some(map.clone())
-            }
-            Some(_) => return Err(Error::code("INVALID_CLAIMS")),
-        };
-        let now = self.now_ms();
-        let existing = self.inner.store.user(pid, &tenant, &uid).await?;
-        let (user, is_new_user) = match existing {
-            Some(u) => {
-                if u.disabled {
-                    return Err(Error::code("USER_DISABLED"));
-                }
-                let u = self
-                    .modify_user(pid, &tenant, &uid, |u| {
-                        u.last_login_at = Some(now);
-                        u.last_refresh_at = Some(now);
-                        u.custom_auth = true;
-                        Ok(())
-                    })
-                    .await?;
-                (u, false)
-            }
-            None => {
-                let u = UserRecord {
-                    project_id: pid.to_owned(),
-                    tenant_id: tenant.clone(),
-                    local_id: uid.clone(),
-                    custom_auth: true,
-                    valid_since_secs: now / 1000,
-                    created_at: now,
-                    last_login_at: Some(now),
-                    last_refresh_at: Some(now),
-                    providers: "[]".into(),
-                    mfa: "[]".into(),
-                    ..UserRecord::default()
-                };
-                match self.insert_user(&u).await {
-                    Ok(()) => (u, true),
-                    // Two first sign-ins raced: the other one created the account.
-                    Err(e) if e.is("DUPLICATE_LOCAL_ID") => {
-                        let u = self
-                            .inner
-                            .store
-                            .user(pid, &tenant, &uid)
-                            .await?
-                            .ok_or_else(|| Error::code("USER_NOT_FOUND"))?;
-                        (u, false)
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        let tokens = self
-            .issue_tokens(&project, &user, "custom", extra.as_ref())
-            .await?;
-        Ok(SignedIn {
-            user,
-            tokens: Some(tokens),
-            is_new_user,
-        })
-    }
-
-    /// Checks a custom token as the project's mode requires; returns its claims.
-    fn check_custom_token(&self, caller: &Caller, token: &str) -> Result<Map<String, Value>> {
-        let project = &caller.project;
-        let invalid = |why: &str| Error::detail("INVALID_CUSTOM_TOKEN", why.to_owned());
-        if project.mode == Mode::Development && token.trim_start().starts_with('{') {
-            return match serde_json::from_str::<Value>(token) {
-                Ok(Value::Object(map)) => Ok(map),
-                _ => Err(invalid("The custom token is not valid JSON.")),
-            };
-        }
-        let (header, claims) = decode_unverified(token)
-            .map_err(|_| invalid("The custom token format is incorrect."))?;
-        if claims.get("aud").and_then(Value::as_str) != Some(CUSTOM_TOKEN_AUDIENCE) {
-            return Err(invalid("The custom token has the wrong audience."));
-        }
-        let issuer = claims
-            .get("iss")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let signers = project.custom_token_signers.get(issuer);
-        if project.mode == Mode::Development && (header.alg == "none" || signers.is_none()) {
-            // The emulator's leniency: unsigned (or unknown-signer) custom tokens are accepted.
-            return Ok(claims);
-        }
-        if header.alg != "RS256" {
-            return Err(invalid("The custom token must be signed with RS256."));
-        }
-        let signers = signers.ok_or_else(|| {
-            invalid("The custom token was not signed by a trusted service account.")
-        })?;
-        // Admin SDKs sign custom tokens without a kid: try each key of the issuer.
-        let verified = signers
-            .iter()
-            .any(|k| gatehouse_tokens::verify_with_key(token, k).is_ok());
-        if !verified {
-            return Err(invalid("The custom token signature is invalid."));
-        }
-        let now = self.now_secs();
-        let iat = claims
-            .get("iat")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| invalid("missing iat"))?;
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| invalid("missing exp"))?;
-        if exp <= now || iat > now + 300 || exp - iat > 3600 {
-            return Err(invalid(
-                "The custom token has expired or its lifetime is too long.",
-            ));
-        }
-        if claims.get("sub").and_then(Value::as_str) != Some(issuer) {
-            return Err(invalid("The custom token subject must be its issuer."));
-        }
-        Ok(claims)
-    }
-
     /// `accounts:lookup`.
     pub async fn lookup(&self, caller: &Caller, req: LookupRequest) -> Result<Vec<UserRecord>> {
         let pid = caller.project_id().to_owned();
@@ -608,238 +432,6 @@ impl Identity {
             }
         }
         Ok(found)
-    }
-
-    /// `accounts:update` (setAccountInfo).
-    pub async fn update(&self, caller: &Caller, req: UpdateRequest) -> Result<Updated> {
-        if let Some(code) = req.oob_code.as_deref().filter(|c| !c.is_empty()) {
-            let user = self.apply_oob_code(caller, code).await?;
-            return Ok(Updated {
-                user,
-                tokens: None,
-                new_email: None,
-            });
-        }
-        let pid = caller.project_id().to_owned();
-        let token_session = match req.id_token.as_deref().filter(|t| !t.is_empty()) {
-            Some(token) => Some(self.verify_id_token(caller, token).await?),
-            None => None,
-        };
-        let target = match (
-            &token_session,
-            req.local_id.as_deref().filter(|l| !l.is_empty()),
-        ) {
-            (_, Some(local_id)) if caller.privileged => {
-                let tenant = req.tenant_id.clone().unwrap_or_default();
-                self.inner
-                    .store
-                    .user(&pid, &tenant, local_id)
-                    .await?
-                    .ok_or_else(|| Error::code("USER_NOT_FOUND"))?
-            }
-            (Some((user, _)), _) => user.clone(),
-            (None, _) if caller.privileged => return Err(Error::code("MISSING_LOCAL_ID")),
-            (None, _) => {
-                return Err(Error::detail(
-                    "INVALID_REQ_TYPE",
-                    "Unsupported request parameters.",
-                ));
-            }
-        };
-        if !caller.privileged {
-            if req.disable_user.is_some() {
-                return Err(Error::code("OPERATION_NOT_ALLOWED"));
-            }
-            if req.custom_attributes.is_some()
-                || req.valid_since.is_some()
-                || req.created_at.is_some()
-                || req.last_login_at.is_some()
-                || req.email_verified.is_some()
-                || req.phone_number.is_some()
-                || req.link_provider_user_info.is_some()
-            {
-                return Err(Error::code("INSUFFICIENT_PERMISSION"));
-            }
-        }
-        let email = match req.email.as_deref() {
-            Some(e) => Some(normalize_email(e)?),
-            None => None,
-        };
-        if let Some(email) = &email
-            && target.email.as_ref() != Some(email)
-            && self
-                .email_taken(&pid, &target.tenant_id, email, Some(&target.local_id))
-                .await?
-        {
-            return Err(Error::code("EMAIL_EXISTS"));
-        }
-        let hash = match req.password.as_deref() {
-            Some(p) => {
-                check_password_policy(p)?;
-                Some(self.hash_password(p).await?)
-            }
-            None => None,
-        };
-        let claims_text = match req.custom_attributes.as_deref() {
-            Some(text) if text.trim().is_empty() || text.trim() == "{}" => Some(None),
-            Some(text) => {
-                check_custom_claims(text)?;
-                Some(Some(text.to_owned()))
-            }
-            None => None,
-        };
-        if let Some(phone) = req.phone_number.as_deref().filter(|p| !p.is_empty()) {
-            check_phone(phone)?;
-        }
-        let link = match &req.link_provider_user_info {
-            Some(info) => {
-                let provider_id = info
-                    .provider_id
-                    .clone()
-                    .filter(|p| !p.is_empty())
-                    .ok_or_else(|| Error::code("MISSING_PROVIDER_ID"))?;
-                let raw_id = info
-                    .raw_id
-                    .clone()
-                    .filter(|r| !r.is_empty())
-                    .ok_or_else(|| Error::code("MISSING_RAW_ID"))?;
-                if matches!(provider_id.as_str(), "password" | "phone") {
-                    return Err(Error::detail(
-                        "INVALID_PROVIDER_ID",
-                        "Use email/phoneNumber for first-party providers.",
-                    ));
-                }
-                Some(ProviderInfo {
-                    federated_id: Some(raw_id.clone()),
-                    provider_id,
-                    raw_id,
-                    email: info.email.clone(),
-                    display_name: info.display_name.clone(),
-                    photo_url: info.photo_url.clone(),
-                    screen_name: info.screen_name.clone(),
-                    phone_number: None,
-                })
-            }
-            None => None,
-        };
-        let allow_dup = self.settings(&pid).await.sign_in.allow_duplicate_emails;
-        let now = self.now_ms();
-        let mut revoked = false;
-        let mut new_email = None;
-        let user = self
-            .modify_user(&pid, &target.tenant_id, &target.local_id, |u| {
-                revoked = false;
-                new_email = None;
-                if let Some(email) = &email
-                    && u.email.as_ref() != Some(email)
-                {
-                    u.email = Some(email.clone());
-                    u.email_unique = (!allow_dup).then(|| email.clone());
-                    u.email_verified = false;
-                    new_email = Some(email.clone());
-                    revoked = true;
-                }
-                if let Some(h) = &hash {
-                    u.password_hash = Some(h.clone());
-                    u.salt = None;
-                    u.password_updated_at = Some(now);
-                    revoked = true;
-                }
-                if let Some(name) = &req.display_name {
-                    u.display_name = Some(name.clone()).filter(|n| !n.is_empty());
-                }
-                if let Some(photo) = &req.photo_url {
-                    u.photo_url = Some(photo.clone()).filter(|p| !p.is_empty());
-                }
-                for attr in &req.delete_attribute {
-                    match attr.as_str() {
-                        "DISPLAY_NAME" => u.display_name = None,
-                        "PHOTO_URL" => u.photo_url = None,
-                        "PASSWORD" => u.password_hash = None,
-                        "EMAIL" => {
-                            u.email = None;
-                            u.email_unique = None;
-                            u.email_verified = false;
-                        }
-                        "PHONE_NUMBER" => u.phone_number = None,
-                        other => {
-                            return Err(Error::detail(
-                                "INVALID_ARGUMENT",
-                                format!("unknown attribute {other}"),
-                            ));
-                        }
-                    }
-                }
-                if !req.delete_provider.is_empty() {
-                    let mut providers = stored_providers(u);
-                    for p in &req.delete_provider {
-                        match p.as_str() {
-                            "password" => u.password_hash = None,
-                            "phone" => u.phone_number = None,
-                            other => providers.retain(|x| x.provider_id != other),
-                        }
-                    }
-                    u.providers = serde_json::to_string(&providers).unwrap_or_else(|_| "[]".into());
-                }
-                if let Some(info) = &link {
-                    let mut providers = stored_providers(u);
-                    providers.retain(|x| x.provider_id != info.provider_id);
-                    providers.push(info.clone());
-                    u.providers = serde_json::to_string(&providers).unwrap_or_else(|_| "[]".into());
-                }
-                if let Some(phone) = &req.phone_number {
-                    u.phone_number = Some(phone.clone()).filter(|p| !p.is_empty());
-                }
-                if let Some(v) = req.email_verified {
-                    u.email_verified = v;
-                }
-                if let Some(d) = req.disable_user {
-                    u.disabled = d;
-                }
-                if let Some(c) = &claims_text {
-                    u.custom_attributes = c.clone();
-                }
-                if let Some(v) = req.valid_since {
-                    u.valid_since_secs = v;
-                    revoked = true;
-                } else if revoked {
-                    u.valid_since_secs = now / 1000;
-                }
-                if let Some(c) = req.created_at {
-                    u.created_at = c;
-                }
-                if let Some(l) = req.last_login_at {
-                    u.last_login_at = Some(l);
-                }
-                Ok(())
-            })
-            .await?;
-        if revoked {
-            self.inner
-                .store
-                .delete_refresh_tokens(&pid, &user.tenant_id, &user.local_id)
-                .await?;
-        }
-        let tokens = match &token_session {
-            Some((_, claims)) if revoked || !caller.privileged => {
-                let provider = claims
-                    .get("firebase")
-                    .and_then(|f| f.get("sign_in_provider"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("password")
-                    .to_owned();
-                Some(
-                    self.issue_tokens(&caller.project, &user, &provider, None)
-                        .await?,
-                )
-            }
-            _ => None,
-        };
-        Ok(Updated {
-            user,
-            tokens,
-            new_email,
-        })
     }
 
     /// `accounts:delete`.

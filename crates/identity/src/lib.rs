@@ -15,7 +15,9 @@ mod accounts;
 mod admin;
 mod clock;
 mod config;
+mod custom_token;
 mod error;
+mod hashing;
 mod keyring;
 mod limits;
 mod mail;
@@ -23,6 +25,7 @@ mod oob;
 pub mod password;
 mod requests;
 mod session;
+mod update;
 mod user;
 mod verified;
 
@@ -41,7 +44,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use gatehouse_store::Store;
-use tokio::sync::Semaphore;
 
 /// The identity service: every operation of the Identity Toolkit and Secure Token APIs.
 #[derive(Clone)]
@@ -59,7 +61,7 @@ struct Inner {
     limits: Limits,
     mailer: Option<Mailer>,
     public_url: String,
-    hashing: Semaphore,
+    hashing: hashing::HashPool,
     settings: tokio::sync::RwLock<HashMap<String, ProjectSettings>>,
     verified: verified::VerifiedTokens,
 }
@@ -137,7 +139,7 @@ impl Identity {
                 limits: Limits::new(rate_limits),
                 mailer,
                 public_url: public_url.trim_end_matches('/').to_owned(),
-                hashing: Semaphore::new(cores),
+                hashing: hashing::HashPool::new(cores)?,
                 settings: tokio::sync::RwLock::new(settings),
                 verified: verified::VerifiedTokens::default(),
             }),
@@ -249,9 +251,11 @@ fn merge_json(base: &mut serde_json::Value, patch: serde_json::Value) {
     }
 }
 
-pub use accounts::{AuthUri, CUSTOM_TOKEN_AUDIENCE, SignedIn, Updated};
+pub use accounts::{AuthUri, SignedIn};
 pub use admin::{BatchItemError, UserPage};
+pub use custom_token::CUSTOM_TOKEN_AUDIENCE;
 pub use oob::{DevOobCode, EmailLinkSignIn, OobInfo, OobSent};
+pub use update::Updated;
 
 impl Identity {
     /// The base URL that links (e-mails, discovery documents) point at.

@@ -545,37 +545,17 @@ impl Identity {
             .collect())
     }
 
-    /// Hashes a password with argon2id off the async runtime, at most one hash per core at a time.
+    /// Hashes a password with argon2id on the hashing threads.
     pub(crate) async fn hash_password(&self, password: &str) -> Result<String> {
-        let _permit = self
-            .inner
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| Error::internal("hashing pool closed"))?;
-        let password = password.to_owned();
-        tokio::task::spawn_blocking(move || password::hash(&password))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .map_err(Error::internal)
+        self.inner.hashing.hash(password).await
     }
 
-    /// Checks a password off the async runtime.
+    /// Checks a password on the hashing threads.
     pub(crate) async fn check_password(
         &self,
         password: &str,
         stored: &str,
     ) -> Result<password::Check> {
-        let _permit = self
-            .inner
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| Error::internal("hashing pool closed"))?;
-        let password = password.to_owned();
-        let stored = stored.to_owned();
-        tokio::task::spawn_blocking(move || password::verify(&password, &stored))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))
+        self.inner.hashing.verify(password, stored).await
     }
 }
