@@ -71,7 +71,8 @@ impl HashPool {
 }
 
 fn work(rx: &Mutex<Receiver<Job>>) {
-    let mut scratch = Scratch::default();
+    // Allocated at the first job, so an idle server stays small.
+    let mut scratch: Option<Scratch> = None;
     loop {
         let job = match rx.lock() {
             Ok(guard) => guard.recv(),
@@ -79,10 +80,17 @@ fn work(rx: &Mutex<Receiver<Job>>) {
         };
         match job {
             Ok(Job::Hash(pw, reply)) => {
-                let _ = reply.send(password::hash_with(&mut scratch, &pw));
+                let _ = reply.send(password::hash_with(
+                    scratch.get_or_insert_with(Scratch::default),
+                    &pw,
+                ));
             }
             Ok(Job::Verify(pw, stored, reply)) => {
-                let _ = reply.send(password::verify_with(&mut scratch, &pw, &stored));
+                let _ = reply.send(password::verify_with(
+                    scratch.get_or_insert_with(Scratch::default),
+                    &pw,
+                    &stored,
+                ));
             }
             Err(_) => return,
         }
