@@ -61,12 +61,10 @@ fi
 
 [ "${1:-}" = --setup-only ] && { echo "setup done ($SCRATCH)"; exit 0; }
 
-# --- binaries: built here only when missing
-if [ ! -x "$BIN" ] || [ ! -x "$HASH_BIN" ]; then
-  if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
-    echo "missing $BIN or $HASH_BIN and BENCH_NO_BUILD=1" >&2
-    exit 2
-  fi
+# --- binaries: always brought up to date (a no-op when fresh), unless BENCH_NO_BUILD=1
+if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
+  [ -x "$BIN" ] && [ -x "$HASH_BIN" ] || { echo "missing $BIN or $HASH_BIN and BENCH_NO_BUILD=1" >&2; exit 2; }
+else
   (cd "$ROOT" && cargo build --release --locked -p gatehouse \
               && cargo build --release --locked -p gatehouse-identity --example hash_rate)
 fi
