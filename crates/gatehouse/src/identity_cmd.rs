@@ -62,6 +62,10 @@ pub struct IdentityArgs {
     /// Turn on email-enumeration protection for every project at start.
     #[arg(long)]
     email_privacy: bool,
+    /// Trusted reverse-proxy hops in front of this server: the client address used for abuse
+    /// limits is taken that many entries from the right of X-Forwarded-For (0: the peer address).
+    #[arg(long, default_value_t = 0, env = "GATEHOUSE_TRUSTED_PROXY_HOPS")]
+    trusted_proxy_hops: usize,
     /// How long account reads may be served from memory, in ms (0 = never). Bounds how stale a
     /// replica's view of another replica's writes can be.
     #[arg(long, default_value_t = 1000, env = "GATEHOUSE_ACCOUNT_CACHE_MS")]
@@ -212,6 +216,9 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         }
     });
     tracing::info!(addr = %addr, project = identity.default_project(), ready_ms = started.elapsed().as_millis() as u64, "listening");
-    gatehouse_identity_http::serve(identity, listener, crate::shutdown_signal()).await?;
+    let http = gatehouse_identity_http::HttpOptions {
+        proxy_hops: args.trusted_proxy_hops,
+    };
+    gatehouse_identity_http::serve_with(identity, http, listener, crate::shutdown_signal()).await?;
     Ok(())
 }

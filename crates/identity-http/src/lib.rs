@@ -32,8 +32,21 @@ use tokio::net::TcpListener;
 /// Largest accepted request body (imports of 1000 accounts fit comfortably).
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
-/// The full identity router.
+/// Deployment options of the HTTP surface.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpOptions {
+    /// Trusted reverse-proxy hops in front of the server: the client address for abuse limits is
+    /// taken that many entries from the right of `X-Forwarded-For`. 0 (default): the peer address.
+    pub proxy_hops: usize,
+}
+
+/// The full identity router with default options.
 pub fn router(identity: Identity) -> Router {
+    router_with(identity, HttpOptions::default())
+}
+
+/// The full identity router.
+pub fn router_with(identity: Identity, options: HttpOptions) -> Router {
     Router::new()
         .merge(keys::router())
         .merge(action::router())
@@ -41,6 +54,7 @@ pub fn router(identity: Identity) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(access_log))
+        .layer(axum::Extension(options))
         .with_state(identity)
 }
 
@@ -50,7 +64,17 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(identity);
+    serve_with(identity, HttpOptions::default(), listener, shutdown).await
+}
+
+/// [`serve`] with deployment options.
+pub async fn serve_with(
+    identity: Identity,
+    options: HttpOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router_with(identity, options);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

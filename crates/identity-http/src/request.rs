@@ -17,11 +17,14 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Reads `?key=`, `x-goog-api-key`, `Authorization: Bearer` and the peer address.
+    /// Reads `?key=`, `x-goog-api-key`, `Authorization: Bearer` and the client address: the peer
+    /// address, or with `proxy_hops` > 0 the address that many hops from the right of
+    /// `X-Forwarded-For` (the one our own load balancer saw).
     pub fn from_parts(
         uri: &Uri,
         headers: &HeaderMap,
         peer: Option<&ConnectInfo<SocketAddr>>,
+        proxy_hops: usize,
     ) -> Self {
         let api_key = uri
             .query()
@@ -45,13 +48,30 @@ impl Credentials {
                     .eq_ignore_ascii_case("bearer")
                     .then(|| token.trim().to_owned())
             });
-        let ip = peer.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
+        let peer_ip = peer.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.ip());
+        let ip = forwarded_client(headers, proxy_hops).unwrap_or(peer_ip);
         Self {
             api_key,
             bearer,
             ip,
         }
     }
+}
+
+/// The client address `hops` entries from the right of `X-Forwarded-For`, if there is one.
+fn forwarded_client(headers: &HeaderMap, hops: usize) -> Option<IpAddr> {
+    if hops == 0 {
+        return None;
+    }
+    let chain: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let index = chain.len().checked_sub(hops)?;
+    chain[index].parse().ok()
 }
 
 /// A query-string parameter.
@@ -152,6 +172,21 @@ mod tests {
             v,
             serde_json::json!({"localId": ["a"], "providerUserInfo": [{"rawId": "r"}]})
         );
+    }
+
+    #[test]
+    fn forwarded_for_hops() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.7".parse().unwrap());
+        assert_eq!(forwarded_client(&h, 0), None);
+        assert_eq!(forwarded_client(&h, 1), Some("10.0.0.7".parse().unwrap()));
+        assert_eq!(
+            forwarded_client(&h, 2),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(forwarded_client(&h, 3), None);
+        h.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(forwarded_client(&h, 1), None);
     }
 
     #[test]

@@ -71,7 +71,11 @@ struct Incoming {
 async fn incoming(req: Request<Body>) -> std::result::Result<Incoming, ApiError> {
     let (parts, body) = req.into_parts();
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
-    let creds = Credentials::from_parts(&parts.uri, &parts.headers, peer);
+    let hops = parts
+        .extensions
+        .get::<crate::HttpOptions>()
+        .map_or(0, |o| o.proxy_hops);
+    let creds = Credentials::from_parts(&parts.uri, &parts.headers, peer, hops);
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| ApiError::too_large())?;

@@ -69,6 +69,38 @@ async fn per_ip_and_per_account_limits() {
 }
 
 #[tokio::test]
+async fn behind_a_proxy_limits_apply_per_forwarded_client() {
+    let limits = RateLimits {
+        sign_up_per_ip_per_min: 2,
+        ..RateLimits::off()
+    };
+    let s = Builder {
+        limits,
+        proxy_hops: 1,
+        ..Builder::default()
+    }
+    .start()
+    .await;
+    let url = format!(
+        "{}/identitytoolkit.googleapis.com/v1/accounts:signUp?key=k",
+        s.url
+    );
+    let sign_up = |client: &'static str| {
+        let req = s
+            .http
+            .post(&url)
+            .header("x-forwarded-for", format!("198.51.100.1, {client}"))
+            .json(&json!({}));
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(sign_up("203.0.113.1").await, 200);
+    assert_eq!(sign_up("203.0.113.1").await, 200);
+    assert_eq!(sign_up("203.0.113.1").await, 400);
+    // Another client behind the same proxy has its own budget.
+    assert_eq!(sign_up("203.0.113.2").await, 200);
+}
+
+#[tokio::test]
 async fn email_enumeration_protection() {
     let s = Server::dev().await;
     s.sign_up("e@example.com", "secret1").await;

@@ -28,6 +28,7 @@ pub struct Builder {
     pub smtp: Option<SmtpConfig>,
     pub database_url: Option<String>,
     pub rotation_secs: i64,
+    pub proxy_hops: usize,
 }
 
 impl Default for Builder {
@@ -38,6 +39,7 @@ impl Default for Builder {
             smtp: None,
             database_url: None,
             rotation_secs: 21_600,
+            proxy_hops: 0,
         }
     }
 }
@@ -73,8 +75,11 @@ impl Builder {
         .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = identity.clone();
+        let options = gatehouse_identity_http::HttpOptions {
+            proxy_hops: self.proxy_hops,
+        };
         tokio::spawn(async move {
-            gatehouse_identity_http::serve(served, listener, async move {
+            gatehouse_identity_http::serve_with(served, options, listener, async move {
                 let _ = rx.await;
             })
             .await
