@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use gatehouse_identity::{Error, Identity, ResetPasswordRequest, UpdateRequest};
+use gatehouse_identity::{Caller, Error, Identity, ResetPasswordRequest, UpdateRequest};
 use serde::Deserialize;
 
 pub fn router() -> Router<Identity> {
@@ -30,6 +30,16 @@ struct ResetForm {
     oob_code: String,
     api_key: Option<String>,
     new_password: String,
+}
+
+/// The caller an action link acts for: the project of the link's API key.
+fn action_caller(
+    identity: &Identity,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    api_key: Option<&str>,
+) -> Result<Caller, Error> {
+    let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
+    identity.authenticate(Some(api_key.unwrap_or("-")), None, None, None, ip)
 }
 
 fn escape(text: &str) -> String {
@@ -75,17 +85,10 @@ async fn show(
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     Query(q): Query<ActionQuery>,
 ) -> Response {
-    let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
     let Some(code) = q.oob_code.clone().filter(|c| !c.is_empty()) else {
         return failure(&Error::code("INVALID_OOB_CODE"));
     };
-    let caller = match identity.authenticate(
-        Some(q.api_key.as_deref().unwrap_or("-")),
-        None,
-        None,
-        None,
-        ip,
-    ) {
+    let caller = match action_caller(&identity, peer, q.api_key.as_deref()) {
         Ok(c) => c,
         Err(e) => return failure(&e),
     };
@@ -154,14 +157,7 @@ async fn submit(
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     Form(form): Form<ResetForm>,
 ) -> Response {
-    let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
-    let caller = match identity.authenticate(
-        Some(form.api_key.as_deref().unwrap_or("-")),
-        None,
-        None,
-        None,
-        ip,
-    ) {
+    let caller = match action_caller(&identity, peer, form.api_key.as_deref()) {
         Ok(c) => c,
         Err(e) => return failure(&e),
     };

@@ -203,3 +203,79 @@ async fn email_link_sign_in_creates_verified_account() {
         .await;
     assert_eq!(methods["signinMethods"], json!(["emailLink"]));
 }
+
+#[tokio::test]
+async fn verify_and_change_email_and_direct_email_change() {
+    let s = Server::dev().await;
+    let b = s.sign_up("old@example.com", "secret1").await;
+    let token = b["idToken"].as_str().unwrap().to_owned();
+    s.sign_up("taken@example.com", "secret1").await;
+    let (st, out) = s
+        .call("sendOobCode", "k", json!({"requestType": "VERIFY_AND_CHANGE_EMAIL", "idToken": token, "newEmail": "taken@example.com"}))
+        .await;
+    assert_eq!((st, message(&out).as_str()), (400, "EMAIL_EXISTS"));
+    let (st, out) = s
+        .call(
+            "sendOobCode",
+            "k",
+            json!({"requestType": 7, "idToken": token, "newEmail": "New@Example.com"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{out}");
+    let listed: Value = s
+        .get("/emulator/v1/projects/demo-project/oobCodes")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entry = listed["oobCodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["newEmail"] == "new@example.com")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["email"], "old@example.com");
+    assert_eq!(entry["requestType"], "VERIFY_AND_CHANGE_EMAIL");
+    assert!(
+        entry["oobLink"]
+            .as_str()
+            .unwrap()
+            .contains("mode=verifyAndChangeEmail")
+    );
+    s.clock.advance(2000);
+    let (st, out) = s
+        .call("update", "k", json!({"oobCode": entry["oobCode"]}))
+        .await;
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(out["email"], "new@example.com");
+    assert_eq!(out["emailVerified"], true);
+    // The change revoked the old session.
+    let (st, out) = s.call("lookup", "k", json!({"idToken": token})).await;
+    assert_eq!((st, message(&out).as_str()), (400, "TOKEN_EXPIRED"));
+    let (st, _) = s
+        .call(
+            "signInWithPassword",
+            "k",
+            json!({"email": "new@example.com", "password": "secret1"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+
+    // A direct change through accounts:update returns fresh tokens and resets verification.
+    let (_, b) = s
+        .call(
+            "signInWithPassword",
+            "k",
+            json!({"email": "new@example.com", "password": "secret1"}),
+        )
+        .await;
+    let (st, out) = s.call("update", "k", json!({"idToken": b["idToken"], "email": "newer@example.com", "returnSecureToken": true})).await;
+    assert_eq!(st, 200, "{out}");
+    assert_eq!(out["email"], "newer@example.com");
+    assert_eq!(out["emailVerified"], false);
+    let (st, _) = s
+        .call("lookup", "k", json!({"idToken": out["idToken"]}))
+        .await;
+    assert_eq!(st, 200);
+}

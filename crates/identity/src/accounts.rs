@@ -4,7 +4,8 @@ use gatehouse_store::{IdentityLink, UserRecord};
 
 use crate::password::Check;
 use crate::user::{
-    check_password_policy, check_phone, new_local_id, normalize_email, stored_providers,
+    check_password_policy, check_phone, new_account, new_local_id, normalize_email,
+    stored_providers,
 };
 use crate::{
     Caller, CreateAuthUriRequest, DeleteRequest, Error, Identity, IssuedTokens, LookupRequest,
@@ -225,9 +226,6 @@ impl Identity {
         }
         let anonymous = !caller.privileged && !has_credentials;
         let user = UserRecord {
-            project_id: pid.to_owned(),
-            tenant_id: tenant,
-            local_id,
             email_unique: email.clone().filter(|_| !allow_dup),
             email,
             email_verified: caller.privileged && req.email_verified.unwrap_or(false),
@@ -245,13 +243,7 @@ impl Identity {
             disabled: caller.privileged && req.disabled.unwrap_or(false),
             password_updated_at: password_hash.as_ref().map(|_| now),
             password_hash,
-            valid_since_secs: now / 1000,
-            created_at: now,
-            last_login_at: (!caller.privileged).then_some(now),
-            last_refresh_at: (!caller.privileged).then_some(now),
-            providers: "[]".into(),
-            mfa: "[]".into(),
-            ..UserRecord::default()
+            ..new_account(pid, &tenant, local_id, now, !caller.privileged)
         };
         self.insert_user(&user).await?;
         let tokens = if caller.privileged {

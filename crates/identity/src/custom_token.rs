@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::accounts::SignedIn;
 use crate::config::Mode;
-use crate::user::check_claim_names;
+use crate::user::{check_claim_names, new_account};
 use crate::{Caller, Error, Identity, Result, SignInWithCustomTokenRequest};
 
 /// The audience of Admin-SDK custom tokens.
@@ -79,17 +79,8 @@ impl Identity {
             }
             None => {
                 let u = UserRecord {
-                    project_id: pid.to_owned(),
-                    tenant_id: tenant.clone(),
-                    local_id: uid.clone(),
                     custom_auth: true,
-                    valid_since_secs: now / 1000,
-                    created_at: now,
-                    last_login_at: Some(now),
-                    last_refresh_at: Some(now),
-                    providers: "[]".into(),
-                    mfa: "[]".into(),
-                    ..UserRecord::default()
+                    ..new_account(pid, &tenant, uid.clone(), now, true)
                 };
                 match self.insert_user(&u).await {
                     Ok(()) => (u, true),

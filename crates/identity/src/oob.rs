@@ -7,7 +7,7 @@ use gatehouse_store::{OobCodeRecord, UserRecord};
 
 use crate::config::Mode;
 use crate::session::{random_token, token_hash};
-use crate::user::{check_password_policy, new_local_id, normalize_email};
+use crate::user::{check_password_policy, new_account, new_local_id, normalize_email};
 use crate::{
     Caller, Error, Identity, IssuedTokens, OobKind, ResetPasswordRequest, Result,
     SendOobCodeRequest, SignInWithEmailLinkRequest, password,
@@ -497,20 +497,11 @@ impl Identity {
             }
             (None, None) => {
                 let user = UserRecord {
-                    project_id: project.project_id.clone(),
-                    tenant_id: tenant.clone(),
-                    local_id: new_local_id(),
                     email: Some(email.clone()),
                     email_unique: (!allow_dup).then(|| email.clone()),
                     email_verified: true,
                     email_link_signin: true,
-                    valid_since_secs: now / 1000,
-                    created_at: now,
-                    last_login_at: Some(now),
-                    last_refresh_at: Some(now),
-                    providers: "[]".into(),
-                    mfa: "[]".into(),
-                    ..UserRecord::default()
+                    ..new_account(&project.project_id, &tenant, new_local_id(), now, true)
                 };
                 self.insert_user(&user).await?;
                 (user, true)

@@ -199,6 +199,28 @@ pub(crate) fn check_phone(phone: &str) -> Result<()> {
     }
 }
 
+/// A new, empty account created at `now` (ms); `signed_in` marks it as signed in right away.
+pub(crate) fn new_account(
+    project: &str,
+    tenant: &str,
+    local_id: String,
+    now: i64,
+    signed_in: bool,
+) -> UserRecord {
+    UserRecord {
+        project_id: project.to_owned(),
+        tenant_id: tenant.to_owned(),
+        local_id,
+        valid_since_secs: now / 1000,
+        created_at: now,
+        last_login_at: signed_in.then_some(now),
+        last_refresh_at: signed_in.then_some(now),
+        providers: "[]".into(),
+        mfa: "[]".into(),
+        ..UserRecord::default()
+    }
+}
+
 /// A new user id: 28 random alphanumerics, as Firebase makes them.
 pub(crate) fn new_local_id() -> String {
     use rand::Rng;

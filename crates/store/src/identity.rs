@@ -105,29 +105,29 @@ impl std::fmt::Debug for OobCodeRecord {
     }
 }
 
-const SELECT_USER: &str = "SELECT project_id, tenant_id, local_id, email, email_unique, email_verified, \
-    display_name, photo_url, phone_number, disabled, password_hash, salt, password_updated_at, \
-    valid_since_secs, created_at, last_login_at, last_refresh_at, custom_attributes, custom_auth, \
-    email_link_signin, initial_email, providers, mfa, version FROM users \
-    WHERE project_id = $1 AND tenant_id = $2 AND local_id = $3";
+/// `SELECT <every user column> FROM users <rest>`, as a `&'static str`.
+macro_rules! select_users {
+    ($rest:literal) => {
+        concat!(
+            "SELECT project_id, tenant_id, local_id, email, email_unique, email_verified, ",
+            "display_name, photo_url, phone_number, disabled, password_hash, salt, password_updated_at, ",
+            "valid_since_secs, created_at, last_login_at, last_refresh_at, custom_attributes, custom_auth, ",
+            "email_link_signin, initial_email, providers, mfa, version FROM users ",
+            $rest
+        )
+    };
+}
 
-const SELECT_USER_BY_EMAIL: &str = "SELECT project_id, tenant_id, local_id, email, email_unique, email_verified, \
-    display_name, photo_url, phone_number, disabled, password_hash, salt, password_updated_at, \
-    valid_since_secs, created_at, last_login_at, last_refresh_at, custom_attributes, custom_auth, \
-    email_link_signin, initial_email, providers, mfa, version FROM users \
-    WHERE project_id = $1 AND tenant_id = $2 AND email = $3 ORDER BY created_at, local_id";
-
-const SELECT_USER_BY_PHONE: &str = "SELECT project_id, tenant_id, local_id, email, email_unique, email_verified, \
-    display_name, photo_url, phone_number, disabled, password_hash, salt, password_updated_at, \
-    valid_since_secs, created_at, last_login_at, last_refresh_at, custom_attributes, custom_auth, \
-    email_link_signin, initial_email, providers, mfa, version FROM users \
-    WHERE project_id = $1 AND tenant_id = $2 AND phone_number = $3";
-
-const LIST_USERS: &str = "SELECT project_id, tenant_id, local_id, email, email_unique, email_verified, \
-    display_name, photo_url, phone_number, disabled, password_hash, salt, password_updated_at, \
-    valid_since_secs, created_at, last_login_at, last_refresh_at, custom_attributes, custom_auth, \
-    email_link_signin, initial_email, providers, mfa, version FROM users \
-    WHERE project_id = $1 AND tenant_id = $2 AND local_id > $3 ORDER BY local_id LIMIT $4";
+const SELECT_USER: &str =
+    select_users!("WHERE project_id = $1 AND tenant_id = $2 AND local_id = $3");
+const SELECT_USER_BY_EMAIL: &str = select_users!(
+    "WHERE project_id = $1 AND tenant_id = $2 AND email = $3 ORDER BY created_at, local_id"
+);
+const SELECT_USER_BY_PHONE: &str =
+    select_users!("WHERE project_id = $1 AND tenant_id = $2 AND phone_number = $3");
+const LIST_USERS: &str = select_users!(
+    "WHERE project_id = $1 AND tenant_id = $2 AND local_id > $3 ORDER BY local_id LIMIT $4"
+);
 
 const INSERT_USER: &str = "INSERT INTO users (project_id, tenant_id, local_id, email, email_unique, email_verified, \
     display_name, photo_url, phone_number, disabled, password_hash, salt, password_updated_at, \
