@@ -531,7 +531,7 @@ async fn emulator(State(identity): State<Identity>, req: Request<Body>) -> Respo
                 Ok(json!({}))
             }
             ("oobCodes", &Method::GET) => {
-                let codes = identity.dev_oob_codes(&caller).await?;
+                let codes = identity.dev_oob_codes(&caller, tenant).await?;
                 Ok(json!({"oobCodes": codes.iter().map(|c| {
                     let mut v = json!({"email": c.email, "oobCode": c.oob_code, "oobLink": c.oob_link, "requestType": c.request_type});
                     if let Some(n) = &c.new_email { v["newEmail"] = json!(n); }

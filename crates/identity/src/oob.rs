@@ -516,11 +516,11 @@ impl Identity {
     }
 
     /// The development listing of live OOB codes (`GET /emulator/v1/projects/{p}/oobCodes`).
-    pub async fn dev_oob_codes(&self, caller: &Caller) -> Result<Vec<DevOobCode>> {
+    pub async fn dev_oob_codes(&self, caller: &Caller, tenant: &str) -> Result<Vec<DevOobCode>> {
         let rows = self
             .inner
             .store
-            .list_dev_oob_codes(&caller.project.project_id, "", self.now_ms())
+            .list_dev_oob_codes(&caller.project.project_id, tenant, self.now_ms())
             .await?;
         Ok(rows
             .into_iter()
