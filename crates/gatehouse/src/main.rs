@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod gateway_cmd;
 mod identity_cmd;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// The end-user identity server (Firebase Auth / Identity Platform compatible).
     Identity(identity_cmd::IdentityArgs),
+    /// The API gateway (Google API Gateway / ESPv2 compatible OpenAPI configs).
+    Gateway(gateway_cmd::GatewayArgs),
 }
 
 fn init_tracing(format: &str) {
@@ -50,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(&cli.log_format);
     match cli.command {
         Command::Identity(args) => identity_cmd::run(args).await,
+        Command::Gateway(args) => gateway_cmd::run(args).await,
     }
 }
 

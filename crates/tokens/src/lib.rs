@@ -11,9 +11,11 @@
 
 #![forbid(unsafe_code)]
 
+mod jwks;
 mod jwt;
 mod keys;
 
+pub use jwks::{KeySet, KeySetError, ParsedJwt, SignatureError, parse_jwt};
 pub use jwt::{
     Claims, Header, Verifier, VerifyError, check_claims, decode_unverified, encode_rs256,
     encode_unsigned, verify_with_key,

@@ -1,0 +1,173 @@
+//! `gatehouse gateway`: run the API gateway, or validate a config.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use clap::{Args, Subcommand};
+use gatehouse_gateway::identity::TokenSource;
+use gatehouse_gateway::{Gateway, GatewayOptions};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(subcommand)]
+    command: Option<GatewayCommand>,
+    /// The OpenAPI 2.0 document (YAML or JSON).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "GATEHOUSE_GATEWAY_LISTEN")]
+    listen: String,
+    /// Where operations without x-google-backend go.
+    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    backend: String,
+    /// Service-account key file: the gateway's identity towards backends (JWT-bearer grant).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_SERVICE_ACCOUNT_KEY")]
+    service_account_key: Option<PathBuf>,
+    /// Valid API keys, one per line (without it, any present key is accepted).
+    #[arg(long)]
+    api_keys: Option<PathBuf>,
+    /// Admin listener: /metrics, /healthz, config versions.
+    #[arg(long)]
+    admin_listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum GatewayCommand {
+    /// Check a config and report every problem with its location.
+    Validate {
+        /// The OpenAPI document.
+        file: PathBuf,
+    },
+}
+
+fn validate(file: &PathBuf) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let problems = gatehouse_gateway::validate(&text);
+    if problems.is_empty() {
+        tracing::info!(file = %file.display(), "config is valid");
+        return Ok(());
+    }
+    let report: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {p}", file.display()))
+        .collect();
+    bail!("{} problem(s):\n{}", problems.len(), report.join("\n"))
+}
+
+pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    if let Some(GatewayCommand::Validate { file }) = &args.command {
+        return validate(file);
+    }
+    let path = args.config.clone().context("--config is required")?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let api_keys = match &args.api_keys {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect::<HashSet<_>>(),
+        ),
+        None => None,
+    };
+    let source = match (
+        &args.service_account_key,
+        std::env::var("GCE_METADATA_HOST").ok(),
+    ) {
+        (Some(key), _) => Some(TokenSource::from_key_file(key).map_err(|e| anyhow::anyhow!(e))?),
+        (None, Some(host)) if !host.is_empty() => Some(TokenSource::Metadata { host }),
+        _ => None,
+    };
+    let options = GatewayOptions {
+        local_backend: args.backend.clone(),
+        api_keys,
+    };
+    let gateway = Gateway::new(&text, Some(path), options, source)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    // SIGHUP: re-read the config; a bad file keeps the current one.
+    let on_hup = gateway.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match on_hup.reload().await {
+                Ok(v) => tracing::info!(version = v, "reloaded config"),
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload refused; keeping the current config")
+                }
+            }
+        }
+    });
+
+    if let Some(admin) = &args.admin_listen {
+        let listener = TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("binding {admin}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "admin listening");
+        let app = admin_router(gateway.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, version = gateway.active().version, "listening");
+    gatehouse_gateway::serve(gateway, listener, crate::shutdown_signal()).await?;
+    Ok(())
+}
+
+fn admin_router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(g): State<Arc<Gateway>>| async move { g.metrics().render() }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/configs", get(versions))
+        .route("/configs/reload", post(reload))
+        .route("/configs/{version}/activate", post(activate))
+        .with_state(gateway)
+}
+
+async fn versions(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
+    let (list, active) = g.versions();
+    axum::Json(serde_json::json!({"versions": list, "active": active}))
+}
+
+async fn reload(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
+    match g.reload().await {
+        Ok(v) => (StatusCode::OK, axum::Json(serde_json::json!({"active": v}))),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": e.to_string()})),
+        ),
+    }
+}
+
+async fn activate(State(g): State<Arc<Gateway>>, Path(version): Path<u64>) -> impl IntoResponse {
+    match g.restore(version) {
+        Some(v) => (StatusCode::OK, axum::Json(serde_json::json!({"active": v}))),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": "no such version"})),
+        ),
+    }
+}

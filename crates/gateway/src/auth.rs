@@ -1,0 +1,457 @@
+//! JWT authentication as ESPv2's `jwt_authn` does it: token extraction, the check order, the
+//! exact error messages, JWKS caching with refetch on an unknown `kid`, and a verified-token cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use gatehouse_tokens::{KeySet, SignatureError, parse_jwt};
+use http::HeaderMap;
+use serde_json::Value;
+
+use crate::config::{JwtLocation, Provider, normalize_audience};
+
+/// Clock skew allowed on `exp`/`nbf`, as Envoy's default.
+const SKEW_SECS: i64 = 60;
+/// JWKS cache lifetime when the server says nothing.
+const DEFAULT_JWKS_TTL: Duration = Duration::from_secs(300);
+/// At most one unknown-`kid` refetch per provider per this long.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(1);
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+/// Why a request failed JWT authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    UnknownIssuer,
+    Malformed,
+    BadAlgorithm,
+    Expired,
+    NotYetValid,
+    Audience,
+    NoKey,
+    BadSignature,
+    JwksFetch,
+}
+
+impl AuthFailure {
+    /// ESPv2's message.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::Missing => "Jwt is missing",
+            Self::UnknownIssuer => "Jwt issuer is not configured",
+            Self::Malformed => "Jwt is not in the form of Header.Payload.Signature",
+            Self::BadAlgorithm => "Jwt header [alg] field value is invalid",
+            Self::Expired => "Jwt is expired",
+            Self::NotYetValid => "Jwt not yet valid",
+            Self::Audience => "Audiences in Jwt are not allowed",
+            Self::NoKey => "Jwks doesn't have key to match kid or alg from Jwt",
+            Self::BadSignature => "Jwt verification fails",
+            Self::JwksFetch => "Jwks remote fetch is failed",
+        }
+    }
+
+    /// 403 for audiences, 401 for everything else.
+    pub fn status(&self) -> u16 {
+        if *self == Self::Audience { 403 } else { 401 }
+    }
+
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::Malformed => "malformed",
+            Self::BadAlgorithm => "bad_alg",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Audience => "audience",
+            Self::NoKey => "no_key",
+            Self::BadSignature => "bad_signature",
+            Self::JwksFetch => "jwks_fetch",
+        }
+    }
+}
+
+/// The cached keys of one provider.
+pub struct Jwks {
+    uri: String,
+    client: reqwest::Client,
+    state: RwLock<Option<(Arc<KeySet>, Instant, Duration)>>,
+    last_refetch: Mutex<Option<Instant>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Jwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwks")
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Jwks {
+    pub fn new(uri: String, client: reqwest::Client) -> Self {
+        Self {
+            uri,
+            client,
+            state: RwLock::new(None),
+            last_refetch: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn cached(&self) -> Option<(Arc<KeySet>, bool)> {
+        let guard = self.state.read().ok()?;
+        let (keys, at, ttl) = guard.as_ref()?;
+        Some((keys.clone(), at.elapsed() < *ttl))
+    }
+
+    /// Fetches the key set now. On failure the previous keys stay.
+    pub async fn fetch(&self) -> Result<Arc<KeySet>, String> {
+        let _one = self.fetching.lock().await;
+        let res = self
+            .client
+            .get(&self.uri)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("JWKS answered {}", res.status()));
+        }
+        let ttl = res
+            .headers()
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.split(',')
+                    .find_map(|d| d.trim().strip_prefix("max-age=")?.parse::<u64>().ok())
+            })
+            .map_or(DEFAULT_JWKS_TTL, |s| {
+                Duration::from_secs(s.clamp(1, 86_400))
+            });
+        let body = res.bytes().await.map_err(|e| e.to_string())?;
+        let keys = Arc::new(KeySet::from_json(&body).map_err(|e| e.to_string())?);
+        if let Ok(mut state) = self.state.write() {
+            *state = Some((keys.clone(), Instant::now(), ttl));
+        }
+        Ok(keys)
+    }
+
+    /// The keys to verify with: cached ones while fresh; refreshed when stale (the stale keys keep
+    /// serving if the refresh fails).
+    pub async fn keys(&self) -> Option<Arc<KeySet>> {
+        match self.cached() {
+            Some((keys, true)) => Some(keys),
+            Some((keys, false)) => match self.fetch().await {
+                Ok(fresh) => Some(fresh),
+                Err(e) => {
+                    tracing::warn!(uri = %self.uri, error = %e, "JWKS refresh failed; keeping the cached keys");
+                    // Do not hammer a dead server: treat the old keys as fresh for a while.
+                    if let Ok(mut state) = self.state.write()
+                        && let Some(s) = state.as_mut()
+                    {
+                        s.1 = Instant::now();
+                        s.2 = Duration::from_secs(5);
+                    }
+                    Some(keys)
+                }
+            },
+            None => match self.fetch().await {
+                Ok(keys) => Some(keys),
+                Err(e) => {
+                    tracing::warn!(uri = %self.uri, error = %e, "JWKS fetch failed");
+                    None
+                }
+            },
+        }
+    }
+
+    /// For a token whose `kid` is unknown: refetch, at most once per second.
+    pub async fn refetch_for_unknown_kid(&self) -> Option<Arc<KeySet>> {
+        {
+            let Ok(mut last) = self.last_refetch.lock() else {
+                return None;
+            };
+            if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        self.fetch().await.ok()
+    }
+}
+
+/// A verified token, cached until it expires.
+#[derive(Clone)]
+struct Verified {
+    issuer: String,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    audiences: Vec<String>,
+}
+
+/// JWT verification for all providers of a config.
+pub struct Authenticator {
+    providers: Vec<(Provider, Arc<Jwks>)>,
+    verified: Mutex<HashMap<String, Verified>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("providers", &self.providers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn token_audiences(claims: &serde_json::Map<String, Value>) -> Vec<String> {
+    match claims.get("aud") {
+        Some(Value::String(a)) => vec![normalize_audience(a)],
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(normalize_audience)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl Authenticator {
+    pub fn new(providers: Vec<(Provider, Arc<Jwks>)>) -> Self {
+        Self {
+            providers,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Fetches every provider's keys once (a failure is logged; requests then get
+    /// `Jwks remote fetch is failed` until a fetch succeeds).
+    pub async fn prefetch(&self) {
+        for (p, jwks) in &self.providers {
+            if let Err(e) = jwks.fetch().await {
+                tracing::warn!(provider = %p.name, error = %e, "initial JWKS fetch failed");
+            }
+        }
+    }
+
+    /// The tokens in a provider's locations.
+    fn extract<'a>(
+        provider: &Provider,
+        headers: &'a HeaderMap,
+        query: Option<&'a str>,
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        for loc in &provider.locations {
+            match loc {
+                JwtLocation::Header { name, prefix } => {
+                    for v in headers.get_all(name.as_str()) {
+                        let Ok(v) = v.to_str() else { continue };
+                        if prefix.is_empty() {
+                            found.push(v.trim().to_owned());
+                        } else if let Some(i) = v.find(prefix.as_str()) {
+                            let rest = &v[i + prefix.len()..];
+                            let token: String = rest
+                                .chars()
+                                .take_while(|c| {
+                                    c.is_ascii_alphanumeric()
+                                        || matches!(c, '-' | '_' | '.' | '=' | '+' | '/')
+                                })
+                                .collect();
+                            if !token.is_empty() {
+                                found.push(token);
+                            }
+                        }
+                    }
+                }
+                JwtLocation::Query { name } => {
+                    if let Some(q) = query {
+                        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+                            if k == name.as_str() {
+                                found.push(v.into_owned());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Authenticates with any of `provider_ids` (OR). Returns the payload segment of the token that
+    /// passed, or ESPv2's aggregated failure.
+    pub async fn authenticate(
+        &self,
+        provider_ids: &[usize],
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<String, AuthFailure> {
+        let mut failures = Vec::new();
+        for &id in provider_ids {
+            let Some((provider, jwks)) = self.providers.get(id) else {
+                continue;
+            };
+            match self.check_provider(provider, jwks, headers, query).await {
+                Ok(payload) => return Ok(payload),
+                Err(f) => failures.push(f),
+            }
+        }
+        Err(aggregate(failures))
+    }
+
+    async fn check_provider(
+        &self,
+        provider: &Provider,
+        jwks: &Jwks,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<String, AuthFailure> {
+        let tokens = Self::extract(provider, headers, query);
+        if tokens.is_empty() {
+            return Err(AuthFailure::Missing);
+        }
+        let mut payload = None;
+        for token in &tokens {
+            payload = Some(self.check_token(provider, jwks, token).await?);
+        }
+        payload.ok_or(AuthFailure::Missing)
+    }
+
+    async fn check_token(
+        &self,
+        provider: &Provider,
+        jwks: &Jwks,
+        token: &str,
+    ) -> Result<String, AuthFailure> {
+        let now = now_secs();
+        let payload_seg = || token.split('.').nth(1).unwrap_or_default().to_owned();
+        // Cache hit: re-check issuer, time and audience; skip parsing and the signature.
+        let hit = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|c| c.get(token).cloned());
+        if let Some(v) = hit {
+            if v.issuer != provider.issuer {
+                return Err(AuthFailure::UnknownIssuer);
+            }
+            check_time(v.exp, v.nbf, now)?;
+            check_audience(&provider.audiences, &v.audiences)?;
+            return Ok(payload_seg());
+        }
+        let jwt = parse_jwt(token).ok_or(AuthFailure::Malformed)?;
+        if jwt.claims.get("iss").and_then(Value::as_str) != Some(provider.issuer.as_str()) {
+            return Err(AuthFailure::UnknownIssuer);
+        }
+        let exp = jwt.claims.get("exp").and_then(Value::as_i64);
+        let nbf = jwt.claims.get("nbf").and_then(Value::as_i64);
+        check_time(exp, nbf, now)?;
+        let audiences = token_audiences(&jwt.claims);
+        check_audience(&provider.audiences, &audiences)?;
+        let keys = jwks.keys().await.ok_or(AuthFailure::JwksFetch)?;
+        let mut result = keys.verify(&jwt.header, jwt.signed.as_bytes(), &jwt.signature);
+        if result == Err(SignatureError::NoKey)
+            && let Some(kid) = &jwt.header.kid
+            && !keys.has_kid(kid)
+            && let Some(fresh) = jwks.refetch_for_unknown_kid().await
+        {
+            result = fresh.verify(&jwt.header, jwt.signed.as_bytes(), &jwt.signature);
+        }
+        match result {
+            Ok(()) => {}
+            Err(SignatureError::Algorithm) => return Err(AuthFailure::BadAlgorithm),
+            Err(SignatureError::NoKey) => return Err(AuthFailure::NoKey),
+            Err(SignatureError::BadSignature) => return Err(AuthFailure::BadSignature),
+        }
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= TOKEN_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(
+                token.to_owned(),
+                Verified {
+                    issuer: provider.issuer.clone(),
+                    exp,
+                    nbf,
+                    audiences,
+                },
+            );
+        }
+        Ok(jwt.payload.to_owned())
+    }
+}
+
+fn check_time(exp: Option<i64>, nbf: Option<i64>, now: i64) -> Result<(), AuthFailure> {
+    if let Some(nbf) = nbf
+        && now + SKEW_SECS < nbf
+    {
+        return Err(AuthFailure::NotYetValid);
+    }
+    if let Some(exp) = exp
+        && exp != 0
+        && now > exp + SKEW_SECS
+    {
+        return Err(AuthFailure::Expired);
+    }
+    Ok(())
+}
+
+fn check_audience(allowed: &[String], token: &[String]) -> Result<(), AuthFailure> {
+    if allowed.is_empty() || token.iter().any(|a| allowed.contains(a)) {
+        Ok(())
+    } else {
+        Err(AuthFailure::Audience)
+    }
+}
+
+/// ESPv2's OR aggregation: the first failure that is neither "missing" nor "unknown issuer";
+/// else "unknown issuer"; else "missing".
+fn aggregate(failures: Vec<AuthFailure>) -> AuthFailure {
+    if let Some(f) = failures
+        .iter()
+        .find(|f| !matches!(f, AuthFailure::Missing | AuthFailure::UnknownIssuer))
+    {
+        return f.clone();
+    }
+    if failures.contains(&AuthFailure::UnknownIssuer) {
+        return AuthFailure::UnknownIssuer;
+    }
+    AuthFailure::Missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregation_prefers_real_failures() {
+        use AuthFailure::*;
+        assert_eq!(aggregate(vec![Missing, Audience, UnknownIssuer]), Audience);
+        assert_eq!(aggregate(vec![Missing, UnknownIssuer]), UnknownIssuer);
+        assert_eq!(aggregate(vec![Missing]), Missing);
+        assert_eq!(aggregate(vec![]), Missing);
+    }
+
+    #[test]
+    fn time_and_audience() {
+        assert!(check_time(Some(100), None, 150).is_ok());
+        assert_eq!(check_time(Some(100), None, 161), Err(AuthFailure::Expired));
+        assert_eq!(
+            check_time(None, Some(300), 200),
+            Err(AuthFailure::NotYetValid)
+        );
+        assert!(check_time(Some(0), None, 1_000_000).is_ok());
+        let allowed = vec![normalize_audience("https://admin.cloud.goog/")];
+        assert!(check_audience(&allowed, &[normalize_audience("admin.cloud.goog")]).is_ok());
+        assert_eq!(check_audience(&allowed, &[]), Err(AuthFailure::Audience));
+        assert!(check_audience(&[], &[]).is_ok());
+    }
+}

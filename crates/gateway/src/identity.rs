@@ -1,0 +1,187 @@
+//! The gateway's own identity towards backends: Google-style ID tokens per audience, from a
+//! service-account key (JWT-bearer grant at the key's `token_uri`) or from a metadata server
+//! (`GCE_METADATA_HOST`), cached and refreshed a minute before they expire.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use gatehouse_tokens::{Claims, SigningKey, encode_rs256};
+use serde_json::{Value, json};
+
+/// Where ID tokens come from.
+pub enum TokenSource {
+    /// A service-account JSON key.
+    ServiceAccount {
+        email: String,
+        key: Box<SigningKey>,
+        token_uri: String,
+    },
+    /// A metadata server (`host:port`).
+    Metadata { host: String },
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ServiceAccount {
+                email, token_uri, ..
+            } => f
+                .debug_struct("ServiceAccount")
+                .field("email", email)
+                .field("token_uri", token_uri)
+                .finish_non_exhaustive(),
+            Self::Metadata { host } => f.debug_struct("Metadata").field("host", host).finish(),
+        }
+    }
+}
+
+impl TokenSource {
+    /// Loads a service-account key file.
+    pub fn from_key_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+        let field = |n: &str| v.get(n).and_then(Value::as_str).map(str::to_owned);
+        let email = field("client_email").ok_or("key file has no client_email")?;
+        let token_uri = field("token_uri").ok_or("key file has no token_uri")?;
+        let pem = field("private_key").ok_or("key file has no private_key")?;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body.trim())
+            .map_err(|_| "private_key is not PEM")?;
+        let key = SigningKey::from_pkcs8(field("private_key_id").unwrap_or_default(), &der)
+            .map_err(|e| e.to_string())?;
+        Ok(Self::ServiceAccount {
+            email,
+            key: Box::new(key),
+            token_uri,
+        })
+    }
+}
+
+/// Cached ID tokens per audience.
+#[derive(Debug)]
+pub struct IdTokens {
+    source: TokenSource,
+    client: reqwest::Client,
+    cache: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+fn token_lifetime(token: &str) -> Duration {
+    // Use the token's own `exp` when readable; else Google's 3599 s.
+    let exp = token
+        .split('.')
+        .nth(1)
+        .and_then(gatehouse_tokens::b64url_decode)
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|c| c.get("exp").and_then(Value::as_i64));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match exp {
+        Some(e) if e > now => Duration::from_secs((e - now) as u64),
+        _ => Duration::from_secs(3599),
+    }
+}
+
+impl IdTokens {
+    pub fn new(source: TokenSource, client: reqwest::Client) -> Self {
+        Self {
+            source,
+            client,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An ID token for `audience`, from the cache while it has more than a minute left.
+    pub async fn token(&self, audience: &str) -> Result<String, String> {
+        if let Ok(cache) = self.cache.lock()
+            && let Some((token, until)) = cache.get(audience)
+            && Instant::now() + Duration::from_secs(60) < *until
+        {
+            return Ok(token.clone());
+        }
+        let token = self.fetch(audience).await?;
+        let until = Instant::now() + token_lifetime(&token);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(audience.to_owned(), (token.clone(), until));
+        }
+        Ok(token)
+    }
+
+    async fn fetch(&self, audience: &str) -> Result<String, String> {
+        match &self.source {
+            TokenSource::ServiceAccount {
+                email,
+                key,
+                token_uri,
+            } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let Value::Object(claims) = json!({
+                    "iss": email, "sub": email, "aud": token_uri, "iat": now, "exp": now + 3600,
+                    "target_audience": audience,
+                }) else {
+                    return Err("claims".into());
+                };
+                let claims: Claims = claims;
+                let assertion = encode_rs256(key, &claims).map_err(|e| e.to_string())?;
+                let res = self
+                    .client
+                    .post(token_uri)
+                    .form(&[
+                        ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                        ("assertion", assertion.as_str()),
+                    ])
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !res.status().is_success() {
+                    return Err(format!("token endpoint answered {}", res.status()));
+                }
+                let body: Value = res.json().await.map_err(|e| e.to_string())?;
+                body.get("id_token")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| "no id_token in the answer".into())
+            }
+            TokenSource::Metadata { host } => {
+                let query: String = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("audience", audience)
+                    .append_pair("format", "full")
+                    .finish();
+                let url = format!(
+                    "http://{host}/computeMetadata/v1/instance/service-accounts/default/identity?{query}"
+                );
+                let res = self
+                    .client
+                    .get(url)
+                    .header("Metadata-Flavor", "Google")
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !res.status().is_success() {
+                    return Err(format!("metadata server answered {}", res.status()));
+                }
+                let token = res
+                    .text()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .trim()
+                    .to_owned();
+                if token.is_empty() || token.chars().any(|c| c.is_control()) {
+                    return Err("metadata server returned an unusable token".into());
+                }
+                Ok(token)
+            }
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The request path: route, authenticate, translate, call the backend, stream the answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{ApiKeyLocation, Protocol, Route, Scheme, Translation};
+use crate::{Gateway, GatewayError, Peer};
+
+/// Streaming body type in both directions.
+pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Pooled clients to backends: HTTP/1.1 and HTTP/2.
+pub struct Upstream {
+    h1: Client<Connector, Body>,
+    h2: Client<Connector, Body>,
+}
+
+impl Upstream {
+    pub fn new() -> Self {
+        let connector = || {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(std::time::Duration::from_secs(20)));
+            let builder = hyper_rustls::HttpsConnectorBuilder::new();
+            let builder = match builder.with_native_roots() {
+                Ok(b) => b,
+                Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
+            };
+            builder
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http)
+        };
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build(connector());
+        let h2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector());
+        Self { h1, h2 }
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+const USERINFO: [&str; 2] = ["x-apigateway-api-userinfo", "x-endpoint-api-userinfo"];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    for h in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(listed) {
+        headers.remove(h.as_str());
+    }
+}
+
+fn realm(req_headers: &HeaderMap, uri: &Uri) -> String {
+    let host = req_headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let mut target = format!(
+        "http://{host}{}",
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    if target.len() > 256 {
+        let mut cut = 256;
+        while !target.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        target.truncate(cut);
+    }
+    target
+}
+
+fn api_key_present(
+    route: &Route,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Option<Option<String>> {
+    // Locations of every API-key scheme the route names; None if the route has none.
+    let mut locations = Vec::new();
+    for req in &route.security {
+        for s in req {
+            if let Scheme::ApiKey(loc) = s
+                && !locations.contains(loc)
+            {
+                locations.push(loc.clone());
+            }
+        }
+    }
+    if locations.is_empty() {
+        return None;
+    }
+    // Query locations first, in order, then headers.
+    for loc in &locations {
+        if let (ApiKeyLocation::Query(name), Some(q)) = (loc, query)
+            && let Some((_, v)) =
+                url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name.as_str())
+        {
+            return Some(Some(v.into_owned()));
+        }
+    }
+    for loc in &locations {
+        if let ApiKeyLocation::Header(name) = loc
+            && let Some(v) = headers.get(name.as_str()).and_then(|v| v.to_str().ok())
+        {
+            return Some(Some(v.to_owned()));
+        }
+    }
+    Some(None)
+}
+
+/// Whether every requirement needs an API key (then a missing key fails the request).
+fn key_required(route: &Route) -> bool {
+    !route.security.is_empty()
+        && route
+            .security
+            .iter()
+            .all(|r| r.iter().any(|s| matches!(s, Scheme::ApiKey(_))))
+}
+
+fn jwt_providers(route: &Route) -> Vec<usize> {
+    let mut out = Vec::new();
+    for req in &route.security {
+        for s in req {
+            if let Scheme::Jwt(i) = s
+                && !out.contains(i)
+            {
+                out.push(*i);
+            }
+        }
+    }
+    out
+}
+
+/// Builds the backend path and query.
+fn translate(route: &Route, path: &str, query: Option<&str>, vars: &[(String, String)]) -> String {
+    let base = route.backend.path.as_str();
+    match route.backend.translation {
+        Translation::AppendPathToAddress => {
+            let mut out = format!("{base}{path}");
+            if let Some(q) = query {
+                out.push('?');
+                out.push_str(q);
+            }
+            out
+        }
+        Translation::ConstantAddress => {
+            let mut out = if base.is_empty() {
+                "/".to_owned()
+            } else {
+                base.to_owned()
+            };
+            let mut params: Vec<String> = query
+                .filter(|q| !q.is_empty())
+                .map(|q| vec![q.to_owned()])
+                .unwrap_or_default();
+            params.extend(vars.iter().map(|(k, v)| format!("{k}={v}")));
+            if !params.is_empty() {
+                out.push('?');
+                out.push_str(&params.join("&"));
+            }
+            out
+        }
+    }
+}
+
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    let started = Instant::now();
+    let loaded = gw.active();
+    let (mut parts, body) = req.into_parts();
+    // X-HTTP-Method-Override re-selects the route.
+    if let Some(m) = parts
+        .headers
+        .remove("x-http-method-override")
+        .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
+    {
+        parts.method = m;
+    }
+    let raw_path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+    let path = match crate::template::normalize(&raw_path) {
+        Ok(p) => p,
+        Err(msg) => {
+            return finish(
+                &gw,
+                "",
+                400,
+                started,
+                GatewayError::new(400, msg).into_response(),
+            );
+        }
+    };
+    let method = parts.method.as_str().to_owned();
+    let mut chosen = None;
+    for route in &loaded.config.routes {
+        if (route.method == method || route.method == "*")
+            && let Some(vars) = route.template.matches(&path)
+        {
+            chosen = Some((route, vars));
+            break;
+        }
+    }
+    let Some((route, vars)) = chosen else {
+        if path == "/healthz" && parts.method == Method::GET {
+            let res = Response::new(
+                http_body_util::Full::new(Bytes::from_static(b"{}"))
+                    .map_err(|n| match n {})
+                    .boxed(),
+            );
+            return res;
+        }
+        let err = match loaded
+            .config
+            .routes
+            .iter()
+            .find(|r| r.template.matches(&path).is_some())
+        {
+            Some(r) => GatewayError::new(
+                405,
+                format!(
+                    "The current request is matched to the defined url template \"{}\" but its http method is not allowed",
+                    r.template.display()
+                ),
+            ),
+            None => GatewayError::not_found(),
+        };
+        let status = err.status;
+        return finish(&gw, "", status, started, err.into_response());
+    };
+    let op = route.operation_id.as_str();
+    // Client-supplied user-info headers never reach a backend.
+    for h in USERINFO {
+        parts.headers.remove(h);
+    }
+    let mut payload = None;
+    if !route.cors {
+        let providers = jwt_providers(route);
+        if !providers.is_empty() {
+            match loaded
+                .auth
+                .authenticate(&providers, &parts.headers, query.as_deref())
+                .await
+            {
+                Ok(p) => payload = Some(p),
+                Err(f) => {
+                    gw.metrics.auth_failure(f.reason());
+                    let mut e = GatewayError::new(f.status(), f.message());
+                    let mut w = format!("Bearer realm=\"{}\"", realm(&parts.headers, &parts.uri));
+                    if f != crate::auth::AuthFailure::Missing {
+                        w.push_str(", error=\"invalid_token\"");
+                    }
+                    e.www_authenticate = Some(w);
+                    let status = e.status;
+                    return finish(&gw, op, status, started, e.into_response());
+                }
+            }
+        }
+        match api_key_present(route, &parts.headers, query.as_deref()) {
+            Some(None) if key_required(route) => {
+                gw.metrics.auth_failure("api_key_missing");
+                let e = GatewayError::new(
+                    401,
+                    "UNAUTHENTICATED: Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+                );
+                return finish(&gw, op, 401, started, e.into_response());
+            }
+            Some(Some(key)) => {
+                if let Some(valid) = &gw.options.api_keys
+                    && !valid.contains(&key)
+                {
+                    gw.metrics.auth_failure("api_key_invalid");
+                    let e = GatewayError::new(
+                        400,
+                        "INVALID_ARGUMENT: API key not valid. Please pass a valid API key.",
+                    );
+                    return finish(&gw, op, 400, started, e.into_response());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Where it goes.
+    let origin = route
+        .backend
+        .origin
+        .clone()
+        .unwrap_or_else(|| gw.options.local_backend.trim_end_matches('/').to_owned());
+    let target = translate(route, &path, query.as_deref(), &vars);
+    let uri = match format!("{origin}{target}").parse::<Uri>() {
+        Ok(u) => u,
+        Err(_) => {
+            return finish(
+                &gw,
+                op,
+                400,
+                started,
+                GatewayError::new(400, "Bad request path").into_response(),
+            );
+        }
+    };
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    if target
+        != path.clone()
+            + &query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default()
+        && let Ok(v) = HeaderValue::from_str(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
+    {
+        headers.insert("x-envoy-original-path", v);
+    }
+    if let Some(host) = &route.backend.host
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        headers.insert(header::HOST, v);
+    }
+    if let Some(p) = &payload
+        && let Ok(v) = HeaderValue::from_str(p)
+    {
+        for h in USERINFO {
+            headers.insert(HeaderName::from_static(h), v.clone());
+        }
+    }
+    if !headers.contains_key("x-forwarded-for")
+        && let Ok(v) = HeaderValue::from_str(&peer.ip().to_string())
+    {
+        headers.insert("x-forwarded-for", v);
+    }
+    if let (Some(aud), Some(tokens)) = (&route.backend.jwt_audience, &gw.id_tokens) {
+        match tokens.token(aud).await {
+            Ok(t) => {
+                if let Some(original) = headers.remove(header::AUTHORIZATION) {
+                    headers.insert("x-forwarded-authorization", original);
+                }
+                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
+                    headers.insert(header::AUTHORIZATION, v);
+                }
+            }
+            Err(e) => {
+                tracing::error!(audience = %aud, error = %e, "no ID token for the backend");
+                let err = GatewayError::new(500, format!("Token not found for audience: {aud}"));
+                return finish(&gw, op, 500, started, err.into_response());
+            }
+        }
+    }
+
+    let mut up = Request::new(
+        body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            .boxed(),
+    );
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = uri;
+    *up.headers_mut() = headers;
+    let client = match route.backend.protocol {
+        Protocol::Http1 => &gw.upstream.h1,
+        Protocol::H2 => &gw.upstream.h2,
+    };
+    let upstream_started = Instant::now();
+    let result = tokio::time::timeout(route.backend.deadline, client.request(up)).await;
+    gw.metrics.upstream_latency(op, upstream_started.elapsed());
+    let res = match result {
+        Err(_) => {
+            return finish(
+                &gw,
+                op,
+                504,
+                started,
+                GatewayError::new(504, "upstream request timeout").into_response(),
+            );
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(operation = op, error = %e, "backend unreachable");
+            let msg = if e.is_connect() {
+                "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111"
+            } else {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+            };
+            return finish(
+                &gw,
+                op,
+                503,
+                started,
+                GatewayError::new(503, msg).into_response(),
+            );
+        }
+        Ok(Ok(res)) => res,
+    };
+    let (mut rparts, rbody) = res.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    let status = rparts.status.as_u16();
+    let res = Response::from_parts(
+        rparts,
+        rbody
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            .boxed(),
+    );
+    finish(&gw, op, status, started, res)
+}
+
+fn finish(
+    gw: &Gateway,
+    op: &str,
+    status: u16,
+    started: Instant,
+    res: Response<Body>,
+) -> Response<Body> {
+    gw.metrics.request(op, status);
+    tracing::debug!(target: "gatehouse::access", operation = op, status, micros = started.elapsed().as_micros() as u64, "request");
+    res
+}
