@@ -133,3 +133,29 @@ fn node_admin_sdk_with_unsigned_tokens() {
         .expect("node is installed");
     assert!(status.success(), "firebase-admin (Node) suite failed");
 }
+
+/// The gateway conformance suite (pytest, real echo/h2/JWKS/token servers on 127.0.0.1) against
+/// the real `gatehouse gateway` binary.
+#[test]
+fn gateway_conformance_suite() {
+    let root = repo_root();
+    let python = root.join("tests/compat/gateway/.venv/bin/python");
+    assert!(
+        python.is_file(),
+        "compat prerequisites missing: run `tests/compat/setup.sh`"
+    );
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/compat/gateway",
+        ])
+        .current_dir(&root)
+        .env("GATEHOUSE_BIN", env!("CARGO_BIN_EXE_gatehouse"))
+        .status()
+        .expect("python venv runs");
+    assert!(status.success(), "gateway conformance suite failed");
+}

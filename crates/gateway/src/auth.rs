@@ -25,6 +25,8 @@ pub enum AuthFailure {
     Missing,
     UnknownIssuer,
     Malformed,
+    /// A part did not decode: the message names which.
+    BadPart(&'static str),
     BadAlgorithm,
     Expired,
     NotYetValid,
@@ -40,8 +42,11 @@ impl AuthFailure {
         match self {
             Self::Missing => "Jwt is missing",
             Self::UnknownIssuer => "Jwt issuer is not configured",
-            Self::Malformed => "Jwt is not in the form of Header.Payload.Signature",
-            Self::BadAlgorithm => "Jwt header [alg] field value is invalid",
+            Self::Malformed => {
+                "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
+            }
+            Self::BadPart(m) => m,
+            Self::BadAlgorithm => "Jwt header [alg] is not supported",
             Self::Expired => "Jwt is expired",
             Self::NotYetValid => "Jwt not yet valid",
             Self::Audience => "Audiences in Jwt are not allowed",
@@ -62,6 +67,7 @@ impl AuthFailure {
             Self::Missing => "missing",
             Self::UnknownIssuer => "unknown_issuer",
             Self::Malformed => "malformed",
+            Self::BadPart(_) => "malformed",
             Self::BadAlgorithm => "bad_alg",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
@@ -259,6 +265,11 @@ impl Authenticator {
                             found.push(v.trim().to_owned());
                         } else if let Some(i) = v.find(prefix.as_str()) {
                             let rest = &v[i + prefix.len()..];
+                            let is_token = |c: char| {
+                                c.is_ascii_alphanumeric()
+                                    || matches!(c, '-' | '_' | '.' | '=' | '+' | '/')
+                            };
+                            let rest = rest.trim_start_matches(|c: char| !is_token(c));
                             let token: String = rest
                                 .chars()
                                 .take_while(|c| {
@@ -347,7 +358,13 @@ impl Authenticator {
             check_audience(&provider.audiences, &v.audiences)?;
             return Ok(payload_seg());
         }
-        let jwt = parse_jwt(token).ok_or(AuthFailure::Malformed)?;
+        let jwt = match parse_jwt(token) {
+            Some(j) => j,
+            None => return Err(diagnose(token)),
+        };
+        if !KNOWN_ALGS.contains(&jwt.header.alg.as_str()) {
+            return Err(AuthFailure::BadAlgorithm);
+        }
         if jwt.claims.get("iss").and_then(Value::as_str) != Some(provider.issuer.as_str()) {
             return Err(AuthFailure::UnknownIssuer);
         }
@@ -367,7 +384,8 @@ impl Authenticator {
         }
         match result {
             Ok(()) => {}
-            Err(SignatureError::Algorithm) => return Err(AuthFailure::BadAlgorithm),
+            // HMAC or EdDSA: a JWKS of asymmetric keys has nothing to match.
+            Err(SignatureError::Algorithm) => return Err(AuthFailure::NoKey),
             Err(SignatureError::NoKey) => return Err(AuthFailure::NoKey),
             Err(SignatureError::BadSignature) => return Err(AuthFailure::BadSignature),
         }
@@ -387,6 +405,38 @@ impl Authenticator {
         }
         Ok(jwt.payload.to_owned())
     }
+}
+
+/// The algorithms jwt_verify_lib parses; others are "not supported".
+const KNOWN_ALGS: [&str; 13] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256",
+    "HS384", "HS512", "EdDSA",
+];
+
+/// jwt_verify_lib's message for a token that does not parse.
+fn diagnose(token: &str) -> AuthFailure {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return AuthFailure::Malformed;
+    }
+    let json = |p: &str| {
+        gatehouse_tokens::b64url_decode(p)
+            .map(|b| serde_json::from_slice::<serde_json::Map<String, Value>>(&b).is_ok())
+    };
+    match json(parts[0]) {
+        None => return AuthFailure::BadPart("Jwt header is an invalid Base64url encoded"),
+        Some(false) => return AuthFailure::BadPart("Jwt header is an invalid JSON"),
+        Some(true) => {}
+    }
+    match json(parts[1]) {
+        None => return AuthFailure::BadPart("Jwt payload is an invalid Base64url encoded"),
+        Some(false) => return AuthFailure::BadPart("Jwt payload is an invalid JSON"),
+        Some(true) => {}
+    }
+    if gatehouse_tokens::b64url_decode(parts[2]).is_none() {
+        return AuthFailure::BadPart("Jwt signature is an invalid Base64url encoded");
+    }
+    AuthFailure::Malformed
 }
 
 fn check_time(exp: Option<i64>, nbf: Option<i64>, now: i64) -> Result<(), AuthFailure> {

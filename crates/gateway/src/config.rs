@@ -301,7 +301,9 @@ pub fn compile(doc: &Value) -> Result<ServiceConfig, Vec<Problem>> {
                 continue;
             }
             let upper = method.to_ascii_uppercase();
-            if !seen.insert((upper.clone(), template.display())) {
+            // Templates that differ only in variable names are the same route.
+            let shape = format!("{:?}:{:?}", template.segs, template.verb);
+            if !seen.insert((upper.clone(), shape)) {
                 cx.problem(
                     oloc.clone(),
                     format!("duplicate operation {upper} {}", template.display()),

@@ -84,10 +84,7 @@ fn realm(req_headers: &HeaderMap, uri: &Uri) -> String {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    let mut target = format!(
-        "http://{host}{}",
-        uri.path_and_query().map_or("/", |p| p.as_str())
-    );
+    let mut target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     if target.len() > 256 {
         let mut cut = 256;
         while !target.is_char_boundary(cut) {
@@ -95,7 +92,7 @@ fn realm(req_headers: &HeaderMap, uri: &Uri) -> String {
         }
         target.truncate(cut);
     }
-    target
+    format!("http://{host}{target}")
 }
 
 fn api_key_present(
@@ -202,6 +199,13 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Res
         .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
     {
         parts.method = m;
+    }
+    if parts.headers.keys().any(|k| k.as_str().contains('_')) {
+        let e = GatewayError::new(
+            400,
+            "Bad Request: header names with underscores are not allowed",
+        );
+        return finish(&gw, "", 400, started, e.into_response());
     }
     let raw_path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);
@@ -382,7 +386,11 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Res
     *up.headers_mut() = headers;
     let client = match route.backend.protocol {
         Protocol::Http1 => &gw.upstream.h1,
-        Protocol::H2 => &gw.upstream.h2,
+        Protocol::H2 => {
+            // HTTP/2 carries the authority in the URI; a differing Host header would be malformed.
+            up.headers_mut().remove(header::HOST);
+            &gw.upstream.h2
+        }
     };
     let upstream_started = Instant::now();
     let result = tokio::time::timeout(route.backend.deadline, client.request(up)).await;
@@ -434,6 +442,6 @@ fn finish(
     res: Response<Body>,
 ) -> Response<Body> {
     gw.metrics.request(op, status);
-    tracing::debug!(target: "gatehouse::access", operation = op, status, micros = started.elapsed().as_micros() as u64, "request");
+    tracing::info!(target: "gatehouse::access", operation = op, status, micros = started.elapsed().as_micros() as u64, "request");
     res
 }
