@@ -116,6 +116,11 @@ impl Jwks {
     /// Fetches the key set now. On failure the previous keys stay.
     pub async fn fetch(&self) -> Result<Arc<KeySet>, String> {
         let _one = self.fetching.lock().await;
+        self.fetch_locked().await
+    }
+
+    /// [`Jwks::fetch`] with the fetch lock already held.
+    async fn fetch_locked(&self) -> Result<Arc<KeySet>, String> {
         let res = self
             .client
             .get(&self.uri)
@@ -174,8 +179,15 @@ impl Jwks {
         }
     }
 
-    /// For a token whose `kid` is unknown: refetch, at most once per second.
-    pub async fn refetch_for_unknown_kid(&self) -> Option<Arc<KeySet>> {
+    /// For a token whose `kid` is unknown: refetch, at most once per second. Concurrent callers
+    /// queue behind one fetch and then see its keys.
+    pub async fn refetch_for_unknown_kid(&self, kid: &str) -> Option<Arc<KeySet>> {
+        let _one = self.fetching.lock().await;
+        if let Some((keys, _)) = self.cached()
+            && keys.has_kid(kid)
+        {
+            return Some(keys);
+        }
         {
             let Ok(mut last) = self.last_refetch.lock() else {
                 return None;
@@ -185,7 +197,7 @@ impl Jwks {
             }
             *last = Some(Instant::now());
         }
-        self.fetch().await.ok()
+        self.fetch_locked().await.ok()
     }
 }
 
@@ -378,7 +390,7 @@ impl Authenticator {
         if result == Err(SignatureError::NoKey)
             && let Some(kid) = &jwt.header.kid
             && !keys.has_kid(kid)
-            && let Some(fresh) = jwks.refetch_for_unknown_kid().await
+            && let Some(fresh) = jwks.refetch_for_unknown_kid(kid).await
         {
             result = fresh.verify(&jwt.header, jwt.signed.as_bytes(), &jwt.signature);
         }

@@ -357,7 +357,7 @@ async fn jwt_checks_and_error_bodies() {
     .await;
     assert_eq!(
         (st, b["message"].as_str().unwrap()),
-        (401, "Jwt is not in the form of Header.Payload.Signature")
+        (401, "Jwt header is an invalid Base64url encoded")
     );
     let none =
         gatehouse_tokens::encode_unsigned(json!({"iss": ISS, "aud": "aud-1"}).as_object().unwrap());
