@@ -332,12 +332,11 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Res
     };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    if target
-        != path.clone()
-            + &query
-                .as_deref()
-                .map(|q| format!("?{q}"))
-                .unwrap_or_default()
+    // The path changed if it was translated (anything but appending to an empty address path)
+    // or normalised; only then does the backend get the original.
+    let translated = !(route.backend.translation == Translation::AppendPathToAddress
+        && route.backend.path.is_empty());
+    if (translated || path != raw_path)
         && let Ok(v) = HeaderValue::from_str(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
     {
         headers.insert("x-envoy-original-path", v);

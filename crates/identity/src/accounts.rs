@@ -103,6 +103,22 @@ impl Identity {
         Err(Error::internal("account update kept losing races"))
     }
 
+    /// The oldest account with this (lower-cased) e-mail.
+    pub(crate) async fn first_user_by_email(
+        &self,
+        project: &str,
+        tenant: &str,
+        email: &str,
+    ) -> Result<Option<UserRecord>> {
+        Ok(self
+            .inner
+            .store
+            .users_by_email(project, tenant, email)
+            .await?
+            .into_iter()
+            .next())
+    }
+
     pub(crate) async fn email_taken(
         &self,
         project: &str,
@@ -290,14 +306,7 @@ impl Identity {
             }
         };
 
-        let Some(user) = self
-            .inner
-            .store
-            .users_by_email(pid, &tenant, &email)
-            .await?
-            .into_iter()
-            .next()
-        else {
+        let Some(user) = self.first_user_by_email(pid, &tenant, &email).await? else {
             let _ = self.check_password(password, DUMMY_HASH).await?;
             self.inner.limits.password_failed(&account_key);
             return Err(fail("EMAIL_NOT_FOUND"));
@@ -397,12 +406,8 @@ impl Identity {
                 .ok_or_else(|| Error::code("MISSING_RAW_ID"))?;
             let id = match provider {
                 "password" | "email" => self
-                    .inner
-                    .store
-                    .users_by_email(&pid, &tenant, &raw.to_lowercase())
+                    .first_user_by_email(&pid, &tenant, &raw.to_lowercase())
                     .await?
-                    .into_iter()
-                    .next()
                     .map(|u| u.local_id),
                 "phone" => self
                     .inner
@@ -501,13 +506,7 @@ impl Identity {
             });
         }
         let tenant = req.tenant_id.clone().unwrap_or_default();
-        let user = self
-            .inner
-            .store
-            .users_by_email(pid, &tenant, &email)
-            .await?
-            .into_iter()
-            .next();
+        let user = self.first_user_by_email(pid, &tenant, &email).await?;
         let mut all = Vec::new();
         let mut methods = Vec::new();
         if let Some(u) = &user {

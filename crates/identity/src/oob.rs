@@ -7,7 +7,7 @@ use gatehouse_store::{OobCodeRecord, UserRecord};
 
 use crate::config::Mode;
 use crate::session::{random_token, token_hash};
-use crate::user::{check_password_policy, new_account, new_local_id, normalize_email};
+use crate::user::{check_password_policy, new_account, new_local_id, required_email};
 use crate::{
     Caller, Error, Identity, IssuedTokens, OobKind, ResetPasswordRequest, Result,
     SendOobCodeRequest, SignInWithEmailLinkRequest, password,
@@ -86,19 +86,10 @@ impl Identity {
 
         let (email, new_email, user) = match kind {
             OobKind::PasswordReset | OobKind::EmailSignin => {
-                let email = normalize_email(
-                    req.email
-                        .as_deref()
-                        .filter(|e| !e.is_empty())
-                        .ok_or_else(|| Error::code("MISSING_EMAIL"))?,
-                )?;
+                let email = required_email(req.email.as_deref(), "MISSING_EMAIL")?;
                 let user = self
-                    .inner
-                    .store
-                    .users_by_email(&project.project_id, &tenant, &email)
-                    .await?
-                    .into_iter()
-                    .next();
+                    .first_user_by_email(&project.project_id, &tenant, &email)
+                    .await?;
                 if kind == OobKind::EmailSignin && continue_url.is_none() {
                     return Err(Error::code("MISSING_CONTINUE_URI"));
                 }
@@ -119,18 +110,9 @@ impl Identity {
                 let user = if let Some(token) = req.id_token.as_deref().filter(|t| !t.is_empty()) {
                     self.verify_id_token(caller, token).await?.0
                 } else if caller.privileged {
-                    let email = normalize_email(
-                        req.email
-                            .as_deref()
-                            .filter(|e| !e.is_empty())
-                            .ok_or_else(|| Error::code("MISSING_EMAIL"))?,
-                    )?;
-                    self.inner
-                        .store
-                        .users_by_email(&project.project_id, &tenant, &email)
+                    let email = required_email(req.email.as_deref(), "MISSING_EMAIL")?;
+                    self.first_user_by_email(&project.project_id, &tenant, &email)
                         .await?
-                        .into_iter()
-                        .next()
                         .ok_or_else(|| Error::code("USER_NOT_FOUND"))?
                 } else {
                     return Err(Error::code("MISSING_ID_TOKEN"));
@@ -140,18 +122,10 @@ impl Identity {
                     .clone()
                     .ok_or_else(|| Error::code("MISSING_EMAIL"))?;
                 let new_email = if kind == OobKind::VerifyAndChangeEmail {
-                    let new = normalize_email(
-                        req.new_email
-                            .as_deref()
-                            .filter(|e| !e.is_empty())
-                            .ok_or_else(|| Error::code("MISSING_NEW_EMAIL"))?,
-                    )?;
-                    if !self
-                        .inner
-                        .store
-                        .users_by_email(&project.project_id, &tenant, &new)
+                    let new = required_email(req.new_email.as_deref(), "MISSING_NEW_EMAIL")?;
+                    if self
+                        .email_taken(&project.project_id, &tenant, &new, None)
                         .await?
-                        .is_empty()
                     {
                         return Err(Error::code("EMAIL_EXISTS"));
                     }
@@ -413,12 +387,7 @@ impl Identity {
         caller: &Caller,
         req: SignInWithEmailLinkRequest,
     ) -> Result<EmailLinkSignIn> {
-        let email = normalize_email(
-            req.email
-                .as_deref()
-                .filter(|e| !e.is_empty())
-                .ok_or_else(|| Error::code("MISSING_EMAIL"))?,
-        )?;
+        let email = required_email(req.email.as_deref(), "MISSING_EMAIL")?;
         let code = req
             .oob_code
             .as_deref()
@@ -446,12 +415,8 @@ impl Identity {
             .sign_in
             .allow_duplicate_emails;
         let existing = self
-            .inner
-            .store
-            .users_by_email(&project.project_id, &tenant, &email)
-            .await?
-            .into_iter()
-            .next();
+            .first_user_by_email(&project.project_id, &tenant, &email)
+            .await?;
         let (user, is_new_user) = match (linking, existing) {
             (Some(target), Some(other)) if other.local_id != target.local_id => {
                 return Err(Error::code("EMAIL_EXISTS"));

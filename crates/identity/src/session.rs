@@ -11,7 +11,7 @@ use sha2::Digest;
 
 use crate::config::{Mode, ProjectConfig};
 use crate::keyring::KeyPurpose;
-use crate::user::{identities, sign_in_provider_claims};
+use crate::user::identities;
 use crate::{Error, Identity, Result};
 
 /// ID tokens live one hour.
@@ -203,10 +203,7 @@ impl Identity {
         }
         let mut firebase = Map::new();
         firebase.insert("identities".into(), identities(user));
-        firebase.insert(
-            "sign_in_provider".into(),
-            json!(sign_in_provider_claims(provider)),
-        );
+        firebase.insert("sign_in_provider".into(), json!(provider));
         if !user.tenant_id.is_empty() {
             firebase.insert("tenant".into(), json!(user.tenant_id));
         }

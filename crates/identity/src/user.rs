@@ -149,11 +149,6 @@ pub(crate) fn identities(user: &UserRecord) -> Value {
     Value::Object(map)
 }
 
-/// The `firebase.sign_in_provider` value for a session's provider.
-pub(crate) fn sign_in_provider_claims(provider: &str) -> &str {
-    provider
-}
-
 /// Lower-cases and checks an e-mail address.
 pub(crate) fn normalize_email(email: &str) -> Result<String> {
     let email = email.trim().to_lowercase();
@@ -170,6 +165,15 @@ pub(crate) fn normalize_email(email: &str) -> Result<String> {
     } else {
         Err(Error::code("INVALID_EMAIL"))
     }
+}
+
+/// A required e-mail field, lower-cased and checked; `missing` is the code when it is absent.
+pub(crate) fn required_email(email: Option<&str>, missing: &'static str) -> Result<String> {
+    normalize_email(
+        email
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| Error::code(missing))?,
+    )
 }
 
 /// Checks a password against the policy (Firebase's: at least 6 characters).
