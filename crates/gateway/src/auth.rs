@@ -1,6 +1,7 @@
 //! JWT authentication as ESPv2's `jwt_authn` does it: token extraction, the check order, the
 //! exact error messages, JWKS caching with refetch on an unknown `kid`, and a verified-token cache.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -202,7 +203,6 @@ impl Jwks {
 }
 
 /// A verified token, cached until it expires.
-#[derive(Clone)]
 struct Verified {
     issuer: String,
     exp: Option<i64>,
@@ -213,7 +213,7 @@ struct Verified {
 /// JWT verification for all providers of a config.
 pub struct Authenticator {
     providers: Vec<(Provider, Arc<Jwks>)>,
-    verified: Mutex<HashMap<String, Verified>>,
+    verified: Mutex<HashMap<String, Verified, foldhash::fast::RandomState>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -247,7 +247,7 @@ impl Authenticator {
     pub fn new(providers: Vec<(Provider, Arc<Jwks>)>) -> Self {
         Self {
             providers,
-            verified: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::default()),
         }
     }
 
@@ -261,12 +261,13 @@ impl Authenticator {
         }
     }
 
-    /// The tokens in a provider's locations.
+    /// The tokens in a provider's locations: slices of the header values, decoded copies from
+    /// the query.
     fn extract<'a>(
         provider: &Provider,
         headers: &'a HeaderMap,
         query: Option<&'a str>,
-    ) -> Vec<String> {
+    ) -> Vec<Cow<'a, str>> {
         let mut found = Vec::new();
         for loc in &provider.locations {
             match loc {
@@ -274,7 +275,7 @@ impl Authenticator {
                     for v in headers.get_all(name.as_str()) {
                         let Ok(v) = v.to_str() else { continue };
                         if prefix.is_empty() {
-                            found.push(v.trim().to_owned());
+                            found.push(Cow::Borrowed(v.trim()));
                         } else if let Some(i) = v.find(prefix.as_str()) {
                             let rest = &v[i + prefix.len()..];
                             let is_token = |c: char| {
@@ -282,15 +283,9 @@ impl Authenticator {
                                     || matches!(c, '-' | '_' | '.' | '=' | '+' | '/')
                             };
                             let rest = rest.trim_start_matches(|c: char| !is_token(c));
-                            let token: String = rest
-                                .chars()
-                                .take_while(|c| {
-                                    c.is_ascii_alphanumeric()
-                                        || matches!(c, '-' | '_' | '.' | '=' | '+' | '/')
-                                })
-                                .collect();
-                            if !token.is_empty() {
-                                found.push(token);
+                            let end = rest.find(|c: char| !is_token(c)).unwrap_or(rest.len());
+                            if end > 0 {
+                                found.push(Cow::Borrowed(&rest[..end]));
                             }
                         }
                     }
@@ -299,7 +294,7 @@ impl Authenticator {
                     if let Some(q) = query {
                         for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
                             if k == name.as_str() {
-                                found.push(v.into_owned());
+                                found.push(v);
                             }
                         }
                     }
@@ -355,20 +350,19 @@ impl Authenticator {
         token: &str,
     ) -> Result<String, AuthFailure> {
         let now = now_secs();
-        let payload_seg = || token.split('.').nth(1).unwrap_or_default().to_owned();
         // Cache hit: re-check issuer, time and audience; skip parsing and the signature.
-        let hit = self
-            .verified
-            .lock()
-            .ok()
-            .and_then(|c| c.get(token).cloned());
-        if let Some(v) = hit {
-            if v.issuer != provider.issuer {
-                return Err(AuthFailure::UnknownIssuer);
-            }
-            check_time(v.exp, v.nbf, now)?;
-            check_audience(&provider.audiences, &v.audiences)?;
-            return Ok(payload_seg());
+        let hit = self.verified.lock().ok().and_then(|c| {
+            c.get(token).map(|v| {
+                if v.issuer != provider.issuer {
+                    return Err(AuthFailure::UnknownIssuer);
+                }
+                check_time(v.exp, v.nbf, now)?;
+                check_audience(&provider.audiences, &v.audiences)
+            })
+        });
+        if let Some(checked) = hit {
+            checked?;
+            return Ok(token.split('.').nth(1).unwrap_or_default().to_owned());
         }
         let jwt = match parse_jwt(token) {
             Some(j) => j,

@@ -8,8 +8,10 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod chunked;
 pub mod config;
 mod error;
+mod h1;
 pub mod identity;
 mod metrics;
 mod proxy;
@@ -26,8 +28,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::auth::{Authenticator, Jwks};
@@ -238,14 +238,17 @@ impl Gateway {
     }
 }
 
-/// Serves the gateway on `listener` (HTTP/1.1 and h2c) until `shutdown`, then drains.
+/// Serves the gateway on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) until
+/// `shutdown`; then stops accepting, lets every in-flight request finish (up to 30 s) and closes
+/// idle connections.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Every connection task holds a sender; `recv` returns `None` once all have finished.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -254,29 +257,27 @@ pub async fn serve(
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
+                        // Out of descriptors: give connections a moment to close.
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                         continue;
                     }
                 };
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
-                let service = service_fn(move |req| {
-                    let gw = gw.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(gw, req, peer).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+                let stop = stop_rx.clone();
+                let done = done_tx.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    h1::serve_connection(gw, stream, peer, stop).await;
+                    drop(done);
                 });
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
-    }
+    let _ = stop_tx.send(true);
+    drop(done_tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), done_rx.recv()).await;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{ApiKeyLocation, Protocol, Route, Scheme, Translation};
-use crate::{Gateway, GatewayError, Peer};
+use crate::{Gateway, GatewayError, Loaded, Peer};
 
 /// Streaming body type in both directions.
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -24,6 +24,8 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 pub struct Upstream {
     h1: Client<Connector, Body>,
     h2: Client<Connector, Body>,
+    /// Idle connections of the HTTP/1.1 fast path.
+    pub(crate) raw: crate::h1::RawPool,
 }
 
 impl Upstream {
@@ -50,32 +52,49 @@ impl Upstream {
         let h2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .build(connector());
-        Self { h1, h2 }
+        Self {
+            h1,
+            h2,
+            raw: crate::h1::RawPool::default(),
+        }
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
 ];
-const USERINFO: [&str; 2] = ["x-apigateway-api-userinfo", "x-endpoint-api-userinfo"];
+const USERINFO: [HeaderName; 2] = [
+    HeaderName::from_static("x-apigateway-api-userinfo"),
+    HeaderName::from_static("x-endpoint-api-userinfo"),
+];
+const METHOD_OVERRIDE: HeaderName = HeaderName::from_static("x-http-method-override");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_AUTHORIZATION: HeaderName = HeaderName::from_static("x-forwarded-authorization");
+const ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
-    for h in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(listed) {
-        headers.remove(h.as_str());
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<String> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for h in listed {
+            headers.remove(h.as_str());
+        }
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
     }
 }
 
@@ -188,57 +207,74 @@ fn translate(route: &Route, path: &str, query: Option<&str>, vars: &[(String, St
     }
 }
 
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
-    let started = Instant::now();
-    let loaded = gw.active();
-    let (mut parts, body) = req.into_parts();
+/// A request that passed routing and authentication, ready for its backend.
+pub(crate) struct Plan<'a> {
+    pub op: &'a str,
+    pub method: Method,
+    /// `scheme://host[:port]` of the backend.
+    pub origin: &'a str,
+    /// Path and query for the backend.
+    pub target: String,
+    /// The headers for the backend (hop-by-hop removed, gateway headers added).
+    pub headers: HeaderMap,
+    pub protocol: Protocol,
+    pub deadline: std::time::Duration,
+}
+
+fn local(gw: &Gateway, op: &str, started: Instant, e: GatewayError) -> Response<Body> {
+    let status = e.status;
+    finish(gw, op, status, started, e.into_response())
+}
+
+/// Routes and authenticates a request and prepares what goes to the backend; `Err` is the
+/// gateway's own answer (already counted and logged). Takes the headers out of `parts`.
+pub(crate) async fn plan<'a>(
+    gw: &'a Gateway,
+    loaded: &'a Loaded,
+    parts: &mut http::request::Parts,
+    peer: Peer,
+    started: Instant,
+) -> Result<Plan<'a>, Response<Body>> {
     // X-HTTP-Method-Override re-selects the route.
     if let Some(m) = parts
         .headers
-        .remove("x-http-method-override")
+        .remove(METHOD_OVERRIDE)
         .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
     {
         parts.method = m;
     }
     if parts.headers.keys().any(|k| k.as_str().contains('_')) {
-        let e = GatewayError::new(
-            400,
-            "Bad Request: header names with underscores are not allowed",
-        );
-        return finish(&gw, "", 400, started, e.into_response());
-    }
-    let raw_path = parts.uri.path().to_owned();
-    let query = parts.uri.query().map(str::to_owned);
-    let path = match crate::template::normalize(&raw_path) {
-        Ok(p) => p,
-        Err(msg) => {
-            return finish(
-                &gw,
-                "",
+        return Err(local(
+            gw,
+            "",
+            started,
+            GatewayError::new(
                 400,
-                started,
-                GatewayError::new(400, msg).into_response(),
-            );
-        }
-    };
-    let method = parts.method.as_str().to_owned();
-    let mut chosen = None;
-    for route in &loaded.config.routes {
-        if (route.method == method || route.method == "*")
-            && let Some(vars) = route.template.matches(&path)
-        {
-            chosen = Some((route, vars));
-            break;
-        }
+                "Bad Request: header names with underscores are not allowed",
+            ),
+        ));
     }
+    let raw_path = parts.uri.path();
+    let query = parts.uri.query();
+    let path = match crate::template::normalize(raw_path) {
+        Ok(p) => p,
+        Err(msg) => return Err(local(gw, "", started, GatewayError::new(400, msg))),
+    };
+    let method = parts.method.as_str();
+    let chosen = loaded.config.routes.iter().find_map(|route| {
+        if route.method == method || route.method == "*" {
+            route.template.matches(&path).map(|vars| (route, vars))
+        } else {
+            None
+        }
+    });
     let Some((route, vars)) = chosen else {
         if path == "/healthz" && parts.method == Method::GET {
-            let res = Response::new(
+            return Err(Response::new(
                 http_body_util::Full::new(Bytes::from_static(b"{}"))
                     .map_err(|n| match n {})
                     .boxed(),
-            );
-            return res;
+            ));
         }
         let err = match loaded
             .config
@@ -255,45 +291,40 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Res
             ),
             None => GatewayError::not_found(),
         };
-        let status = err.status;
-        return finish(&gw, "", status, started, err.into_response());
+        return Err(local(gw, "", started, err));
     };
     let op = route.operation_id.as_str();
+    let headers = &mut parts.headers;
     // Client-supplied user-info headers never reach a backend.
-    for h in USERINFO {
-        parts.headers.remove(h);
+    for h in &USERINFO {
+        headers.remove(h);
     }
     let mut payload = None;
     if !route.cors {
         let providers = jwt_providers(route);
         if !providers.is_empty() {
-            match loaded
-                .auth
-                .authenticate(&providers, &parts.headers, query.as_deref())
-                .await
-            {
+            match loaded.auth.authenticate(&providers, headers, query).await {
                 Ok(p) => payload = Some(p),
                 Err(f) => {
                     gw.metrics.auth_failure(f.reason());
                     let mut e = GatewayError::new(f.status(), f.message());
-                    let mut w = format!("Bearer realm=\"{}\"", realm(&parts.headers, &parts.uri));
+                    let mut w = format!("Bearer realm=\"{}\"", realm(headers, &parts.uri));
                     if f != crate::auth::AuthFailure::Missing {
                         w.push_str(", error=\"invalid_token\"");
                     }
                     e.www_authenticate = Some(w);
-                    let status = e.status;
-                    return finish(&gw, op, status, started, e.into_response());
+                    return Err(local(gw, op, started, e));
                 }
             }
         }
-        match api_key_present(route, &parts.headers, query.as_deref()) {
+        match api_key_present(route, headers, query) {
             Some(None) if key_required(route) => {
                 gw.metrics.auth_failure("api_key_missing");
                 let e = GatewayError::new(
                     401,
                     "UNAUTHENTICATED: Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
                 );
-                return finish(&gw, op, 401, started, e.into_response());
+                return Err(local(gw, op, started, e));
             }
             Some(Some(key)) => {
                 if let Some(valid) = &gw.options.api_keys
@@ -304,7 +335,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Res
                         400,
                         "INVALID_ARGUMENT: API key not valid. Please pass a valid API key.",
                     );
-                    return finish(&gw, op, 400, started, e.into_response());
+                    return Err(local(gw, op, started, e));
                 }
             }
             _ => {}
@@ -315,23 +346,10 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Res
     let origin = route
         .backend
         .origin
-        .clone()
-        .unwrap_or_else(|| gw.options.local_backend.trim_end_matches('/').to_owned());
-    let target = translate(route, &path, query.as_deref(), &vars);
-    let uri = match format!("{origin}{target}").parse::<Uri>() {
-        Ok(u) => u,
-        Err(_) => {
-            return finish(
-                &gw,
-                op,
-                400,
-                started,
-                GatewayError::new(400, "Bad request path").into_response(),
-            );
-        }
-    };
-    let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
+        .as_deref()
+        .unwrap_or_else(|| gw.options.local_backend.trim_end_matches('/'));
+    let target = translate(route, &path, query, &vars);
+    strip_hop_by_hop(headers);
     // The path changed if it was translated (anything but appending to an empty address path)
     // or normalised; only then does the backend get the original.
     let translated = !(route.backend.translation == Translation::AppendPathToAddress
@@ -339,30 +357,28 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Res
     if (translated || path != raw_path)
         && let Ok(v) = HeaderValue::from_str(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
     {
-        headers.insert("x-envoy-original-path", v);
+        headers.insert(ORIGINAL_PATH, v);
     }
     if let Some(host) = &route.backend.host
         && let Ok(v) = HeaderValue::from_str(host)
     {
         headers.insert(header::HOST, v);
     }
-    if let Some(p) = &payload
-        && let Ok(v) = HeaderValue::from_str(p)
+    if let Some(p) = payload
+        && let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(p))
     {
         for h in USERINFO {
-            headers.insert(HeaderName::from_static(h), v.clone());
+            headers.insert(h, v.clone());
         }
     }
-    if !headers.contains_key("x-forwarded-for")
-        && let Ok(v) = HeaderValue::from_str(&peer.ip().to_string())
-    {
-        headers.insert("x-forwarded-for", v);
+    if !headers.contains_key(FORWARDED_FOR) {
+        headers.insert(FORWARDED_FOR, ip_header(peer.ip()));
     }
     if let (Some(aud), Some(tokens)) = (&route.backend.jwt_audience, &gw.id_tokens) {
         match tokens.token(aud).await {
             Ok(t) => {
                 if let Some(original) = headers.remove(header::AUTHORIZATION) {
-                    headers.insert("x-forwarded-authorization", original);
+                    headers.insert(FORWARDED_AUTHORIZATION, original);
                 }
                 if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
                     headers.insert(header::AUTHORIZATION, v);
@@ -371,19 +387,63 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Res
             Err(e) => {
                 tracing::error!(audience = %aud, error = %e, "no ID token for the backend");
                 let err = GatewayError::new(500, format!("Token not found for audience: {aud}"));
-                return finish(&gw, op, 500, started, err.into_response());
+                return Err(local(gw, op, started, err));
             }
         }
     }
+    Ok(Plan {
+        op,
+        method: parts.method.clone(),
+        origin,
+        target,
+        headers: std::mem::take(headers),
+        protocol: route.backend.protocol,
+        deadline: route.backend.deadline,
+    })
+}
 
-    let mut up = Request::new(
-        body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-            .boxed(),
-    );
-    *up.method_mut() = parts.method;
+/// The peer address as a header value, without going through `format!`.
+fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write as _;
+    let mut buf = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let n = cursor.position() as usize;
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// The hyper request path (HTTP/2 from clients, TLS or HTTP/2 to backends).
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    let started = Instant::now();
+    let loaded = gw.active();
+    let (mut parts, body) = req.into_parts();
+    let plan = match plan(&gw, &loaded, &mut parts, peer, started).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    let body = body
+        .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        .boxed();
+    forward(&gw, plan, body, started).await
+}
+
+/// Calls the backend through the pooled hyper clients.
+pub(crate) async fn forward(
+    gw: &Gateway,
+    plan: Plan<'_>,
+    body: Body,
+    started: Instant,
+) -> Response<Body> {
+    let op = plan.op;
+    let uri = match format!("{}{}", plan.origin, plan.target).parse::<Uri>() {
+        Ok(u) => u,
+        Err(_) => return local(gw, op, started, GatewayError::new(400, "Bad request path")),
+    };
+    let mut up = Request::new(body);
+    *up.method_mut() = plan.method;
     *up.uri_mut() = uri;
-    *up.headers_mut() = headers;
-    let client = match route.backend.protocol {
+    *up.headers_mut() = plan.headers;
+    let client = match plan.protocol {
         Protocol::Http1 => &gw.upstream.h1,
         Protocol::H2 => {
             // HTTP/2 carries the authority in the URI; a differing Host header would be malformed.
@@ -392,32 +452,18 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Res
         }
     };
     let upstream_started = Instant::now();
-    let result = tokio::time::timeout(route.backend.deadline, client.request(up)).await;
+    let result = tokio::time::timeout(plan.deadline, client.request(up)).await;
     gw.metrics.upstream_latency(op, upstream_started.elapsed());
     let res = match result {
-        Err(_) => {
-            return finish(
-                &gw,
-                op,
-                504,
-                started,
-                GatewayError::new(504, "upstream request timeout").into_response(),
-            );
-        }
+        Err(_) => return local(gw, op, started, GatewayError::new(504, UPSTREAM_TIMEOUT)),
         Ok(Err(e)) => {
             tracing::warn!(operation = op, error = %e, "backend unreachable");
             let msg = if e.is_connect() {
-                "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111"
+                UPSTREAM_CONNECT_FAILED
             } else {
-                "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+                UPSTREAM_RESET
             };
-            return finish(
-                &gw,
-                op,
-                503,
-                started,
-                GatewayError::new(503, msg).into_response(),
-            );
+            return local(gw, op, started, GatewayError::new(503, msg));
         }
         Ok(Ok(res)) => res,
     };
@@ -430,8 +476,15 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Res
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             .boxed(),
     );
-    finish(&gw, op, status, started, res)
+    finish(gw, op, status, started, res)
 }
+
+/// Envoy's local-reply messages for backend failures.
+pub(crate) const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
+pub(crate) const UPSTREAM_CONNECT_FAILED: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111";
+pub(crate) const UPSTREAM_RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+pub(crate) const UPSTREAM_PROTOCOL: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: protocol error";
 
 fn finish(
     gw: &Gateway,
@@ -440,7 +493,12 @@ fn finish(
     started: Instant,
     res: Response<Body>,
 ) -> Response<Body> {
+    record(gw, op, status, started);
+    res
+}
+
+/// Counts and logs one finished request.
+pub(crate) fn record(gw: &Gateway, op: &str, status: u16, started: Instant) {
     gw.metrics.request(op, status);
     tracing::info!(target: "gatehouse::access", operation = op, status, micros = started.elapsed().as_micros() as u64, "request");
-    res
 }
