@@ -37,6 +37,13 @@ pub struct GatewayArgs {
     /// Admin listener: /metrics, /healthz, config versions.
     #[arg(long)]
     admin_listen: Option<String>,
+    /// Threads serving connections (each connection stays on one); default: one per core.
+    #[arg(long, env = "GATEHOUSE_GATEWAY_THREADS")]
+    threads: Option<usize>,
+    /// How often the config file is checked for changes, in seconds (0: never; SIGHUP and the
+    /// admin API still reload).
+    #[arg(long, default_value_t = 2, env = "GATEHOUSE_GATEWAY_WATCH_SECS")]
+    watch_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +100,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let options = GatewayOptions {
         local_backend: args.backend.clone(),
         api_keys,
+        threads: args.threads.filter(|n| *n > 0),
     };
     let gateway = Gateway::new(&text, Some(path), options, source)
         .await
@@ -114,6 +122,14 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
             }
         }
     });
+
+    if args.watch_secs > 0 {
+        tokio::spawn(
+            gateway
+                .clone()
+                .watch_config(std::time::Duration::from_secs(args.watch_secs)),
+        );
+    }
 
     if let Some(admin) = &args.admin_listen {
         let listener = TcpListener::bind(admin)

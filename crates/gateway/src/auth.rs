@@ -273,20 +273,13 @@ impl Authenticator {
             match loc {
                 JwtLocation::Header { name, prefix } => {
                     for v in headers.get_all(name.as_str()) {
-                        let Ok(v) = v.to_str() else { continue };
+                        let v = v.as_bytes();
                         if prefix.is_empty() {
-                            found.push(Cow::Borrowed(v.trim()));
-                        } else if let Some(i) = v.find(prefix.as_str()) {
-                            let rest = &v[i + prefix.len()..];
-                            let is_token = |c: char| {
-                                c.is_ascii_alphanumeric()
-                                    || matches!(c, '-' | '_' | '.' | '=' | '+' | '/')
-                            };
-                            let rest = rest.trim_start_matches(|c: char| !is_token(c));
-                            let end = rest.find(|c: char| !is_token(c)).unwrap_or(rest.len());
-                            if end > 0 {
-                                found.push(Cow::Borrowed(&rest[..end]));
+                            if let Ok(t) = std::str::from_utf8(v.trim_ascii()) {
+                                found.push(Cow::Borrowed(t));
                             }
+                        } else if let Some(t) = after_prefix(v, prefix.as_bytes()) {
+                            found.push(Cow::Borrowed(t));
                         }
                     }
                 }
@@ -413,6 +406,41 @@ impl Authenticator {
     }
 }
 
+/// Bytes a token may contain (base64url, base64 and the dots), as a table: tokens are long.
+static TOKEN_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'=' | b'+' | b'/');
+        b += 1;
+    }
+    t
+};
+
+fn is_token_byte(b: u8) -> bool {
+    TOKEN_BYTES[b as usize]
+}
+
+/// The token after the first `prefix` in a header value, as Envoy extracts it: non-token
+/// bytes after the prefix are skipped, the token runs to the first non-token byte.
+fn after_prefix<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a str> {
+    let at = if value.starts_with(prefix) {
+        0
+    } else {
+        value.windows(prefix.len()).position(|w| w == prefix)?
+    };
+    let rest = &value[at + prefix.len()..];
+    let start = rest.iter().position(|b| is_token_byte(*b))?;
+    let rest = &rest[start..];
+    let end = rest
+        .iter()
+        .position(|b| !is_token_byte(*b))
+        .unwrap_or(rest.len());
+    // Token bytes are ASCII.
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 /// The algorithms jwt_verify_lib parses; others are "not supported".
 const KNOWN_ALGS: [&str; 13] = [
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256",
@@ -494,6 +522,18 @@ mod tests {
         assert_eq!(aggregate(vec![Missing, UnknownIssuer]), UnknownIssuer);
         assert_eq!(aggregate(vec![Missing]), Missing);
         assert_eq!(aggregate(vec![]), Missing);
+    }
+
+    #[test]
+    fn token_after_prefix() {
+        assert_eq!(after_prefix(b"Bearer abc.def", b"Bearer "), Some("abc.def"));
+        assert_eq!(
+            after_prefix(b"x, Bearer  \"a.b\" tail", b"Bearer "),
+            Some("a.b")
+        );
+        assert_eq!(after_prefix(b"Basic abc", b"Bearer "), None);
+        assert_eq!(after_prefix(b"Bearer ", b"Bearer "), None);
+        assert_eq!(after_prefix(b"Bearer a+/=b c", b"Bearer "), Some("a+/=b"));
     }
 
     #[test]

@@ -299,10 +299,40 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16, &'static s
     }))
 }
 
+/// A per-connection timer that is re-armed only when it fires early or must fire sooner:
+/// resetting a tokio timer is a timer-wheel removal and insertion, too much to pay on every
+/// request of a keep-alive connection.
+struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Timer {
+    fn new() -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+        }
+    }
+
+    /// Resolves at `at`.
+    async fn until(&mut self, at: tokio::time::Instant) {
+        if self.sleep.deadline() > at {
+            self.sleep.as_mut().reset(at);
+        }
+        loop {
+            self.sleep.as_mut().await;
+            if tokio::time::Instant::now() >= at {
+                return;
+            }
+            self.sleep.as_mut().reset(at);
+        }
+    }
+}
+
 async fn read_request(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     shutdown: &mut watch::Receiver<bool>,
+    idle: &mut Timer,
     first: bool,
 ) -> Incoming {
     let mut deadline = None;
@@ -336,7 +366,7 @@ async fn read_request(
                     return Incoming::Done;
                 }
             }
-            () = tokio::time::sleep_until(wait) => {
+            () = idle.until(wait) => {
                 return if buf.is_empty() {
                     Incoming::Done
                 } else {
@@ -357,9 +387,12 @@ pub(crate) async fn serve_connection(
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(4 * 1024);
     let mut backend: Option<UpConn> = None;
+    let mut idle = Timer::new();
+    let mut deadline = Timer::new();
     let mut first = true;
     loop {
-        let head = match read_request(&mut stream, &mut buf, &mut shutdown, first).await {
+        let head = match read_request(&mut stream, &mut buf, &mut shutdown, &mut idle, first).await
+        {
             Incoming::Request(h) => h,
             Incoming::H2 => {
                 if let Some(b) = backend.take() {
@@ -410,7 +443,7 @@ pub(crate) async fn serve_connection(
                         client_keep: keep_alive && parts.version == Version::HTTP_11,
                         started,
                     };
-                    x.run(plan, &mut backend).await
+                    x.run(plan, &mut backend, &mut deadline).await
                 } else {
                     forward_hyper(
                         &gw,
@@ -646,7 +679,13 @@ enum Outcome {
 
 impl Exchange<'_> {
     /// Relays the request and returns whether the client connection may serve another.
-    async fn run(&mut self, plan: Plan<'_>, backend: &mut Option<UpConn>) -> bool {
+    /// `timer` is the connection's timer for backend deadlines.
+    async fn run(
+        &mut self,
+        plan: Plan<'_>,
+        backend: &mut Option<UpConn>,
+        timer: &mut Timer,
+    ) -> bool {
         let op = plan.op;
         let authority = &plan.origin["http://".len()..];
         // The request head for the backend.
@@ -693,17 +732,21 @@ impl Exchange<'_> {
             };
             let mut conn = conn;
             let upstream_started = Instant::now();
-            let result = tokio::time::timeout(
-                plan.deadline,
-                self.relay(
+            let due = tokio::time::Instant::from_std(upstream_started) + plan.deadline;
+            let result = {
+                let relay = self.relay(
                     &head,
                     &mut conn,
                     &mut response_started,
                     op,
                     upstream_started,
-                ),
-            )
-            .await;
+                );
+                tokio::select! {
+                    biased;
+                    o = relay => Ok(o),
+                    () = timer.until(due) => Err(()),
+                }
+            };
             let outcome = match result {
                 Err(_) if response_started => Outcome::Broken(504),
                 Err(_) => Outcome::Failed(504, proxy::UPSTREAM_TIMEOUT, false),

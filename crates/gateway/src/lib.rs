@@ -40,6 +40,8 @@ pub struct GatewayOptions {
     pub local_backend: String,
     /// Valid API keys; `None`: any present key is accepted.
     pub api_keys: Option<HashSet<String>>,
+    /// Threads serving connections; `None`: one per core.
+    pub threads: Option<usize>,
 }
 
 impl Default for GatewayOptions {
@@ -47,6 +49,7 @@ impl Default for GatewayOptions {
         Self {
             local_backend: "http://127.0.0.1:8082".into(),
             api_keys: None,
+            threads: None,
         }
     }
 }
@@ -208,6 +211,42 @@ impl Gateway {
         self.apply(&text).await
     }
 
+    /// Watches the config file given at start and applies it whenever its content changes
+    /// (checked every `every`; editors' atomic renames and symlink swaps are seen too). A bad
+    /// file is logged and the running version kept; the same content is not applied twice.
+    pub async fn watch_config(self: Arc<Self>, every: std::time::Duration) {
+        let Some(path) = self.config_path.clone() else {
+            return;
+        };
+        let mut seen = tokio::fs::read(&path).await.ok();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(now) = tokio::fs::read(&path).await else {
+                continue;
+            };
+            if seen.as_ref() == Some(&now) {
+                continue;
+            }
+            let previous = seen.replace(now.clone());
+            let Ok(text) = String::from_utf8(now) else {
+                tracing::error!(path = %path.display(), "config file is not UTF-8; keeping the current config");
+                continue;
+            };
+            match self.apply(&text).await {
+                Ok(v) => tracing::info!(version = v, "config file changed; new version active"),
+                Err(e) => {
+                    tracing::error!(error = %e, "changed config refused; keeping the current config");
+                    // Discovery may work next time; a config that is wrong stays refused.
+                    if matches!(e, LoadError::Discovery { .. }) {
+                        seen = previous;
+                    }
+                }
+            }
+        }
+    }
+
     /// Makes a previous version active again.
     pub fn restore(&self, version: u64) -> Option<u64> {
         let found = self
@@ -241,15 +280,40 @@ impl Gateway {
 /// Serves the gateway on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) until
 /// `shutdown`; then stops accepting, lets every in-flight request finish (up to 30 s) and closes
 /// idle connections.
+///
+/// Connections are served by one single-threaded runtime per core (or
+/// [`GatewayOptions::threads`]), each accepted connection handed to the next: a request never
+/// crosses threads, so there is no work stealing or cross-thread wake-up on the request path.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let threads = gateway
+        .options
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Every connection task holds a sender; `recv` returns `None` once all have finished.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut workers = Vec::with_capacity(threads);
+    let mut joins = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let gw = gateway.clone();
+        let stop = stop_rx.clone();
+        let done = done_tx.clone();
+        let join = std::thread::Builder::new()
+            .name(format!("gateway-{i}"))
+            .spawn(move || runtime.block_on(worker(gw, rx, stop, done)))?;
+        workers.push(tx);
+        joins.push(join);
+    }
     tokio::pin!(shutdown);
+    let mut next = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -263,22 +327,49 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let gw = gateway.clone();
-                let stop = stop_rx.clone();
-                let done = done_tx.clone();
-                tokio::spawn(async move {
-                    h1::serve_connection(gw, stream, peer, stop).await;
-                    drop(done);
-                });
+                let Ok(stream) = stream.into_std() else { continue };
+                next = (next + 1) % workers.len();
+                let _ = workers[next].send((stream, peer));
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
+    drop(workers);
     let _ = stop_tx.send(true);
     drop(done_tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), done_rx.recv()).await;
+    drop(stop_rx);
+    for j in joins {
+        let _ = tokio::task::spawn_blocking(move || j.join()).await;
+    }
     Ok(())
+}
+
+/// One worker runtime: serves the connections it is handed until the acceptor stops, then
+/// waits (up to 30 s) for them to finish.
+async fn worker(
+    gateway: Arc<Gateway>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    done: tokio::sync::mpsc::Sender<()>,
+) {
+    let (local_tx, mut local_rx) = tokio::sync::mpsc::channel::<()>(1);
+    while let Some((stream, peer)) = incoming.recv().await {
+        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+            continue;
+        };
+        let gw = gateway.clone();
+        let stop = stop.clone();
+        let done = done.clone();
+        let local = local_tx.clone();
+        tokio::spawn(async move {
+            h1::serve_connection(gw, stream, peer, stop).await;
+            drop((done, local));
+        });
+    }
+    drop((local_tx, done));
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), local_rx.recv()).await;
 }
 
 /// The peer address type used by handlers.
