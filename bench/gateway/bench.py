@@ -11,6 +11,8 @@ Series (each `wrk -t1 -c64 -d10s --latency`, 3 runs, median):
   g0  gateway, no-auth route /open            g1  gateway, valid token (verified-token cache hit)
   g2  gateway, token signed by another key    g3  gateway, a different valid token per request
   g3c control for g3: the same Lua script with a one-token list (cache hit)
+  g1m g1 with the gateway's default thread count (one per core); every other g series runs the
+      gateway with --threads 1, as the peers run one nginx worker / one HAProxy thread
 
 One nginx backend (same config as the peer benchmark) runs throughout; every proxy is started
 for its own series and stopped after it, so only one target is ever under load. Servers run in
@@ -90,6 +92,8 @@ SERIES = [
     ("g3", f"Gatehouse gateway, a different valid token on every request (uncached verification)", "gateway",
      {"lua": "distinct"}),
     ("g3c", "control for g3: same Lua script, one-token list (cache hit)", "gateway", {"lua": "single"}),
+    ("g1m", "Gatehouse gateway, valid token, default threads (one per core)", "gateway",
+     {"path": "/", "token": "valid", "threads": 0}),
 ]
 LABEL = {s[0]: s[1] for s in SERIES}
 
@@ -330,7 +334,7 @@ def clean_env(extra=None):
     return env
 
 
-def make_server(kind, work, gatehouse):
+def make_server(kind, work, gatehouse, how=None):
     if kind in ("backend", "nginx_proxy"):
         d = os.path.join(work, "nginx-backend" if kind == "backend" else "nginx-proxy")
         argv = ["nginx", "-p", d + "/", "-e", "logs/error.log", "-c", "conf/nginx.conf"]
@@ -344,6 +348,11 @@ def make_server(kind, work, gatehouse):
     if kind == "gateway":
         argv = [gatehouse, "gateway", "--config", os.path.join(work, "gateway.yaml"),
                 "--listen", f"127.0.0.1:{P['gateway']}", "--admin-listen", f"127.0.0.1:{P['gateway_admin']}"]
+        # One serving thread, as the peers run one worker (nginx) / one thread (HAProxy);
+        # threads 0 = the default, one per core.
+        threads = (how or {}).get("threads", 1)
+        if threads:
+            argv += ["--threads", str(threads)]
         # warn: no per-request access-log line (info) during the load runs
         return Server(kind, argv, work, clean_env({"GATEHOUSE_LOG": "warn"}), os.path.join(work, "gateway.log"),
                       P[kind], "/open", extra_ports=(P["gateway_admin"],))
@@ -593,7 +602,7 @@ def cmd_run(args):
                 if kind == "gateway" and jwks is None:
                     jwks = make_server("jwks", work, args.gatehouse)
                     start(jwks)
-                loaded = make_server(kind, work, args.gatehouse)
+                loaded = make_server(kind, work, args.gatehouse, how)
                 sec = start(loaded)
                 emit({"kind": "ready", "target": kind, "series": sid, "seconds": round(sec, 4)})
                 time.sleep(1)
@@ -689,8 +698,9 @@ def report(path, docs_path=None):
              "and stopped after it. Tokens are RS256 (2048-bit key, `kid`, the peer tokens' iss/aud), minted with "
              "PyJWT before the run; the gateway fetches the public key as a JWKS from a small local HTTP server. "
              "The gateway runs with `GATEHOUSE_LOG=warn`, so the per-request access-log line (info level) is off "
-             "during the load, as nginx (`access_log off`) and HAProxy (`log ... err`) are. CPU % is of one core "
-             "(the gateway's runtime may use both; nginx and HAProxy use one worker / thread); µs/req = the "
+             "during the load, as nginx (`access_log off`) and HAProxy (`log ... err`) are. The gateway serves "
+             "with `--threads 1` in every g series but g1m, as nginx runs one worker and HAProxy one thread "
+             "(g1m: the default, one serving thread per core). CPU % is of one core; µs/req = the "
              "proxy's CPU time ÷ requests. Peak RSS: VmRSS sampled every 100 ms during the runs. wrk, proxy and "
              "backend share the same 2 cores. A run during which anything besides wrk, the proxy, the backend, "
              f"ksoftirqd and the driver used more than {FOREIGN_MAX:.0f} % of a core (machine busy time from "
@@ -733,7 +743,7 @@ def report(path, docs_path=None):
                  f"{fm(b['p99'] + 1)} ms | {pf(g1['p99'] <= b['p99'] + 1)} |")
     if g1:
         L.append(f"| gateway RSS < 30 MB under the token load (g1, peak) | {g1['rss']:.1f} MB | {pf(g1['rss'] < 30)} |")
-    gs = [(sid, S[sid]) for sid in ("g0", "g1", "g2", "g3", "g3c") if S.get(sid)]
+    gs = [(sid, S[sid]) for sid in ("g0", "g1", "g2", "g3", "g3c", "g1m") if S.get(sid)]
     if gs:
         sid, worst = max(gs, key=lambda x: x[1]["rss"])
         L.append(f"| gateway RSS < 30 MB under every gateway load (peak, worst series {sid}) | {worst['rss']:.1f} MB | "
