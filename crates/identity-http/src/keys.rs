@@ -45,19 +45,23 @@ fn cacheable(body: String, max_age: i64) -> Response {
     res
 }
 
+fn published(doc: gatehouse_identity::Result<(String, i64)>) -> Response {
+    match doc {
+        Ok((body, age)) => cacheable(body, age),
+        Err(e) => crate::ApiError(e).into_response(),
+    }
+}
+
 async fn id_token_x509(State(identity): State<Identity>) -> Response {
-    let (body, age) = identity.keyring().x509(KeyPurpose::IdToken);
-    cacheable(body, age)
+    published(identity.keyring().x509(KeyPurpose::IdToken))
 }
 
 async fn id_token_jwks(State(identity): State<Identity>) -> Response {
-    let (body, age) = identity.keyring().jwks(KeyPurpose::IdToken);
-    cacheable(body, age)
+    published(identity.keyring().jwks(KeyPurpose::IdToken))
 }
 
 async fn session_x509(State(identity): State<Identity>) -> Response {
-    let (body, age) = identity.keyring().x509(KeyPurpose::SessionCookie);
-    cacheable(body, age)
+    published(identity.keyring().x509(KeyPurpose::SessionCookie))
 }
 
 async fn discovery_default(State(identity): State<Identity>) -> Response {

@@ -162,7 +162,7 @@ async fn dispatch(
         ("sessionCookiePublicKeys", false) if *m == Method::GET => {
             let (jwks, _) = identity
                 .keyring()
-                .jwks(gatehouse_identity::KeyPurpose::SessionCookie);
+                .jwks(gatehouse_identity::KeyPurpose::SessionCookie)?;
             return serde_json::from_str(&jwks).map_err(|e| Error::Internal(e.to_string()));
         }
         ("config", true) => return project_config(identity, inc, project).await,

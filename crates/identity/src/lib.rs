@@ -13,7 +13,6 @@
 
 mod accounts;
 mod admin;
-mod clock;
 mod config;
 mod custom_token;
 mod error;
@@ -29,9 +28,9 @@ mod update;
 mod user;
 mod verified;
 
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Mode, ProjectConfig, ProjectSettings, RateLimits, SmtpConfig, SmtpSecurity};
 pub use error::{Error, Result};
+pub use gatehouse_keyring::{Clock, ManualClock, SystemClock};
 pub use keyring::{KeyPurpose, Keyring};
 pub use limits::Limits;
 pub use mail::Mailer;

@@ -390,7 +390,7 @@ impl Identity {
         {
             return Ok(claims);
         }
-        let set = self.inner.keyring.current(purpose);
+        let set = self.inner.keyring.current(purpose)?;
         match set
             .verifier()
             .verify(token, issuer, &project.project_id, now, 0)
@@ -405,7 +405,7 @@ impl Identity {
                 // Another replica may have rotated; look once more.
                 if self.inner.limits.allow_key_reload() {
                     self.inner.keyring.reload().await?;
-                    let set = self.inner.keyring.current(purpose);
+                    let set = self.inner.keyring.current(purpose)?;
                     return set
                         .verifier()
                         .verify(token, issuer, &project.project_id, now, 0)

@@ -9,9 +9,11 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod iam;
 mod identity;
 mod keys;
 
+pub use iam::{AuditRecord, ProjectRecord, ServiceAccountKeyRecord, ServiceAccountRecord};
 pub use identity::{IdentityLink, OobCodeRecord, RefreshTokenRecord, UserRecord};
 pub use keys::SigningKeyRecord;
 

@@ -35,3 +35,19 @@ pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
         .decode(text.trim_end_matches('='))
         .ok()
 }
+
+/// An RFC 3339 UTC timestamp for `ms` since the epoch: with milliseconds
+/// (`2024-01-01T12:00:00.000Z`) or, with `whole_seconds`, without (`2024-01-01T12:00:00Z`,
+/// the form Python's `strptime("%Y-%m-%dT%H:%M:%SZ")` reads).
+pub fn rfc3339(ms: i64, whole_seconds: bool) -> String {
+    let secs = ms.div_euclid(1000);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = keys::civil_from_days(secs.div_euclid(86_400));
+    let (h, min, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    if whole_seconds {
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z")
+    } else {
+        let millis = ms.rem_euclid(1000);
+        format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{millis:03}Z")
+    }
+}
