@@ -12,7 +12,6 @@ use gatehouse_identity::{
     Identity, IdentityOptions, Mode, ProjectConfig, RateLimits, SmtpConfig, SmtpSecurity,
     SystemClock,
 };
-use gatehouse_store::Store;
 use gatehouse_tokens::{PublicKey, SigningKey};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
@@ -153,18 +152,7 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
             "unsigned ID tokens are on for development projects: anyone can forge tokens they accept"
         );
     }
-    let url = match &args.database_url {
-        Some(u) => u.clone(),
-        None => {
-            std::fs::create_dir_all(&args.data_dir)
-                .with_context(|| format!("creating {}", args.data_dir.display()))?;
-            format!(
-                "sqlite://{}?mode=rwc",
-                args.data_dir.join("gatehouse.db").display()
-            )
-        }
-    };
-    let store = Store::connect(&url).await.context("opening the database")?;
+    let store = crate::open_store(&args.data_dir, args.database_url.as_deref()).await?;
     store.set_account_cache_ttl(Duration::from_millis(args.account_cache_ms));
     let listener = TcpListener::bind(&args.listen)
         .await

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod gateway_cmd;
+mod iam_cmd;
 mod identity_cmd;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Command {
     Identity(identity_cmd::IdentityArgs),
     /// The API gateway (Google API Gateway / ESPv2 compatible OpenAPI configs).
     Gateway(gateway_cmd::GatewayArgs),
+    /// Service accounts, keys, tokens, policies and metadata servers (Google IAM compatible).
+    Iam(iam_cmd::IamArgs),
 }
 
 fn init_tracing(format: &str) {
@@ -54,7 +57,30 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Identity(args) => identity_cmd::run(args).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
+        Command::Iam(args) => iam_cmd::run(args).await,
     }
+}
+
+/// Opens the database: `database_url`, or an embedded SQLite file in `data_dir`.
+pub(crate) async fn open_store(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<gatehouse_store::Store> {
+    use anyhow::Context as _;
+    let url = match database_url {
+        Some(u) => u.to_owned(),
+        None => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("gatehouse.db").display()
+            )
+        }
+    };
+    gatehouse_store::Store::connect(&url)
+        .await
+        .context("opening the database")
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -345,7 +345,7 @@ impl Store {
 
     /// Writes a policy. With `expected` (the write count the caller read; 0 = none yet) the
     /// write happens only if nobody wrote in between, else `Conflict("etag")`. Returns the new
-    /// write count.
+    /// write count. One statement each way, so SQLite never has to upgrade a read transaction.
     pub async fn put_iam_policy(
         &self,
         resource: &str,
@@ -353,47 +353,54 @@ impl Store {
         expected: Option<i64>,
         now: i64,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        let current: Option<(i64,)> =
-            sqlx::query_as("SELECT version FROM iam_policies WHERE resource = $1")
+        match expected {
+            None => {
+                let (version,): (i64,) = sqlx::query_as(
+                    "INSERT INTO iam_policies (resource, policy, version, updated_at) \
+                     VALUES ($1, $2, 1, $3) ON CONFLICT (resource) DO UPDATE SET \
+                     policy = excluded.policy, version = iam_policies.version + 1, \
+                     updated_at = excluded.updated_at RETURNING version",
+                )
                 .bind(resource)
-                .fetch_optional(&mut *tx)
+                .bind(policy)
+                .bind(now)
+                .fetch_one(&self.pool)
                 .await?;
-        let current = current.map_or(0, |(v,)| v);
-        if expected.is_some_and(|e| e != current) {
-            return Err(Error::Conflict("etag"));
+                Ok(version)
+            }
+            Some(0) => {
+                let done = sqlx::query(
+                    "INSERT INTO iam_policies (resource, policy, version, updated_at) \
+                     VALUES ($1, $2, 1, $3) ON CONFLICT (resource) DO NOTHING",
+                )
+                .bind(resource)
+                .bind(policy)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(Error::Conflict("etag"));
+                }
+                Ok(1)
+            }
+            Some(current) => {
+                let done = sqlx::query(
+                    "UPDATE iam_policies SET policy = $2, version = $3, updated_at = $4 \
+                     WHERE resource = $1 AND version = $5",
+                )
+                .bind(resource)
+                .bind(policy)
+                .bind(current + 1)
+                .bind(now)
+                .bind(current)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(Error::Conflict("etag"));
+                }
+                Ok(current + 1)
+            }
         }
-        let next = current + 1;
-        let done = if current == 0 {
-            sqlx::query(
-                "INSERT INTO iam_policies (resource, policy, version, updated_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (resource) DO NOTHING",
-            )
-            .bind(resource)
-            .bind(policy)
-            .bind(next)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-        } else {
-            sqlx::query(
-                "UPDATE iam_policies SET policy = $2, version = $3, updated_at = $4 \
-                 WHERE resource = $1 AND version = $5",
-            )
-            .bind(resource)
-            .bind(policy)
-            .bind(next)
-            .bind(now)
-            .bind(current)
-            .execute(&mut *tx)
-            .await?
-        };
-        if done.rows_affected() != 1 {
-            // A concurrent writer got there first.
-            return Err(Error::Conflict("etag"));
-        }
-        tx.commit().await?;
-        Ok(next)
     }
 
     /// Records access decisions.
