@@ -166,6 +166,11 @@ pub(crate) const ACCESS_TOKEN: Purpose = Purpose {
     cert_subject: "oauth2.googleapis.com",
 };
 
+/// Decisions waiting for the audit writer at most; more wait for it.
+const AUDIT_QUEUE: usize = 65_536;
+/// Decisions written per batch at most.
+const AUDIT_BATCH: usize = 8_192;
+
 /// Lifetime of the system-managed key a service account signs blobs and JWTs with.
 const SYSTEM_KEY_MS: i64 = 14 * 86_400_000;
 /// User-managed keys never expire (Google's default); stored as far in the future.
@@ -216,7 +221,7 @@ struct Inner {
     accounts: Ttl<Option<Arc<ServiceAccountRecord>>>,
     keys: Ttl<Option<Arc<ServiceAccountKeyRecord>>>,
     policies: Ttl<Arc<(Policy, i64)>>,
-    audit: tokio::sync::mpsc::UnboundedSender<AuditRecord>,
+    audit: tokio::sync::mpsc::Sender<AuditRecord>,
     audit_flushed: tokio::sync::Notify,
     audit_pending: std::sync::atomic::AtomicU64,
 }
@@ -300,7 +305,7 @@ impl Iam {
             &[GOOGLE_ID_TOKEN, ACCESS_TOKEN],
         )
         .await?;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(AUDIT_QUEUE);
         let ttl = config.cache_ttl;
         let iam = Self {
             inner: Arc::new(Inner {
@@ -779,7 +784,7 @@ impl Iam {
                 .0
                 .allows(principal, permission);
         }
-        self.audit(principal, permission, resource, allowed);
+        self.audit(principal, permission, resource, allowed).await;
         Ok(allowed)
     }
 
@@ -818,19 +823,27 @@ impl Iam {
         Ok(out)
     }
 
-    fn audit(&self, principal: &Principal, permission: &str, resource: &str, allowed: bool) {
+    /// Queues a decision for the audit log; when the writer falls behind by a full queue,
+    /// decisions wait for it (nothing is dropped, memory stays bounded).
+    async fn audit(&self, principal: &Principal, permission: &str, resource: &str, allowed: bool) {
         let who = principal.member();
         tracing::info!(target: "gatehouse::audit", principal = %who, permission, resource, allowed, "access decision");
         self.inner
             .audit_pending
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let _ = self.inner.audit.send(AuditRecord {
+        let record = AuditRecord {
             at: self.now_ms(),
             principal: who,
             permission: permission.to_owned(),
             resource: resource.to_owned(),
             allowed,
-        });
+            count: 1,
+        };
+        if self.inner.audit.send(record).await.is_err() {
+            self.inner
+                .audit_pending
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Waits until every decision made so far is in the store.
@@ -856,26 +869,36 @@ impl Iam {
     }
 }
 
-/// Writes audit records in batches, off the request path.
+/// Writes audit records in batches, off the request path. Identical decisions in one batch
+/// become one row with their count.
 async fn audit_writer(
     inner: std::sync::Weak<Inner>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<AuditRecord>,
+    mut rx: tokio::sync::mpsc::Receiver<AuditRecord>,
 ) {
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
+    let mut batch = Vec::with_capacity(AUDIT_BATCH);
+    while rx.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
         let Some(inner) = inner.upgrade() else { return };
         let n = batch.len() as u64;
-        if let Err(e) = inner.store.insert_audit(&batch).await {
+        let mut rows: Vec<AuditRecord> = Vec::new();
+        let mut index: HashMap<(String, String, String, bool), usize> = HashMap::new();
+        for r in batch.drain(..) {
+            let key = (
+                r.principal.clone(),
+                r.permission.clone(),
+                r.resource.clone(),
+                r.allowed,
+            );
+            match index.get(&key) {
+                Some(&i) => rows[i].count += r.count,
+                None => {
+                    index.insert(key, rows.len());
+                    rows.push(r);
+                }
+            }
+        }
+        if let Err(e) = inner.store.insert_audit(&rows).await {
             tracing::error!(error = %e, records = n, "audit log write failed");
         }
-        batch.clear();
         inner
             .audit_pending
             .fetch_sub(n, std::sync::atomic::Ordering::SeqCst);

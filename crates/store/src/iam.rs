@@ -52,7 +52,7 @@ impl std::fmt::Debug for ServiceAccountKeyRecord {
     }
 }
 
-/// One access decision.
+/// An access decision (or `count` identical ones, the first at `at`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     pub at: i64,
@@ -60,6 +60,7 @@ pub struct AuditRecord {
     pub permission: String,
     pub resource: String,
     pub allowed: bool,
+    pub count: i64,
 }
 
 type AccountRow = (String, String, String, String, String, String, i64, i64);
@@ -403,24 +404,41 @@ impl Store {
         }
     }
 
-    /// Records access decisions.
+    /// Records access decisions, many rows per statement.
     pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
+        const ROWS: usize = 200;
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            sqlx::query(
-                "INSERT INTO iam_audit (at, principal, permission, resource, allowed) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(r.at)
-            .bind(&r.principal)
-            .bind(&r.permission)
-            .bind(&r.resource)
-            .bind(flag(r.allowed))
-            .execute(&mut *tx)
-            .await?;
+        for chunk in records.chunks(ROWS) {
+            let mut sql = String::from(
+                "INSERT INTO iam_audit (at, principal, permission, resource, allowed, count) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 6;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+            }
+            // Only placeholders are generated; every value is bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.at)
+                    .bind(&r.principal)
+                    .bind(&r.permission)
+                    .bind(&r.resource)
+                    .bind(flag(r.allowed))
+                    .bind(r.count);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -428,8 +446,8 @@ impl Store {
 
     /// The newest `limit` decisions, newest first.
     pub async fn audit(&self, limit: i64) -> Result<Vec<AuditRecord>> {
-        let rows: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
-            "SELECT at, principal, permission, resource, allowed FROM iam_audit \
+        let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT at, principal, permission, resource, allowed, count FROM iam_audit \
              ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
@@ -438,12 +456,13 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(at, principal, permission, resource, allowed)| AuditRecord {
+                |(at, principal, permission, resource, allowed, count)| AuditRecord {
                     at,
                     principal,
                     permission,
                     resource,
                     allowed: allowed != 0,
+                    count,
                 },
             )
             .collect())

@@ -47,6 +47,8 @@ CREATE TABLE iam_audit (
     principal  TEXT    NOT NULL,
     permission TEXT    NOT NULL,
     resource   TEXT    NOT NULL,
-    allowed    INTEGER NOT NULL
+    allowed    INTEGER NOT NULL,
+    -- Identical decisions written together are one row with their number.
+    count      INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX iam_audit_at ON iam_audit (at);

@@ -1,0 +1,345 @@
+"""Helpers for the Gatehouse IAM compatibility suite.
+
+`Gatehouse` drives the real `gatehouse` binary: the `iam` CLI on the database (as a project
+owner uses `gcloud`) and one `gatehouse iam serve` process with a metadata server. Everything
+the tests check goes over HTTP, through the real google-auth library or plain `requests`.
+"""
+
+import base64
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+from google.oauth2 import service_account
+
+HTTP_TIMEOUT = 15  # seconds, for every raw request
+PROJECT = "demo-proj"
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+# What a service's ingress (Cloud Run, IAP) would put in `aud`.
+AUDIENCE = "https://vote-app-abc123-uc.a.run.app"
+# The audience GAPIC clients put in self-signed JWTs for the IAM API.
+IAM_API_AUDIENCE = "https://iam.googleapis.com/"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# ---------------------------------------------------------------- small helpers
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique_id(prefix):
+    """A fresh account id (6-30 chars of [a-z0-9-], starting with a letter)."""
+    ident = f"{prefix}-{secrets.token_hex(3)}"
+    assert 6 <= len(ident) <= 30, ident
+    return ident
+
+
+def unique_project(prefix="pol"):
+    return unique_id(prefix)
+
+
+def eventually(check, timeout=6.0, interval=0.1, retry_on=(AssertionError,)):
+    """Calls `check` until it returns without raising `retry_on`; returns its value.
+
+    The server caches accounts, keys and policies for 1 s, so changes made with the CLI
+    (straight on the database) show up over HTTP within about that time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except retry_on:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(interval)
+
+
+def b64url_decode(segment):
+    if isinstance(segment, bytes):
+        segment = segment.decode("ascii")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def jwt_header(token):
+    if isinstance(token, bytes):
+        token = token.decode("ascii")
+    return json.loads(b64url_decode(token.split(".")[0]))
+
+
+def jwt_payload(token):
+    if isinstance(token, bytes):
+        token = token.decode("ascii")
+    return json.loads(b64url_decode(token.split(".")[1]))
+
+
+def assert_google_error(resp, code, status):
+    """Google's JSON error: HTTP `code` and {"error": {"code", "message", "status"}}."""
+    assert resp.status_code == code, (
+        f"expected HTTP {code} {status}, got {resp.status_code}: {resp.text[:500]}"
+    )
+    try:
+        body = resp.json()
+    except ValueError as exc:
+        raise AssertionError(f"error body is not JSON: {resp.text[:300]!r}") from exc
+    err = body.get("error") if isinstance(body, dict) else None
+    assert isinstance(err, dict), body
+    assert err.get("code") == code, err
+    assert err.get("status") == status, err
+    assert isinstance(err.get("message"), str) and err["message"], err
+    return err
+
+
+def assert_ok(resp, what=""):
+    assert resp.status_code == 200, f"{what}: HTTP {resp.status_code}: {resp.text[:500]}"
+    return resp.json()
+
+
+class Account:
+    def __init__(self, email, unique_id, project):
+        self.email = email
+        self.unique_id = unique_id
+        self.project = project
+        self.member = f"serviceAccount:{email}"
+
+    @property
+    def resource(self):
+        return f"projects/{self.project}/serviceAccounts/{self.email}"
+
+    def __repr__(self):
+        return f"Account({self.email})"
+
+
+def access_token_for(key_path, http_request, scopes=(CLOUD_PLATFORM,)):
+    """An access token from our /token endpoint, obtained by google-auth from a key file."""
+    creds = service_account.Credentials.from_service_account_file(key_path, scopes=list(scopes))
+    creds.refresh(http_request)
+    assert creds.token, "google-auth got no access token"
+    return creds.token
+
+
+# ---------------------------------------------------------------- the server under test
+
+class Gatehouse:
+    """One data directory, the `gatehouse iam` CLI on it, and one `serve` process."""
+
+    def __init__(self, binary, data_dir):
+        self.binary = binary
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.mds_port = free_port()
+        while self.mds_port == self.port:
+            self.mds_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.mds_url = f"http://127.0.0.1:{self.mds_port}"
+        self.log_path = os.path.join(data_dir, "server.log")
+        self.proc = None
+        self.session = requests.Session()
+        self.session.trust_env = False  # never send loopback traffic through a proxy
+        self.mds_account = None
+
+    # -- CLI ---------------------------------------------------------------
+    def cli(self, *args):
+        """Runs `gatehouse iam --data-dir D --public-url URL ARGS`; returns stdout lines."""
+        cmd = [
+            self.binary, "iam", "--data-dir", self.data_dir, "--public-url", self.url, *args,
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            raise AssertionError(
+                f"gatehouse CLI failed ({res.returncode}): {' '.join(args)}\n"
+                f"stdout: {res.stdout[-2000:]}\nstderr: {res.stderr[-2000:]}"
+            )
+        return [line for line in res.stdout.splitlines() if line.strip()]
+
+    def cli_json(self, *args):
+        lines = self.cli(*args)
+        assert lines, f"no output from gatehouse iam {' '.join(args)}"
+        return json.loads(lines[-1])
+
+    def create_account(self, prefix, project=PROJECT):
+        out = self.cli_json(
+            "service-accounts", "create", unique_id(prefix), "--project", project,
+        )
+        assert out["projectId"] == project, out
+        return Account(out["email"], out["uniqueId"], out["projectId"])
+
+    def create_key_file(self, account, name=None):
+        """Writes a key file for the account; returns (path, key id)."""
+        name = name or f"{account.email.split('@')[0]}-{secrets.token_hex(3)}.json"
+        path = os.path.join(self.data_dir, "keys", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        out = self.cli_json(
+            "service-accounts", "keys", "create", path, "--iam-account", account.email,
+        )
+        return path, out["keyId"]
+
+    def delete_key(self, account, key_id):
+        self.cli("service-accounts", "keys", "delete", key_id, "--iam-account", account.email)
+
+    def disable(self, account):
+        self.cli("service-accounts", "disable", account.email)
+
+    def enable(self, account):
+        self.cli("service-accounts", "enable", account.email)
+
+    def _binding(self, verb, member, role, project, resource):
+        target = ["--resource", resource] if resource else ["--project", project or PROJECT]
+        return self.cli_json(verb, *target, "--member", member, "--role", role)
+
+    def add_binding(self, member, role, project=None, resource=None):
+        return self._binding("add-binding", member, role, project, resource)
+
+    def remove_binding(self, member, role, project=None, resource=None):
+        return self._binding("remove-binding", member, role, project, resource)
+
+    # -- server ------------------------------------------------------------
+    def start(self, mds_account):
+        self.mds_account = mds_account
+        cmd = [
+            self.binary, "iam", "--data-dir", self.data_dir, "--public-url", self.url,
+            "serve", "--listen", f"127.0.0.1:{self.port}",
+            "--metadata", f"{mds_account.email}=127.0.0.1:{self.mds_port}",
+        ]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        api_up = mds_up = False
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"gatehouse iam serve exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            for rec in self.log_records():
+                msg = rec.get("message") or rec.get("fields", {}).get("message")
+                if msg == "listening":
+                    api_up = True
+                elif msg == "metadata listening":
+                    mds_up = True
+                elif msg == "metadata server failed":
+                    raise RuntimeError(f"metadata server failed:\n{self.log_tail()}")
+            if api_up and mds_up:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"gatehouse iam serve did not come up in 30 s:\n{self.log_tail()}")
+
+    def log_records(self):
+        out = []
+        try:
+            with open(self.log_path, "rb") as f:
+                for raw in f:
+                    try:
+                        rec = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(rec, dict):
+                        out.append(rec)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def log_tail(self, n=40):
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return "\n".join(lines[-n:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=10)
+        self._log.close()
+        self.session.close()
+
+    # -- HTTP --------------------------------------------------------------
+    def request(self, method, path, token=None, json_body=None, headers=None):
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        return self.session.request(
+            method, self.url + path, headers=h, json=json_body, timeout=HTTP_TIMEOUT,
+        )
+
+    def get(self, path, token=None):
+        return self.request("GET", path, token=token)
+
+    def post(self, path, body=None, token=None):
+        return self.request("POST", path, token=token, json_body={} if body is None else body)
+
+    def list_accounts(self, token, project=PROJECT):
+        return self.get(f"/v1/projects/{project}/serviceAccounts", token=token)
+
+    def test_permissions(self, token, resource, permissions):
+        return self.post(f"/v1/{resource}:testIamPermissions", {"permissions": permissions}, token)
+
+    def x509_certs_url(self):
+        return self.url + "/oauth2/v1/certs"
+
+    def jwks_certs_url(self):
+        return self.url + "/oauth2/v3/certs"
+
+    def mds_get(self, path, flavor=True, **kwargs):
+        headers = {"Metadata-Flavor": "Google"} if flavor else {}
+        return self.session.get(
+            self.mds_url + path, headers=headers, timeout=HTTP_TIMEOUT, **kwargs,
+        )
+
+    # -- google-auth against the metadata server, in a child process -----------
+    def run_mds_probe(self, audiences, timeout=60):
+        """Runs mds_probe.py with GCE_METADATA_HOST/IP pointing at our metadata server.
+
+        google-auth reads those variables when it is imported, so this must be a new process;
+        the test process itself never sets them.
+        """
+        env = {
+            k: v for k, v in os.environ.items()
+            if not k.startswith(("GOOGLE_", "GCE_", "CLOUDSDK_", "GCLOUD_"))
+            and k not in ("NO_GCE_CHECK", "CLOUD_RUN_JOB", "K_SERVICE")
+        }
+        gcloud_dir = os.path.join(self.data_dir, "empty-gcloud-config")
+        os.makedirs(gcloud_dir, exist_ok=True)
+        env.update({
+            "GCE_METADATA_HOST": f"127.0.0.1:{self.mds_port}",
+            "GCE_METADATA_IP": f"127.0.0.1:{self.mds_port}",
+            # No gcloud application-default credentials may be found instead.
+            "CLOUDSDK_CONFIG": gcloud_dir,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        })
+        for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+            env.pop(k, None)
+        res = subprocess.run(
+            [sys.executable, os.path.join(HERE, "mds_probe.py"), json.dumps({"audiences": audiences})],
+            capture_output=True, text=True, timeout=timeout, env=env,
+        )
+        if res.returncode != 0:
+            raise AssertionError(
+                f"mds_probe.py failed ({res.returncode}):\nstdout: {res.stdout[-3000:]}\n"
+                f"stderr: {res.stderr[-3000:]}"
+            )
+        return json.loads(res.stdout.strip().splitlines()[-1])
