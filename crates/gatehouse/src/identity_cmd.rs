@@ -174,6 +174,15 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         }),
         None => None,
     };
+    // IAM on the same database: service accounts with an admin role are admins, keys of the
+    // project's service accounts sign custom tokens.
+    let iam = gatehouse_iam::Iam::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        gatehouse_iam::IamConfig::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let identity = Identity::new(IdentityOptions {
         store,
         clock: Arc::new(SystemClock),
@@ -189,6 +198,7 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}")),
         key_rotation_secs: args.key_rotation_secs,
+        authority: Some(Arc::new(crate::authority::IamAuthority(iam))),
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod authority;
 mod gateway_cmd;
 mod iam_cmd;
 mod identity_cmd;

@@ -33,13 +33,15 @@ struct ResetForm {
 }
 
 /// The caller an action link acts for: the project of the link's API key.
-fn action_caller(
+async fn action_caller(
     identity: &Identity,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     api_key: Option<&str>,
 ) -> Result<Caller, Error> {
     let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
-    identity.authenticate(Some(api_key.unwrap_or("-")), None, None, None, ip)
+    identity
+        .authenticate(Some(api_key.unwrap_or("-")), None, None, None, ip)
+        .await
 }
 
 fn escape(text: &str) -> String {
@@ -88,7 +90,7 @@ async fn show(
     let Some(code) = q.oob_code.clone().filter(|c| !c.is_empty()) else {
         return failure(&Error::code("INVALID_OOB_CODE"));
     };
-    let caller = match action_caller(&identity, peer, q.api_key.as_deref()) {
+    let caller = match action_caller(&identity, peer, q.api_key.as_deref()).await {
         Ok(c) => c,
         Err(e) => return failure(&e),
     };
@@ -157,7 +159,7 @@ async fn submit(
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     Form(form): Form<ResetForm>,
 ) -> Response {
-    let caller = match action_caller(&identity, peer, form.api_key.as_deref()) {
+    let caller = match action_caller(&identity, peer, form.api_key.as_deref()).await {
         Ok(c) => c,
         Err(e) => return failure(&e),
     };

@@ -97,15 +97,17 @@ fn respond(result: Result<Value>) -> Response {
 }
 
 impl Incoming {
-    fn caller(&self, identity: &Identity, path_project: Option<&str>) -> Result<Caller> {
+    async fn caller(&self, identity: &Identity, path_project: Option<&str>) -> Result<Caller> {
         let target = self.body.get("targetProjectId").and_then(Value::as_str);
-        identity.authenticate(
-            self.creds.api_key.as_deref(),
-            self.creds.bearer.as_deref(),
-            path_project,
-            target,
-            self.creds.ip,
-        )
+        identity
+            .authenticate(
+                self.creds.api_key.as_deref(),
+                self.creds.bearer.as_deref(),
+                path_project,
+                target,
+                self.creds.ip,
+            )
+            .await
     }
 }
 
@@ -154,7 +156,7 @@ async fn dispatch(
     // Operations reachable without a project in the path (client calls) or with one.
     match (op, project.is_some()) {
         ("projects", false) if *m == Method::GET => {
-            let caller = inc.caller(identity, None)?;
+            let caller = inc.caller(identity, None).await?;
             return Ok(
                 json!({"projectId": caller.project_id(), "authorizedDomains": ["localhost"]}),
             );
@@ -171,7 +173,7 @@ async fn dispatch(
     if !(is_post || (op == "accounts:batchGet" && *m == Method::GET)) {
         return Err(Error::NotFound("Not Found".into()));
     }
-    let caller = inc.caller(identity, project)?;
+    let caller = inc.caller(identity, project).await?;
     let body = inc.body.clone();
     match op {
         "accounts" | "accounts:signUp" => sign_up(identity, &caller, body).await,
@@ -462,7 +464,7 @@ async fn project_config(
     inc: &Incoming,
     project: Option<&str>,
 ) -> Result<Value> {
-    let caller = inc.caller(identity, project)?;
+    let caller = inc.caller(identity, project).await?;
     let settings: ProjectSettings = match inc.method {
         Method::GET => identity.project_settings(&caller).await,
         Method::PATCH => {
@@ -487,7 +489,7 @@ async fn secure_token(State(identity): State<Identity>, req: Request<Body>) -> R
     }
     let result = async {
         // The Secure Token API takes API keys only.
-        let caller = identity.authenticate(inc.creds.api_key.as_deref(), None, None, None, inc.creds.ip)?;
+        let caller = identity.authenticate(inc.creds.api_key.as_deref(), None, None, None, inc.creds.ip).await?;
         let req: gatehouse_identity::TokenRequest = decode(inc.body.clone())?;
         let t = identity.refresh(&caller, req.grant_type.as_deref(), req.refresh_token.as_deref()).await?;
         Ok(json!({

@@ -210,6 +210,7 @@ async fn unsigned_id_tokens_are_opt_in_and_refused_in_production() {
         smtp: None,
         public_url: "http://x".into(),
         key_rotation_secs: 3600,
+        authority: None,
     })
     .await
     .unwrap_err();

@@ -28,7 +28,7 @@ impl Identity {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::code("MISSING_CUSTOM_TOKEN"))?;
         self.inner.limits.sign_in(caller.ip)?;
-        let claims = self.check_custom_token(caller, token)?;
+        let claims = self.check_custom_token(caller, token).await?;
         let uid = match claims.get("uid").or_else(|| claims.get("user_id")) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -109,7 +109,7 @@ impl Identity {
     }
 
     /// Checks a custom token as the project's mode requires; returns its claims.
-    fn check_custom_token(&self, caller: &Caller, token: &str) -> Result<Map<String, Value>> {
+    async fn check_custom_token(&self, caller: &Caller, token: &str) -> Result<Map<String, Value>> {
         let project = &caller.project;
         let invalid = |why: &str| Error::detail("INVALID_CUSTOM_TOKEN", why.to_owned());
         if project.mode == Mode::Development && token.trim_start().starts_with('{') {
@@ -127,7 +127,20 @@ impl Identity {
             .get("iss")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let signers = project.custom_token_signers.get(issuer);
+        // Configured signers first, else the keys IAM knows for an account of the project.
+        let from_iam;
+        let signers = match project.custom_token_signers.get(issuer) {
+            Some(s) => Some(s),
+            None => {
+                from_iam = match &self.inner.authority {
+                    Some(a) if header.alg == "RS256" => {
+                        a.custom_token_keys(issuer, &project.project_id).await
+                    }
+                    _ => Vec::new(),
+                };
+                (!from_iam.is_empty()).then_some(&from_iam)
+            }
+        };
         if project.mode == Mode::Development && (header.alg == "none" || signers.is_none()) {
             // The emulator's leniency: unsigned (or unknown-signer) custom tokens are accepted.
             return Ok(claims);

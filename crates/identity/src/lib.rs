@@ -43,6 +43,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use gatehouse_store::Store;
+use gatehouse_tokens::PublicKey;
 
 /// The identity service: every operation of the Identity Toolkit and Secure Token APIs.
 #[derive(Clone)]
@@ -63,6 +64,7 @@ struct Inner {
     hashing: hashing::HashPool,
     settings: tokio::sync::RwLock<HashMap<String, ProjectSettings>>,
     verified: verified::VerifiedTokens,
+    authority: Option<Arc<dyn Authority>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -86,6 +88,29 @@ pub struct IdentityOptions {
     pub public_url: String,
     /// How often signing keys rotate, in seconds.
     pub key_rotation_secs: i64,
+    /// IAM: admin credentials and custom-token signers beyond the static configuration.
+    pub authority: Option<Arc<dyn Authority>>,
+}
+
+/// A future returned by an [`Authority`].
+pub type AuthorityFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Who else may administer a project and sign its custom tokens: Google's IAM plays this part
+/// for Identity Platform (service accounts holding `roles/firebaseauth.admin`, keys of the
+/// project's service accounts).
+pub trait Authority: Send + Sync + 'static {
+    /// Whether `bearer` (an OAuth access token or a self-signed service-account JWT) is an
+    /// admin credential for `project_id`.
+    fn is_admin<'a>(&'a self, bearer: &'a str, project_id: &'a str) -> AuthorityFuture<'a, bool>;
+
+    /// The public keys with which `issuer` (a service-account e-mail) may sign custom tokens
+    /// for `project_id`; empty if it is not an enabled account of that project.
+    fn custom_token_keys<'a>(
+        &'a self,
+        issuer: &'a str,
+        project_id: &'a str,
+    ) -> AuthorityFuture<'a, Vec<PublicKey>>;
 }
 
 impl Identity {
@@ -99,6 +124,7 @@ impl Identity {
             smtp,
             public_url,
             key_rotation_secs,
+            authority,
         } = options;
         let default_project = projects
             .first()
@@ -141,6 +167,7 @@ impl Identity {
                 hashing: hashing::HashPool::new(cores)?,
                 settings: tokio::sync::RwLock::new(settings),
                 verified: verified::VerifiedTokens::default(),
+                authority,
             }),
         })
     }
@@ -189,7 +216,7 @@ impl Identity {
     /// `api_key` comes from `?key=` or `x-goog-api-key`; `bearer` from `Authorization: Bearer`.
     /// `path_project` is the project named in the URL, `target_project` the `targetProjectId`
     /// of the body. `ip` is the client address used for abuse limits.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         api_key: Option<&str>,
         bearer: Option<&str>,
@@ -197,7 +224,7 @@ impl Identity {
         target_project: Option<&str>,
         ip: IpAddr,
     ) -> Result<Caller> {
-        session::authenticate(self, api_key, bearer, path_project, target_project, ip)
+        session::authenticate(self, api_key, bearer, path_project, target_project, ip).await
     }
 
     pub(crate) async fn settings(&self, project: &str) -> ProjectSettings {

@@ -61,7 +61,7 @@ pub struct RefreshedTokens {
     pub project_number: String,
 }
 
-pub(crate) fn authenticate(
+pub(crate) async fn authenticate(
     identity: &Identity,
     api_key: Option<&str>,
     bearer: Option<&str>,
@@ -83,7 +83,7 @@ pub(crate) fn authenticate(
             .or(target_project)
             .unwrap_or(&inner.default_project);
         let project = lookup(id)?;
-        let ok = match project.mode {
+        let static_ok = match project.mode {
             Mode::Development => {
                 token.eq_ignore_ascii_case("owner")
                     || token.starts_with("ya29.")
@@ -91,6 +91,12 @@ pub(crate) fn authenticate(
             }
             Mode::Production => project.is_admin_key(token),
         };
+        // Otherwise IAM decides: a service account holding an admin role on the project.
+        let ok = static_ok
+            || match &inner.authority {
+                Some(a) => a.is_admin(token, &project.project_id).await,
+                None => false,
+            };
         if !ok {
             return Err(Error::Unauthenticated(
                 "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.".into(),

@@ -70,6 +70,7 @@ impl Builder {
             smtp: self.smtp,
             public_url: format!("http://{addr}"),
             key_rotation_secs: self.rotation_secs,
+            authority: None,
         })
         .await
         .unwrap();
