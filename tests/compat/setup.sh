@@ -9,4 +9,5 @@ if [ ! -d "$here/node/node_modules/firebase" ] || [ ! -d "$here/node/node_module
   (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 bash "$here/python/setup.sh"
+bash "$here/iam/setup.sh"
 bash "$here/gateway/setup.sh"

@@ -159,3 +159,29 @@ fn gateway_conformance_suite() {
         .expect("python venv runs");
     assert!(status.success(), "gateway conformance suite failed");
 }
+
+/// The IAM suite (pytest with the real google-auth: metadata server, key files, token endpoint,
+/// policies, revocation, IAM Credentials) against the real `gatehouse iam` binary.
+#[test]
+fn iam_google_auth_suite() {
+    let root = repo_root();
+    let python = root.join("tests/compat/iam/.venv/bin/python");
+    assert!(
+        python.is_file(),
+        "compat prerequisites missing: run `tests/compat/setup.sh`"
+    );
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/compat/iam",
+        ])
+        .current_dir(&root)
+        .env("GATEHOUSE_BIN", env!("CARGO_BIN_EXE_gatehouse"))
+        .status()
+        .expect("python venv runs");
+    assert!(status.success(), "IAM google-auth suite failed");
+}

@@ -694,6 +694,21 @@ impl Iam {
         etag: Option<&str>,
     ) -> Result<i64> {
         let expected = etag.map(policy::parse_etag).transpose()?;
+        let is_project =
+            resource_project(resource).is_some_and(|p| resource == project_resource(p));
+        if is_project
+            && policy.bindings.iter().any(|b| {
+                b.members
+                    .iter()
+                    .any(|m| m == "allUsers" || m == "allAuthenticatedUsers")
+            })
+        {
+            return Err(Error::InvalidArgument(
+                "Project does not support allUsers and allAuthenticatedUsers as members in a \
+                 Binding of a Policy."
+                    .into(),
+            ));
+        }
         for b in &policy.bindings {
             for m in &b.members {
                 if let Some(email) = m.strip_prefix("serviceAccount:")

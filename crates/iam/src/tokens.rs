@@ -343,7 +343,9 @@ impl Iam {
             ));
         }
         if let Some(audience) = text(&claims, "target_audience") {
-            let token = self.mint_id_token(&account, audience, true, false)?;
+            // Key-file ID tokens name the account's email in `azp` (metadata-server and
+            // generateIdToken ones its unique id).
+            let token = self.mint_id_token(&account, audience, true, true)?;
             return Ok(GrantResponse(json!({ "id_token": token })));
         }
         let scopes: Vec<String> = text(&claims, "scope")

@@ -362,6 +362,12 @@ async fn story(store: Store) {
         Err(Error::Aborted(_))
     ));
     assert_eq!(iam.set_policy(svc, &p, None).await.unwrap(), writes + 2);
+    // Projects refuse public members.
+    assert!(matches!(
+        iam.edit_binding("projects/demo-proj", "roles/viewer", "allUsers", true)
+            .await,
+        Err(Error::InvalidArgument(_))
+    ));
     // Members that are accounts of ours must exist.
     let ghost = Policy::from_json(&json!({"bindings": [{"role": "roles/run.invoker", "members": ["serviceAccount:ghost@demo-proj.iam.gserviceaccount.com"]}]})).unwrap();
     assert!(matches!(

@@ -5,6 +5,9 @@ set to our metadata server; the ID tokens it fetched are verified here with goog
 verify_token against our certificate endpoints.
 """
 
+import base64
+import json
+
 import jwt as pyjwt
 import pytest
 from google.auth import exceptions as ga_exceptions
@@ -113,9 +116,6 @@ def test_tampered_id_token_is_rejected(gh, probe, http_request):
     token = _fetched_id_token(probe)
     h, p, s = token.split(".")
     forged_payload = dict(ic.jwt_payload(token), email="intruder@demo-proj.iam.gserviceaccount.com")
-    import base64
-    import json
-
     p2 = base64.urlsafe_b64encode(json.dumps(forged_payload).encode()).rstrip(b"=").decode()
     with pytest.raises((ValueError, ga_exceptions.GoogleAuthError)):
         id_token.verify_token(
