@@ -134,54 +134,34 @@ fn node_admin_sdk_with_unsigned_tokens() {
     assert!(status.success(), "firebase-admin (Node) suite failed");
 }
 
-/// The gateway conformance suite (pytest, real echo/h2/JWKS/token servers on 127.0.0.1) against
-/// the real `gatehouse gateway` binary.
-#[test]
-fn gateway_conformance_suite() {
+/// Runs the pytest suite in `tests/compat/<suite>` (its own venv) against the real binary.
+fn black_box_pytest(suite: &str) {
     let root = repo_root();
-    let python = root.join("tests/compat/gateway/.venv/bin/python");
+    let python = root.join(format!("tests/compat/{suite}/.venv/bin/python"));
     assert!(
         python.is_file(),
         "compat prerequisites missing: run `tests/compat/setup.sh`"
     );
     let status = Command::new(&python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/compat/gateway",
-        ])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(format!("tests/compat/{suite}"))
         .current_dir(&root)
         .env("GATEHOUSE_BIN", env!("CARGO_BIN_EXE_gatehouse"))
         .status()
         .expect("python venv runs");
-    assert!(status.success(), "gateway conformance suite failed");
+    assert!(status.success(), "the {suite} suite failed");
+}
+
+/// The gateway conformance suite (pytest, real echo/h2/JWKS/token servers on 127.0.0.1) against
+/// the real `gatehouse gateway` binary.
+#[test]
+fn gateway_conformance_suite() {
+    black_box_pytest("gateway");
 }
 
 /// The IAM suite (pytest with the real google-auth: metadata server, key files, token endpoint,
 /// policies, revocation, IAM Credentials) against the real `gatehouse iam` binary.
 #[test]
 fn iam_google_auth_suite() {
-    let root = repo_root();
-    let python = root.join("tests/compat/iam/.venv/bin/python");
-    assert!(
-        python.is_file(),
-        "compat prerequisites missing: run `tests/compat/setup.sh`"
-    );
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/compat/iam",
-        ])
-        .current_dir(&root)
-        .env("GATEHOUSE_BIN", env!("CARGO_BIN_EXE_gatehouse"))
-        .status()
-        .expect("python venv runs");
-    assert!(status.success(), "IAM google-auth suite failed");
+    black_box_pytest("iam");
 }
