@@ -715,8 +715,16 @@ def report(path, docs_path=None):
              "(12 MiB, t=3) per sign-up / sign-in and an RS256 signature per issued ID token.")
     text = "\n".join(L) + "\n"
     if docs_path:
+        # The identity part is the top of the file; other components' sections ("## Gateway",
+        # "## IAM", ...) follow and are kept as they are.
+        rest = ""
+        if os.path.exists(docs_path):
+            old = open(docs_path).read()
+            cut = [i for i in (old.find("\n## Gateway"), old.find("\n## IAM")) if i >= 0]
+            if cut:
+                rest = old[min(cut):]
         with open(docs_path, "w") as fh:
-            fh.write(text)
+            fh.write(text.rstrip("\n") + "\n" + rest)
     return text
 
 
