@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 /// Where the state is; shared by every `iam` subcommand.
 #[derive(Debug, Args)]
-pub struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// Where the embedded SQLite database lives (when no --database-url is given).
     #[arg(
         long,
@@ -23,7 +23,7 @@ pub struct StoreArgs {
         env = "GATEHOUSE_DATA_DIR",
         global = true
     )]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// `postgres://...` or `sqlite://...`; defaults to `<data-dir>/gatehouse.db`.
     #[arg(
         long,
@@ -31,10 +31,10 @@ pub struct StoreArgs {
         hide_env_values = true,
         global = true
     )]
-    database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
     /// Base URL of the IAM server (`token_uri` and cert URLs in key files).
     #[arg(long, env = "GATEHOUSE_IAM_URL", global = true)]
-    public_url: Option<String>,
+    pub(crate) public_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

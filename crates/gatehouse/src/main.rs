@@ -6,6 +6,7 @@ mod authority;
 mod gateway_cmd;
 mod iam_cmd;
 mod identity_cmd;
+mod secrets_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,8 @@ enum Command {
     Gateway(gateway_cmd::GatewayArgs),
     /// Service accounts, keys, tokens, policies and metadata servers (Google IAM compatible).
     Iam(iam_cmd::IamArgs),
+    /// Secret Manager (v1 REST API, encrypted at rest, IAM-guarded) and its CLI.
+    Secrets(secrets_cmd::SecretsArgs),
 }
 
 fn init_tracing(format: &str) {
@@ -59,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Identity(args) => identity_cmd::run(args).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
         Command::Iam(args) => iam_cmd::run(args).await,
+        Command::Secrets(args) => secrets_cmd::run(args).await,
     }
 }
 

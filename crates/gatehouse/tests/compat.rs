@@ -165,3 +165,24 @@ fn gateway_conformance_suite() {
 fn iam_google_auth_suite() {
     black_box_pytest("iam");
 }
+
+/// The npm google-auth-library (ADC on the metadata server, key files, verifyIdToken with PEM
+/// and JWK certs) against the real `gatehouse iam` binary; the suite starts its own server.
+#[test]
+fn node_google_auth_iam_suite() {
+    let node_dir = repo_root().join("tests/compat/node");
+    assert!(
+        node_dir.join("node_modules/google-auth-library").is_dir(),
+        "compat prerequisites missing: run `tests/compat/setup.sh`"
+    );
+    let status = Command::new("node")
+        .args(["--test", "google-auth.iam.mjs"])
+        .current_dir(&node_dir)
+        .env("GATEHOUSE_BIN", env!("CARGO_BIN_EXE_gatehouse"))
+        .status()
+        .expect("node is installed");
+    assert!(
+        status.success(),
+        "google-auth-library (Node) IAM suite failed"
+    );
+}

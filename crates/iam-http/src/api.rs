@@ -363,7 +363,7 @@ fn query_values(query: &str, name: &str) -> Vec<String> {
 
 /// getIamPolicy / setIamPolicy / testIamPermissions on `resource`; `prefix` names the
 /// permission family (`resourcemanager.projects`, `iam.serviceAccounts`, …).
-pub(crate) async fn policy_verb(
+pub async fn policy_verb(
     iam: &Iam,
     who: &Principal,
     resource: &str,

@@ -12,6 +12,8 @@
 #![forbid(unsafe_code)]
 
 mod api;
+
+pub use api::policy_verb;
 pub mod metadata;
 
 use axum::Router;
@@ -75,6 +77,15 @@ pub async fn caller(iam: &Iam, headers: &HeaderMap) -> Result<Principal, Error> 
     iam.authenticate(token).await
 }
 
+/// A request body of at most 1 MiB, or Google's error response.
+pub async fn read_body(body: axum::body::Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, 1024 * 1024).await.map_err(|_| {
+        error_response(&Error::InvalidArgument(
+            "Request body too large or unreadable.".into(),
+        ))
+    })
+}
+
 /// The IAM HTTP API (everything but metadata servers), on one router.
 pub fn router(iam: Iam) -> Router {
     Router::new().fallback(dispatch).with_state(iam)
@@ -82,13 +93,9 @@ pub fn router(iam: Iam) -> Router {
 
 async fn dispatch(State(iam): State<Iam>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, 1024 * 1024).await {
+    let body = match read_body(body).await {
         Ok(b) => b,
-        Err(_) => {
-            return error_response(&Error::InvalidArgument(
-                "Request body too large or unreadable.".into(),
-            ));
-        }
+        Err(res) => return res,
     };
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();

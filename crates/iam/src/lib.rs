@@ -118,6 +118,9 @@ pub enum Principal {
     ServiceAccount { email: String, unique_id: String },
     /// A user (by email).
     User { email: String },
+    /// The local administrator: the `gatehouse` CLI working on the database, as a project
+    /// owner's `gcloud` would. Holds every permission; its decisions are audited too.
+    Local,
 }
 
 impl Principal {
@@ -128,6 +131,7 @@ impl Principal {
             Self::Anonymous => "allUsers".to_owned(),
             Self::ServiceAccount { email, .. } => format!("serviceAccount:{email}"),
             Self::User { email } => format!("user:{email}"),
+            Self::Local => "local:admin".to_owned(),
         }
     }
 }
@@ -248,6 +252,25 @@ pub fn project_resource(project: &str) -> String {
 /// The resource name of a service account.
 pub fn account_resource(project: &str, email: &str) -> String {
     format!("projects/{project}/serviceAccounts/{email}")
+}
+
+/// A resource and the resources above it whose policies also apply, nearest first:
+/// `projects/p/secrets/s/versions/3` → itself, `projects/p/secrets/s`, `projects/p`.
+pub fn ancestors(resource: &str) -> impl Iterator<Item = &str> {
+    let segments = resource.split('/').count();
+    let mut ends: Vec<usize> = resource
+        .match_indices('/')
+        .map(|(i, _)| i)
+        .enumerate()
+        // The slash after an even number of segments ends a `collection/id` prefix.
+        .filter(|(n, _)| (n + 1).is_multiple_of(2))
+        .map(|(_, i)| i)
+        .collect();
+    ends.reverse();
+    let own = segments.is_multiple_of(2).then_some(resource);
+    own.into_iter()
+        .chain(ends.into_iter().map(move |i| &resource[..i]))
+        .filter(|r| r.starts_with("projects/"))
 }
 
 /// The project a resource name belongs to (`projects/{p}/…`).
@@ -788,16 +811,14 @@ impl Iam {
         permission: &str,
         resource: &str,
     ) -> Result<bool> {
-        let mut allowed = self.policy(resource).await?.0.allows(principal, permission);
-        if !allowed
-            && let Some(project) = resource_project(resource)
-            && resource != project_resource(project)
-        {
-            allowed = self
-                .policy(&project_resource(project))
-                .await?
-                .0
-                .allows(principal, permission);
+        let mut allowed = matches!(principal, Principal::Local);
+        if !allowed {
+            for r in ancestors(resource) {
+                if self.policy(r).await?.0.allows(principal, permission) {
+                    allowed = true;
+                    break;
+                }
+            }
         }
         self.audit(principal, permission, resource, allowed).await;
         Ok(allowed)
@@ -929,4 +950,36 @@ pub fn rfc3339(ms: i64) -> String {
 /// Percent-escapes `@` and other reserved characters in a path segment.
 pub fn url_escape(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_ancestors() {
+        let a: Vec<&str> = ancestors("projects/p/secrets/s/versions/3").collect();
+        assert_eq!(
+            a,
+            [
+                "projects/p/secrets/s/versions/3",
+                "projects/p/secrets/s",
+                "projects/p"
+            ]
+        );
+        let a: Vec<&str> = ancestors("projects/p/locations/l/services/hello").collect();
+        assert_eq!(
+            a,
+            [
+                "projects/p/locations/l/services/hello",
+                "projects/p/locations/l",
+                "projects/p"
+            ]
+        );
+        assert_eq!(ancestors("projects/p").collect::<Vec<_>>(), ["projects/p"]);
+        assert_eq!(
+            ancestors("projects/p/serviceAccounts/a@b.c").collect::<Vec<_>>(),
+            ["projects/p/serviceAccounts/a@b.c", "projects/p"]
+        );
+    }
 }

@@ -12,10 +12,12 @@ mod cache;
 mod iam;
 mod identity;
 mod keys;
+mod secrets;
 
 pub use iam::{AuditRecord, ProjectRecord, ServiceAccountKeyRecord, ServiceAccountRecord};
 pub use identity::{IdentityLink, OobCodeRecord, RefreshTokenRecord, UserRecord};
 pub use keys::SigningKeyRecord;
+pub use secrets::{SecretRecord, SecretVersionRecord};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -83,6 +85,9 @@ impl Store {
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
+                    // Deleted content is overwritten, so an erased secret payload does not
+                    // linger in free pages.
+                    conn.execute("PRAGMA secure_delete = ON").await?;
                     Ok(())
                 })
             }),

@@ -1,0 +1,347 @@
+//! `gatehouse secrets`: the Secret Manager API (served together with the IAM API, which its
+//! clients need for credentials), and the local administrator's commands on the database.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::extract::Request;
+use clap::{Args, Subcommand};
+use gatehouse_iam::{Iam, IamConfig, Principal};
+use gatehouse_identity::SystemClock;
+use gatehouse_secrets::{Key, NewPayload, Secrets};
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+#[derive(Debug, Args)]
+pub struct SecretsArgs {
+    #[command(flatten)]
+    store: crate::iam_cmd::StoreArgs,
+    /// File holding the master key (32 bytes, base64) that wraps every secret's data key.
+    #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE", global = true)]
+    master_key_file: Option<PathBuf>,
+    /// The project (for commands that take a bare secret name).
+    #[arg(long, env = "GATEHOUSE_PROJECT", global = true)]
+    project: Option<String>,
+    #[command(subcommand)]
+    command: SecretsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Serve the Secret Manager v1 REST API (and the IAM API) on one listener.
+    Serve {
+        #[arg(
+            long,
+            default_value = "127.0.0.1:8087",
+            env = "GATEHOUSE_SECRETS_LISTEN"
+        )]
+        listen: String,
+    },
+    /// Write a new random master key to FILE (mode 0600).
+    GenerateMasterKey { file: PathBuf },
+    /// Re-wrap every data key under a new master key (payloads are not touched).
+    RotateMasterKey {
+        /// The new master key's file; the current one comes from --master-key-file.
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
+    /// Create a secret, with its first version from a file (`-` reads stdin).
+    Create {
+        name: String,
+        #[arg(long)]
+        data_file: Option<PathBuf>,
+    },
+    /// List the project's secrets.
+    List,
+    /// Delete a secret and all its versions.
+    Delete { name: String },
+    /// Versions of a secret.
+    #[command(subcommand)]
+    Versions(VersionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum VersionsCommand {
+    /// Add a version from a file (`-` reads stdin).
+    Add {
+        secret: String,
+        #[arg(long)]
+        data_file: PathBuf,
+    },
+    /// List a secret's versions.
+    List { secret: String },
+    /// Print a version's payload (`latest`, a number or an alias).
+    Access {
+        version: String,
+        #[arg(long)]
+        secret: String,
+    },
+    /// Disable a version.
+    Disable {
+        version: String,
+        #[arg(long)]
+        secret: String,
+    },
+    /// Enable a version.
+    Enable {
+        version: String,
+        #[arg(long)]
+        secret: String,
+    },
+    /// Destroy a version: its payload is erased.
+    Destroy {
+        version: String,
+        #[arg(long)]
+        secret: String,
+    },
+}
+
+fn read_master(path: Option<&PathBuf>) -> anyhow::Result<Key> {
+    let text = match (path, std::env::var("GATEHOUSE_SECRETS_MASTER_KEY")) {
+        (Some(p), _) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading the master key file {}", p.display()))?,
+        (None, Ok(v)) if !v.trim().is_empty() => v,
+        _ => bail!(
+            "no secrets master key: give --master-key-file FILE (make one with \
+             `gatehouse secrets generate-master-key FILE`) or set GATEHOUSE_SECRETS_MASTER_KEY"
+        ),
+    };
+    Key::from_base64(&text).map_err(|e| anyhow::anyhow!("the secrets master key is unusable: {e}"))
+}
+
+fn read_data(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        use std::io::Read as _;
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf)?;
+        return Ok(buf);
+    }
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn write_private(path: &PathBuf, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn print(v: &serde_json::Value) {
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{v}");
+    }
+}
+
+pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
+    if let SecretsCommand::GenerateMasterKey { file } = &args.command {
+        let key = Key::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        write_private(file, &format!("{}\n", key.to_base64().as_str()))?;
+        print(
+            &serde_json::json!({"file": file.display().to_string(), "fingerprint": key.fingerprint()}),
+        );
+        return Ok(());
+    }
+    let master = read_master(args.master_key_file.as_ref())?;
+    let store = crate::open_store(&args.store.data_dir, args.store.database_url.as_deref()).await?;
+    if let SecretsCommand::RotateMasterKey { new_key_file } = &args.command {
+        let new = read_master(Some(new_key_file))?;
+        let n = Secrets::rotate_master_key(&store, &master, &new)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        print(&serde_json::json!({"rewrapped": n, "fingerprint": new.fingerprint()}));
+        return Ok(());
+    }
+    let public_url = match &args.command {
+        SecretsCommand::Serve { .. } => args.store.public_url.clone(),
+        _ => None,
+    };
+    let iam = Iam::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        IamConfig {
+            public_url: public_url.unwrap_or_else(|| "http://127.0.0.1:8087".into()),
+            ..IamConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secrets = Secrets::new(store, iam.clone(), master)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let SecretsCommand::Serve { listen, .. } = &args.command {
+        return serve(secrets, iam, listen).await;
+    }
+    let result = admin(&secrets, &args).await;
+    iam.flush_audit().await;
+    result
+}
+
+/// Secret Manager and IAM on one listener.
+async fn serve(secrets: Secrets, iam: Iam, listen: &str) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let sm = gatehouse_secrets_http::router(secrets);
+    let iam_api = gatehouse_iam_http::router(iam.clone());
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (sm, iam_api) = (sm.clone(), iam_api.clone());
+        async move {
+            let router = if gatehouse_secrets_http::handles(req.uri().path()) {
+                sm
+            } else {
+                iam_api
+            };
+            match router.oneshot(req).await {
+                Ok(res) => res,
+                Err(never) => match never {},
+            }
+        }
+    });
+    let keys = iam.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = keys.reload_keys().await {
+                tracing::warn!(error = %e, "key reload failed");
+            }
+        }
+    });
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn admin(secrets: &Secrets, args: &SecretsArgs) -> anyhow::Result<()> {
+    let e = |e: gatehouse_iam::Error| anyhow::anyhow!("{e}");
+    let me = Principal::Local;
+    let project = || {
+        args.project
+            .clone()
+            .context("give --project (or set GATEHOUSE_PROJECT)")
+    };
+    let secret_name = |s: &str| -> anyhow::Result<String> {
+        if s.starts_with("projects/") {
+            Ok(s.to_owned())
+        } else {
+            Ok(format!("projects/{}/secrets/{s}", project()?))
+        }
+    };
+    match &args.command {
+        SecretsCommand::Create { name, data_file } => {
+            let p = project()?;
+            let s = secrets
+                .create_secret(
+                    &me,
+                    &p,
+                    name,
+                    &serde_json::json!({"replication": {"automatic": {}}}),
+                )
+                .await
+                .map_err(e)?;
+            let mut out = serde_json::json!({"secret": s.to_json()});
+            if let Some(f) = data_file {
+                let data = read_data(f)?;
+                let v = secrets
+                    .add_version(
+                        &me,
+                        &s.name(),
+                        NewPayload {
+                            data: &data,
+                            crc32c: None,
+                        },
+                    )
+                    .await
+                    .map_err(e)?;
+                out["version"] = v.to_json();
+            }
+            print(&out);
+        }
+        SecretsCommand::List => {
+            let list: Vec<_> = secrets
+                .list_secrets(&me, &project()?, None)
+                .await
+                .map_err(e)?
+                .iter()
+                .map(|s| s.to_json())
+                .collect();
+            print(&serde_json::json!(list));
+        }
+        SecretsCommand::Delete { name } => {
+            secrets
+                .delete_secret(&me, &secret_name(name)?, None)
+                .await
+                .map_err(e)?;
+        }
+        SecretsCommand::Versions(v) => match v {
+            VersionsCommand::Add { secret, data_file } => {
+                let data = read_data(data_file)?;
+                let v = secrets
+                    .add_version(
+                        &me,
+                        &secret_name(secret)?,
+                        NewPayload {
+                            data: &data,
+                            crc32c: None,
+                        },
+                    )
+                    .await
+                    .map_err(e)?;
+                print(&v.to_json());
+            }
+            VersionsCommand::List { secret } => {
+                let list: Vec<_> = secrets
+                    .list_versions(&me, &secret_name(secret)?, None)
+                    .await
+                    .map_err(e)?
+                    .iter()
+                    .map(|v| v.to_json())
+                    .collect();
+                print(&serde_json::json!(list));
+            }
+            VersionsCommand::Access { version, secret } => {
+                let a = secrets
+                    .access(&me, &format!("{}/versions/{version}", secret_name(secret)?))
+                    .await
+                    .map_err(e)?;
+                use std::io::Write as _;
+                std::io::stdout().write_all(&a.data)?;
+            }
+            VersionsCommand::Disable { version, secret }
+            | VersionsCommand::Enable { version, secret }
+            | VersionsCommand::Destroy { version, secret } => {
+                let state = match v {
+                    VersionsCommand::Disable { .. } => "DISABLED",
+                    VersionsCommand::Enable { .. } => "ENABLED",
+                    _ => "DESTROYED",
+                };
+                let out = secrets
+                    .set_state(
+                        &me,
+                        &format!("{}/versions/{version}", secret_name(secret)?),
+                        state,
+                        None,
+                    )
+                    .await
+                    .map_err(e)?;
+                print(&out.to_json());
+            }
+        },
+        SecretsCommand::Serve { .. }
+        | SecretsCommand::GenerateMasterKey { .. }
+        | SecretsCommand::RotateMasterKey { .. } => {}
+    }
+    Ok(())
+}
