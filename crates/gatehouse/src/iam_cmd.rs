@@ -331,7 +331,7 @@ async fn admin(iam: &Iam, command: &IamCommand) -> anyhow::Result<()> {
             iam_account,
         })) => {
             let (record, key_file) = iam.create_key(iam_account).await.map_err(e)?;
-            write_private(file, &serde_json::to_string_pretty(&key_file)?)?;
+            crate::write_private(file, &serde_json::to_string_pretty(&key_file)?, false)?;
             print(&serde_json::json!({"keyId": record.key_id, "file": file.display().to_string()}));
         }
         IamCommand::ServiceAccounts(AccountCommand::Keys(KeyCommand::List { iam_account })) => {
@@ -393,20 +393,5 @@ async fn admin(iam: &Iam, command: &IamCommand) -> anyhow::Result<()> {
         }
         IamCommand::Serve { .. } | IamCommand::Metadata { .. } => {}
     }
-    Ok(())
-}
-
-/// Writes a secret file readable only by its owner.
-fn write_private(path: &PathBuf, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
     Ok(())
 }

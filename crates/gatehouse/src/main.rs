@@ -88,6 +88,30 @@ pub(crate) async fn open_store(
         .context("opening the database")
 }
 
+/// Writes a secret file readable only by its owner; with `create_new` an existing file is
+/// never overwritten.
+pub(crate) fn write_private(
+    path: &std::path::Path,
+    text: &str,
+    create_new: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if create_new {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {

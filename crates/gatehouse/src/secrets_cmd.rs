@@ -121,19 +121,6 @@ fn read_data(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn write_private(path: &PathBuf, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
-}
-
 fn print(v: &serde_json::Value) {
     #[allow(clippy::print_stdout)]
     {
@@ -144,7 +131,7 @@ fn print(v: &serde_json::Value) {
 pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
     if let SecretsCommand::GenerateMasterKey { file } = &args.command {
         let key = Key::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
-        write_private(file, &format!("{}\n", key.to_base64().as_str()))?;
+        crate::write_private(file, &format!("{}\n", key.to_base64().as_str()), true)?;
         print(
             &serde_json::json!({"file": file.display().to_string(), "fingerprint": key.fingerprint()}),
         );
