@@ -10,4 +10,5 @@ if [ ! -d "$here/node/node_modules/firebase" ] || [ ! -d "$here/node/node_module
 fi
 bash "$here/python/setup.sh"
 bash "$here/iam/setup.sh"
+bash "$here/secrets/setup.sh"
 bash "$here/gateway/setup.sh"

@@ -16,7 +16,11 @@ pub struct IamAuthority(pub Iam);
 impl Authority for IamAuthority {
     fn is_admin<'a>(&'a self, bearer: &'a str, project_id: &'a str) -> AuthorityFuture<'a, bool> {
         Box::pin(async move {
-            let Ok(principal) = self.0.authenticate(bearer).await else {
+            let audiences = [
+                "https://identitytoolkit.googleapis.com/",
+                "https://firebaseauth.googleapis.com/",
+            ];
+            let Ok(principal) = self.0.authenticate(bearer, &audiences).await else {
                 return false;
             };
             if matches!(principal, Principal::Anonymous) {

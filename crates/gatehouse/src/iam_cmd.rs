@@ -45,6 +45,16 @@ pub struct IamArgs {
     command: IamCommand,
 }
 
+impl IamArgs {
+    /// Whether this runs a server (as opposed to a one-shot command).
+    pub(crate) fn is_server(&self) -> bool {
+        matches!(
+            self.command,
+            IamCommand::Serve { .. } | IamCommand::Metadata { .. }
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum IamCommand {
     /// Serve the IAM HTTP API (and, with --metadata, metadata servers).

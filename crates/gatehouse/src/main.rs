@@ -41,12 +41,28 @@ enum Command {
     Secrets(secrets_cmd::SecretsArgs),
 }
 
-fn init_tracing(format: &str) {
+/// Servers log to stdout (where supervisors and tests read the "listening" line); one-shot
+/// commands log to stderr, so their stdout is exactly their result.
+fn logs_to_stdout(command: &Command) -> bool {
+    match command {
+        Command::Identity(_) | Command::Gateway(_) => true,
+        Command::Iam(a) => a.is_server(),
+        Command::Secrets(a) => a.is_server(),
+    }
+}
+
+fn init_tracing(format: &str, stdout: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let writer = if stdout {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout)
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(false);
+        .with_ansi(false)
+        .with_writer(writer);
     if format == "text" {
         builder.init();
     } else {
@@ -57,7 +73,7 @@ fn init_tracing(format: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(&cli.log_format);
+    init_tracing(&cli.log_format, logs_to_stdout(&cli.command));
     match cli.command {
         Command::Identity(args) => identity_cmd::run(args).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,

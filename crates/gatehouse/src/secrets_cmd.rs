@@ -28,6 +28,13 @@ pub struct SecretsArgs {
     command: SecretsCommand,
 }
 
+impl SecretsArgs {
+    /// Whether this runs a server (as opposed to a one-shot command).
+    pub(crate) fn is_server(&self) -> bool {
+        matches!(self.command, SecretsCommand::Serve { .. })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum SecretsCommand {
     /// Serve the Secret Manager v1 REST API (and the IAM API) on one listener.

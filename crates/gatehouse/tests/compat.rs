@@ -166,6 +166,13 @@ fn iam_google_auth_suite() {
     black_box_pytest("iam");
 }
 
+/// The Secret Manager suite (pytest with the real google-cloud-secret-manager REST client and
+/// key-file credentials, the CLI, master-key rotation) against the real binary.
+#[test]
+fn secret_manager_client_suite() {
+    black_box_pytest("secrets");
+}
+
 /// The npm google-auth-library (ADC on the metadata server, key files, verifyIdToken with PEM
 /// and JWK certs) against the real `gatehouse iam` binary; the suite starts its own server.
 #[test]

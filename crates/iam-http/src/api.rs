@@ -102,7 +102,7 @@ fn not_found(path: &str) -> Error {
 /// Fails anonymous callers with 401 before any permission check.
 fn authenticated(p: &Principal) -> Result<(), Error> {
     if matches!(p, Principal::Anonymous) {
-        return Err(Error::unauthenticated());
+        return Err(Error::missing_credentials());
     }
     Ok(())
 }
@@ -118,7 +118,14 @@ pub(crate) async fn v1(
     let Some(after) = rest.strip_prefix("projects/") else {
         return Err(not_found(rest));
     };
-    let who = caller(iam, headers).await?;
+    let base = format!("{}/", iam.config().public_url.trim_end_matches('/'));
+    let audiences = [
+        "https://iam.googleapis.com/",
+        "https://iamcredentials.googleapis.com/",
+        "https://cloudresourcemanager.googleapis.com/",
+        base.as_str(),
+    ];
+    let who = caller(iam, headers, &audiences).await?;
     // projects/{p}:verb — project policy.
     let (project, tail) = match after.split_once('/') {
         Some((p, t)) => (p.to_owned(), Some(t)),

@@ -30,8 +30,24 @@ pub fn error_response(e: &Error) -> Response {
     if status.is_server_error() {
         tracing::error!(error = %e, "internal error");
     }
-    let body =
+    let mut body =
         json!({"error": {"code": e.http_status(), "message": e.to_string(), "status": e.status()}});
+    // Google attaches an ErrorInfo naming the permission to IAM denials.
+    if let Error::PermissionDenied(m) = e
+        && let Some(rest) = m.strip_prefix("Permission '")
+        && let Some((permission, _)) = rest.split_once('\'')
+    {
+        let domain = match permission.split('.').next().unwrap_or_default() {
+            "resourcemanager" => "cloudresourcemanager.googleapis.com".to_owned(),
+            service => format!("{service}.googleapis.com"),
+        };
+        body["error"]["details"] = json!([{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "IAM_PERMISSION_DENIED",
+            "domain": domain,
+            "metadata": {"permission": permission},
+        }]);
+    }
     let mut res = (status, axum::Json(body)).into_response();
     if matches!(e, Error::Unauthenticated(_)) {
         res.headers_mut().insert(
@@ -62,8 +78,13 @@ fn cacheable(body: String, max_age: i64) -> Response {
     res
 }
 
-/// Who is calling: the bearer token's principal, anonymous without one.
-pub async fn caller(iam: &Iam, headers: &HeaderMap) -> Result<Principal, Error> {
+/// Who is calling: the bearer token's principal, anonymous without one. `audiences` are the
+/// `aud` values self-signed JWTs may carry for the API being called.
+pub async fn caller(
+    iam: &Iam,
+    headers: &HeaderMap,
+    audiences: &[&str],
+) -> Result<Principal, Error> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(Principal::Anonymous);
     };
@@ -74,7 +95,7 @@ pub async fn caller(iam: &Iam, headers: &HeaderMap) -> Result<Principal, Error> 
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(Error::unauthenticated)?;
-    iam.authenticate(token).await
+    iam.authenticate(token, audiences).await
 }
 
 /// A request body of at most 1 MiB, or Google's error response.

@@ -190,7 +190,7 @@ async fn main() {
         let (per_sec, n) = rate(tasks, secs, move |_| {
             let (iam, tok) = (iam2.clone(), tok.clone());
             async move {
-                iam.authenticate(&tok).await.unwrap();
+                iam.authenticate(&tok, &[]).await.unwrap();
             }
         })
         .await;

@@ -83,7 +83,17 @@ impl Error {
         ))
     }
 
-    /// The message Google gives for missing or bad credentials.
+    /// The message Google gives when no credentials are sent.
+    pub fn missing_credentials() -> Self {
+        Self::Unauthenticated(
+            "Request is missing required authentication credential. Expected OAuth 2 access \
+             token, login cookie or other valid authentication credential. See \
+             https://developers.google.com/identity/sign-in/web/devconsole-project."
+                .into(),
+        )
+    }
+
+    /// The message Google gives for bad credentials.
     pub fn unauthenticated() -> Self {
         Self::Unauthenticated(
             "Request had invalid authentication credentials. Expected OAuth 2 access token, login \

@@ -65,6 +65,20 @@ impl From<Error> for GrantError {
     }
 }
 
+/// Whether a JWT `aud` (a string or a list) names one of `audiences`, ignoring a trailing `/`.
+fn audience_matches(aud: &Value, audiences: &[&str]) -> bool {
+    let wanted = |a: &str| {
+        audiences
+            .iter()
+            .any(|w| w.trim_end_matches('/') == a.trim_end_matches('/'))
+    };
+    match aud {
+        Value::String(a) => wanted(a),
+        Value::Array(list) => list.iter().filter_map(Value::as_str).any(wanted),
+        _ => false,
+    }
+}
+
 fn num(claims: &Claims, name: &str) -> Option<i64> {
     claims.get(name).and_then(Value::as_i64)
 }
@@ -178,8 +192,10 @@ impl Iam {
 
     /// Authenticates a bearer token presented to a Gatehouse API: an access token this IAM
     /// issued, or a JWT self-signed with a service-account key (what Google's client libraries
-    /// send with `always_use_jwt_access`). ID tokens are not API credentials.
-    pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
+    /// send with `always_use_jwt_access`). A self-signed JWT is valid only for the API its `aud`
+    /// names — one of `audiences` (trailing slash ignored) — or, without `aud`, by `scope`.
+    /// ID tokens are not API credentials.
+    pub async fn authenticate(&self, bearer: &str, audiences: &[&str]) -> Result<Principal> {
         let now = self.now_secs();
         if let Some(jwt) = bearer.strip_prefix(ACCESS_PREFIX) {
             let claims = self.verify_own(&ACCESS_TOKEN, jwt).await?;
@@ -212,7 +228,10 @@ impl Iam {
             && text(&claims, "sub").is_none_or(|s| s == account.email)
             && matches!((iat, exp), (Some(iat), Some(exp))
                 if iat <= now + SKEW && exp > now && exp - iat <= TOKEN_LIFETIME + SKEW)
-            && (claims.contains_key("aud") || claims.contains_key("scope"));
+            && match claims.get("aud") {
+                Some(aud) => audience_matches(aud, audiences),
+                None => claims.contains_key("scope"),
+            };
         if !ok {
             return Err(Error::unauthenticated());
         }

@@ -15,6 +15,8 @@ use gatehouse_tokens::{Claims, PublicKey, SigningKey, encode_rs256, verify_with_
 use serde_json::{Value, json};
 
 const T0: i64 = 1_900_000_000_000;
+/// The API the self-signed JWTs below are for.
+const AUD: &[&str] = &["https://secretmanager.googleapis.com/"];
 
 async fn iam_on(store: Store) -> (Iam, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(T0));
@@ -126,7 +128,7 @@ async fn story(store: Store) {
     assert_eq!(granted["token_type"], "Bearer");
     assert_eq!(granted["expires_in"], 3599);
     assert_eq!(
-        iam.authenticate(&access).await.unwrap(),
+        iam.authenticate(&access, AUD).await.unwrap(),
         Principal::ServiceAccount {
             email: app.email.clone(),
             unique_id: app.unique_id.clone()
@@ -241,18 +243,27 @@ async fn story(store: Store) {
     )
     .unwrap();
     assert!(matches!(
-        iam.authenticate(&self_signed).await.unwrap(),
+        iam.authenticate(&self_signed, AUD).await.unwrap(),
         Principal::ServiceAccount { .. }
     ));
+    let elsewhere = encode_rs256(
+        &key_of(&file),
+        &claims(json!({"iss": app.email, "sub": app.email, "aud": "https://iam.googleapis.com/", "iat": now, "exp": now + 3600})),
+    )
+    .unwrap();
+    assert!(
+        iam.authenticate(&elsewhere, AUD).await.is_err(),
+        "a self-signed JWT for another API is refused"
+    );
     let too_long = encode_rs256(
         &key_of(&file),
         &claims(json!({"iss": app.email, "sub": app.email, "aud": "x", "iat": now, "exp": now + 86_400})),
     )
     .unwrap();
-    assert!(iam.authenticate(&too_long).await.is_err());
+    assert!(iam.authenticate(&too_long, AUD).await.is_err());
     // ID tokens are not API credentials; garbage neither.
-    assert!(iam.authenticate(&id).await.is_err());
-    assert!(iam.authenticate("ya29.garbage").await.is_err());
+    assert!(iam.authenticate(&id, AUD).await.is_err());
+    assert!(iam.authenticate("ya29.garbage", AUD).await.is_err());
 
     // Deny by default; a grant on the account, then on the project; revoke.
     let sm = "projects/demo-proj/secrets/db-pass";
@@ -406,7 +417,7 @@ async fn story(store: Store) {
         .unwrap();
     assert!(expire.ends_with('Z') && !expire.contains('.'), "{expire}");
     assert_eq!(
-        iam.authenticate(&at).await.unwrap(),
+        iam.authenticate(&at, AUD).await.unwrap(),
         Principal::ServiceAccount {
             email: app.email.clone(),
             unique_id: app.unique_id.clone()
@@ -469,8 +480,8 @@ async fn story(store: Store) {
 
     // A disabled account's tokens are refused, and it gets no new ones; enabling restores.
     iam.set_account_disabled(&app.email, true).await.unwrap();
-    assert!(iam.authenticate(&access).await.is_err());
-    assert!(iam.authenticate(&self_signed).await.is_err());
+    assert!(iam.authenticate(&access, AUD).await.is_err());
+    assert!(iam.authenticate(&self_signed, AUD).await.is_err());
     assert!(
         iam.verify_id_token(&id, &["https://hello.example".into()])
             .await
@@ -481,12 +492,12 @@ async fn story(store: Store) {
         .await);
     assert_eq!(e.error, "invalid_grant");
     iam.set_account_disabled(&app.email, false).await.unwrap();
-    assert!(iam.authenticate(&access).await.is_ok());
+    assert!(iam.authenticate(&access, AUD).await.is_ok());
 
     // A deleted key: its self-signed JWTs and the access tokens granted for it stop working.
     iam.delete_key(&app.email, &record.key_id).await.unwrap();
-    assert!(iam.authenticate(&access).await.is_err());
-    assert!(iam.authenticate(&self_signed).await.is_err());
+    assert!(iam.authenticate(&access, AUD).await.is_err());
+    assert!(iam.authenticate(&self_signed, AUD).await.is_err());
     let e = err(iam
         .grant(&form(&assertion(&file, json!({"scope": "s"}), now)), &[])
         .await);

@@ -77,8 +77,14 @@ fn not_found(path: &str) -> Error {
     ))
 }
 
-/// One page of `items` under `field`, with Google's `nextPageToken` / `totalSize`.
-fn page(items: Vec<Value>, field: &str, query: &[(String, String)]) -> Result<Value, Error> {
+/// One page of `items` under `field`, with Google's `nextPageToken` / `totalSize` (which
+/// Google leaves at 0 when a filter is set).
+fn page(
+    items: Vec<Value>,
+    field: &str,
+    query: &[(String, String)],
+    filtered: bool,
+) -> Result<Value, Error> {
     let size = match param(query, "pageSize") {
         Some(s) => s
             .parse::<usize>()
@@ -104,7 +110,10 @@ fn page(items: Vec<Value>, field: &str, query: &[(String, String)]) -> Result<Va
     };
     let total = items.len();
     let chunk: Vec<Value> = items.into_iter().skip(start).take(size).collect();
-    let mut out = json!({ "totalSize": total });
+    let mut out = json!({});
+    if !filtered {
+        out["totalSize"] = json!(total);
+    }
     if !chunk.is_empty() {
         out[field] = json!(chunk);
     }
@@ -126,9 +135,18 @@ async fn route(
     body: &Bytes,
 ) -> Result<Value, Error> {
     let rest = path.strip_prefix("/v1/").ok_or_else(|| not_found(path))?;
-    let who = caller(secrets.iam(), headers).await?;
+    let base = format!(
+        "{}/",
+        secrets.iam().config().public_url.trim_end_matches('/')
+    );
+    let who = caller(
+        secrets.iam(),
+        headers,
+        &["https://secretmanager.googleapis.com/", base.as_str()],
+    )
+    .await?;
     if matches!(who, gatehouse_iam::Principal::Anonymous) {
-        return Err(Error::unauthenticated());
+        return Err(Error::missing_credentials());
     }
     // projects/{p}/secrets[/{s}[:verb | /versions[/{v}[:verb]]]]
     let segs: Vec<&str> = rest.split('/').collect();
@@ -137,13 +155,14 @@ async fn route(
     match segs.as_slice() {
         ["projects", p, "secrets"] => {
             if get {
+                let filter = param(query, "filter").filter(|f| !f.trim().is_empty());
                 let list: Vec<Value> = secrets
-                    .list_secrets(&who, p, param(query, "filter"))
+                    .list_secrets(&who, p, filter)
                     .await?
                     .iter()
                     .map(|s| s.to_json())
                     .collect();
-                page(list, "secrets", query)
+                page(list, "secrets", query, filter.is_some())
             } else if post {
                 let id = param(query, "secretId").unwrap_or_default();
                 Ok(secrets
@@ -218,9 +237,9 @@ async fn route(
                     // Existence (and the right to know it) first, then the policy call's own
                     // permission.
                     let perm = if v == "testIamPermissions" {
-                        "secretmanager.secrets.get"
+                        "secretmanager.secrets.get".to_owned()
                     } else {
-                        "secretmanager.secrets.getIamPolicy"
+                        format!("secretmanager.secrets.{v}")
                     };
                     let resource = if v == "testIamPermissions" {
                         format!(
@@ -228,7 +247,7 @@ async fn route(
                             secrets.iam().project(p).await?.project_id
                         )
                     } else {
-                        secrets.policy_resource(&who, &name, perm).await?
+                        secrets.policy_resource(&who, &name, &perm).await?
                     };
                     let q = query
                         .iter()
@@ -252,13 +271,14 @@ async fn route(
         }
         ["projects", p, "secrets", s, "versions"] if get => {
             let name = format!("projects/{p}/secrets/{s}");
+            let filter = param(query, "filter").filter(|f| !f.trim().is_empty());
             let list: Vec<Value> = secrets
-                .list_versions(&who, &name, param(query, "filter"))
+                .list_versions(&who, &name, filter)
                 .await?
                 .iter()
                 .map(|v| v.to_json())
                 .collect();
-            page(list, "versions", query)
+            page(list, "versions", query, filter.is_some())
         }
         ["projects", p, "secrets", s, "versions", v] => {
             let (version, verb) = match v.split_once(':') {

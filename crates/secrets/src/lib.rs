@@ -181,6 +181,31 @@ pub struct NewPayload<'a> {
     pub crc32c: Option<i64>,
 }
 
+/// Google's label rules: at most 64; keys start with a lower-case letter and have 1–63
+/// lower-case letters, digits, `_` or `-`; values 0–63 of the same.
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    let ok_char = |c: char| c.is_lowercase() || c.is_numeric() || c == '_' || c == '-';
+    if labels.len() > 64 {
+        return Err(Error::InvalidArgument(
+            "At most 64 labels are allowed.".into(),
+        ));
+    }
+    for (k, v) in labels {
+        let key_ok = k.chars().next().is_some_and(char::is_lowercase)
+            && k.chars().count() <= 63
+            && k.chars().all(ok_char);
+        let value_ok = v.chars().count() <= 63 && v.chars().all(ok_char);
+        if !key_ok || !value_ok {
+            return Err(Error::InvalidArgument(format!(
+                "Invalid label {k:?}: {v:?}. Keys must start with a lower-case letter; keys and \
+                 values may contain only lower-case letters, digits, underscores and hyphens \
+                 (at most 63 characters)."
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Labels and annotations: string → string maps.
 fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>> {
     match v {
@@ -397,6 +422,7 @@ impl Secrets {
             }
         };
         let labels = string_map(body.get("labels"), "labels")?;
+        check_labels(&labels)?;
         let annotations = string_map(body.get("annotations"), "annotations")?;
         let data_key = Key::generate().map_err(internal)?;
         let record = SecretRecord {
@@ -489,8 +515,9 @@ impl Secrets {
         for field in mask {
             match field.as_str() {
                 "labels" => {
-                    view.record.labels =
-                        json!(string_map(body.get("labels"), "labels")?).to_string();
+                    let labels = string_map(body.get("labels"), "labels")?;
+                    check_labels(&labels)?;
+                    view.record.labels = json!(labels).to_string();
                 }
                 "annotations" => {
                     view.record.annotations =

@@ -1,0 +1,362 @@
+"""Helpers for the Gatehouse Secret Manager compatibility suite.
+
+`Gatehouse` drives the real `gatehouse` binary: `gatehouse secrets serve` (Secret Manager and
+the IAM API on one listener), the `gatehouse iam` CLI for accounts, keys and grants (as a project
+owner uses `gcloud iam`), and the `gatehouse secrets` CLI (the local administrator, as
+`gcloud secrets`). Everything the tests check over HTTP goes through the real, unmodified
+`google-cloud-secret-manager` client (REST transport) or, for wire details, plain `requests`.
+"""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.cloud import secretmanager
+from google.oauth2 import service_account
+
+HTTP_TIMEOUT = 15  # seconds, for every raw request
+CLI_TIMEOUT = 60
+START_TIMEOUT = 30
+PROJECT = "demo-proj"
+# The audience the GAPIC client puts in its self-signed JWTs, whatever api_endpoint says.
+SECRET_MANAGER_AUDIENCE = "https://secretmanager.googleapis.com/"
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+MAX_PAYLOAD = 64 * 1024  # Secret Manager's payload limit (65536 bytes)
+
+ADMIN = "roles/secretmanager.admin"
+ACCESSOR = "roles/secretmanager.secretAccessor"
+
+State = secretmanager.SecretVersion.State
+
+
+# ---------------------------------------------------------------- small helpers
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique_id(prefix):
+    """A fresh id usable as an account id (6-30 chars of [a-z0-9-]) and as a secret id."""
+    ident = f"{prefix}-{secrets.token_hex(3)}"
+    assert 6 <= len(ident) <= 30, ident
+    return ident
+
+
+def eventually(check, timeout=6.0, interval=0.1, retry_on=(AssertionError,)):
+    """Calls `check` until it returns without raising `retry_on`; returns its value.
+
+    The server caches accounts, keys and policies for 1 s, so grants made with the CLI
+    (straight on the database) show up over HTTP within about that time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except retry_on:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(interval)
+
+
+def project_number_of(name):
+    """`projects/NUMBER/...` -> NUMBER (asserting that it is a number, as Google returns)."""
+    parts = name.split("/")
+    assert len(parts) >= 2 and parts[0] == "projects", name
+    assert parts[1].isdigit(), f"resource names must carry the project NUMBER, got {name!r}"
+    return parts[1]
+
+
+def error_body(exc):
+    """The JSON `error` object of the HTTP response behind an api-core exception."""
+    resp = getattr(exc, "response", None)
+    assert resp is not None, f"{type(exc).__name__} carries no HTTP response: {exc!r}"
+    try:
+        body = resp.json()
+    except ValueError as err:
+        raise AssertionError(f"error body is not JSON: {resp.text[:300]!r}") from err
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), body
+    return body["error"]
+
+
+def assert_api_error(exc, cls, code, status, message_contains=None):
+    """`exc` is what api-core raises over REST for Google's error `code`/`status`.
+
+    Over REST api-core picks the class from the HTTP status (400 BadRequest, 401 Unauthorized,
+    403 Forbidden, 404 NotFound, 409 Conflict), never from the rpc status string, so the
+    status (FAILED_PRECONDITION, ALREADY_EXISTS, ...) is checked in the response body.
+    """
+    assert isinstance(exc, cls), (
+        f"expected {cls.__name__} (HTTP {code} {status}), got {type(exc).__name__}: {exc}"
+    )
+    assert exc.code == code, f"expected HTTP {code}, got {exc.code}: {exc}"
+    err = error_body(exc)
+    assert err.get("code") == code, err
+    assert err.get("status") == status, f"expected status {status}, got {err}"
+    assert isinstance(err.get("message"), str) and err["message"], err
+    if message_contains is not None:
+        assert message_contains in err["message"], err
+    return err
+
+
+def call_error(fn, *args, **kwargs):
+    """Runs a client call that must fail; returns the api-core exception."""
+    try:
+        result = fn(*args, **kwargs)
+    except api_exceptions.GoogleAPICallError as exc:
+        return exc
+    raise AssertionError(f"expected an API error, the call succeeded: {result!r}"[:800])
+
+
+def expect_error(cls, code, status, fn, *args, message_contains=None, **kwargs):
+    exc = call_error(fn, *args, **kwargs)
+    assert_api_error(exc, cls, code, status, message_contains=message_contains)
+    return exc
+
+
+def assert_google_error(resp, code, status):
+    """A raw `requests` response carrying Google's JSON error."""
+    assert resp.status_code == code, (
+        f"expected HTTP {code} {status}, got {resp.status_code}: {resp.text[:500]}"
+    )
+    try:
+        body = resp.json()
+    except ValueError as exc:
+        raise AssertionError(f"error body is not JSON: {resp.text[:300]!r}") from exc
+    err = body.get("error") if isinstance(body, dict) else None
+    assert isinstance(err, dict), body
+    assert err.get("code") == code, err
+    assert err.get("status") == status, err
+    assert isinstance(err.get("message"), str) and err["message"], err
+    return err
+
+
+def client_for(credentials, url):
+    """The real client, exactly as an application points it at a custom endpoint."""
+    return secretmanager.SecretManagerServiceClient(
+        credentials=credentials,
+        transport="rest",
+        client_options={"api_endpoint": url},
+    )
+
+
+def key_file_client(key_path, url):
+    creds = service_account.Credentials.from_service_account_file(key_path)
+    return client_for(creds, url)
+
+
+def generate_master_key(binary, path):
+    """`gatehouse secrets generate-master-key PATH` (unchecked CompletedProcess)."""
+    return subprocess.run(
+        [binary, "secrets", "generate-master-key", path],
+        capture_output=True, stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT,
+    )
+
+
+class Account:
+    def __init__(self, email, unique_id, project):
+        self.email = email
+        self.unique_id = unique_id
+        self.project = project
+        self.member = f"serviceAccount:{email}"
+
+    def __repr__(self):
+        return f"Account({self.email})"
+
+
+# ---------------------------------------------------------------- the server under test
+
+class Gatehouse:
+    """One data directory and master key, the CLIs on them, and a `secrets serve` process."""
+
+    def __init__(self, binary, data_dir, master_key_file):
+        self.binary = binary
+        self.data_dir = data_dir
+        self.master_key_file = master_key_file
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self._log = None
+        self.log_path = None
+        self._starts = 0
+        self.session = requests.Session()
+        self.session.trust_env = False  # never send loopback traffic through a proxy
+
+    # -- CLI ---------------------------------------------------------------
+    def run(self, *args, input_bytes=None, timeout=CLI_TIMEOUT):
+        """Runs the binary with ARGS; returns the CompletedProcess (bytes)."""
+        return subprocess.run(
+            [self.binary, *args], input=input_bytes, capture_output=True, timeout=timeout,
+            stdin=None if input_bytes is not None else subprocess.DEVNULL,
+        )
+
+    @staticmethod
+    def _check(res, args):
+        if res.returncode != 0:
+            raise AssertionError(
+                f"gatehouse CLI failed ({res.returncode}): {' '.join(map(str, args))}\n"
+                f"stdout: {res.stdout[-2000:]!r}\nstderr: {res.stderr[-2000:]!r}"
+            )
+        return res
+
+    @staticmethod
+    def last_json(stdout):
+        lines = [ln for ln in stdout.decode("utf-8", "replace").splitlines() if ln.strip()]
+        assert lines, "no output from the gatehouse CLI"
+        return json.loads(lines[-1])
+
+    def iam(self, *args):
+        """`gatehouse iam --data-dir D --public-url URL ARGS`; returns the last JSON line."""
+        full = ("iam", "--data-dir", self.data_dir, "--public-url", self.url, *args)
+        return self.last_json(self._check(self.run(*full), full).stdout)
+
+    def secrets_cmd(self, *args, project=PROJECT, master_key_file=None, input_bytes=None):
+        """`gatehouse secrets --data-dir D --master-key-file MK --project P ARGS` (unchecked)."""
+        full = [
+            "secrets", "--data-dir", self.data_dir,
+            "--master-key-file", master_key_file or self.master_key_file,
+        ]
+        if project:
+            full += ["--project", project]
+        return self.run(*full, *args, input_bytes=input_bytes)
+
+    def secrets_cli(self, *args, **kwargs):
+        """Runs `gatehouse secrets ...`, which must succeed; returns the CompletedProcess."""
+        return self._check(self.secrets_cmd(*args, **kwargs), args)
+
+    def secrets_json(self, *args, **kwargs):
+        return self.last_json(self.secrets_cli(*args, **kwargs).stdout)
+
+    def write_file(self, name, data):
+        path = os.path.join(self.data_dir, "files", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def create_account(self, prefix, project=PROJECT):
+        out = self.iam("service-accounts", "create", unique_id(prefix), "--project", project)
+        assert out["projectId"] == project, out
+        return Account(out["email"], out["uniqueId"], out["projectId"])
+
+    def create_key_file(self, account):
+        name = f"{account.email.split('@')[0]}-{secrets.token_hex(3)}.json"
+        path = os.path.join(self.data_dir, "keys", name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.iam("service-accounts", "keys", "create", path, "--iam-account", account.email)
+        return path
+
+    def _binding(self, verb, member, role, project, resource):
+        target = ["--resource", resource] if resource else ["--project", project or PROJECT]
+        return self.iam(verb, *target, "--member", member, "--role", role)
+
+    def add_binding(self, member, role, project=None, resource=None):
+        return self._binding("add-binding", member, role, project, resource)
+
+    def remove_binding(self, member, role, project=None, resource=None):
+        return self._binding("remove-binding", member, role, project, resource)
+
+    # -- server ------------------------------------------------------------
+    def serve_args(self, master_key_file=None):
+        return [
+            "secrets", "--data-dir", self.data_dir,
+            "--master-key-file", master_key_file or self.master_key_file,
+            "--public-url", self.url, "serve", "--listen", f"127.0.0.1:{self.port}",
+        ]
+
+    def start(self):
+        assert self.proc is None, "server already running"
+        self._starts += 1
+        self.log_path = os.path.join(self.data_dir, f"server-{self._starts}.log")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, *self.serve_args()], stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                tail = self.log_tail()
+                self._reap()
+                raise RuntimeError(f"gatehouse secrets serve exited with {code}:\n{tail}")
+            for rec in self.log_records():
+                msg = rec.get("message") or rec.get("fields", {}).get("message")
+                if msg == "listening" and rec.get("addr") == f"127.0.0.1:{self.port}":
+                    return
+            time.sleep(0.05)
+        tail = self.log_tail()
+        self.stop()
+        raise RuntimeError(f"gatehouse secrets serve did not come up in {START_TIMEOUT} s:\n{tail}")
+
+    def log_records(self):
+        out = []
+        try:
+            with open(self.log_path, "rb") as f:
+                for raw in f:
+                    try:
+                        rec = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(rec, dict):
+                        out.append(rec)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def log_tail(self, n=40):
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return "\n".join(lines[-n:])
+        except (FileNotFoundError, TypeError):
+            return "(no log)"
+
+    def _reap(self):
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def stop(self):
+        """Stops the server (SIGTERM to its process group, SIGKILL after 10 s)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=10)
+        self._reap()
+
+    def close(self):
+        self.stop()
+        self.session.close()
+
+    # -- clients -----------------------------------------------------------
+    def client(self, key_path):
+        """The real client with credentials from a key file we issued."""
+        return key_file_client(key_path, self.url)
+
+    def raw(self, method, path, token=None, headers=None, **kwargs):
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        return self.session.request(
+            method, self.url + path, headers=h, timeout=HTTP_TIMEOUT, **kwargs,
+        )
