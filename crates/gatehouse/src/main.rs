@@ -6,6 +6,7 @@ mod authority;
 mod gateway_cmd;
 mod iam_cmd;
 mod identity_cmd;
+mod run_cmd;
 mod secrets_cmd;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     Iam(iam_cmd::IamArgs),
     /// Secret Manager (v1 REST API, encrypted at rest, IAM-guarded) and its CLI.
     Secrets(secrets_cmd::SecretsArgs),
+    /// Run services like Cloud Run (instances, invoker-checking ingress, revisions).
+    Run(run_cmd::RunArgs),
 }
 
 /// Servers log to stdout (where supervisors and tests read the "listening" line); one-shot
@@ -48,6 +51,7 @@ fn logs_to_stdout(command: &Command) -> bool {
         Command::Identity(_) | Command::Gateway(_) => true,
         Command::Iam(a) => a.is_server(),
         Command::Secrets(a) => a.is_server(),
+        Command::Run(a) => a.is_server(),
     }
 }
 
@@ -79,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Gateway(args) => gateway_cmd::run(args).await,
         Command::Iam(args) => iam_cmd::run(args).await,
         Command::Secrets(args) => secrets_cmd::run(args).await,
+        Command::Run(args) => run_cmd::run(args).await,
     }
 }
 

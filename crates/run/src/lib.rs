@@ -1,0 +1,355 @@
+//! Runs services as Cloud Run does, on one machine: instances are child processes with the
+//! container contract (`PORT`, `K_*`, secrets as environment variables resolved at start, a
+//! metadata endpoint bound to the service's account), behind an ingress that checks the caller's
+//! Google-style ID token and `roles/run.invoker` before anything reaches the process. A redeploy
+//! starts a new revision, waits for it, moves traffic and stops the old one.
+
+#![forbid(unsafe_code)]
+
+mod ingress;
+pub mod instance;
+pub mod spec;
+
+pub use spec::{ServiceSpec, SpecError};
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use gatehouse_iam::{Iam, Principal};
+use gatehouse_iam_http::metadata::{self, MetadataConfig};
+use gatehouse_secrets::Secrets;
+
+use crate::instance::{Instance, Launch};
+
+/// Where services run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub project: String,
+    pub region: String,
+    /// Address ingresses bind to (port 0: any free port).
+    pub bind_host: String,
+}
+
+/// Why a deploy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<gatehouse_iam::Error> for DeployError {
+    fn from(e: gatehouse_iam::Error) -> Self {
+        Self::Failed(e.to_string())
+    }
+}
+
+/// One revision: its instances, chosen round-robin.
+#[derive(Debug)]
+pub struct Revision {
+    pub name: String,
+    pub instances: Vec<Arc<Instance>>,
+    next: AtomicUsize,
+}
+
+impl Revision {
+    /// The next ready instance's port, round-robin.
+    pub fn pick(&self) -> Option<u16> {
+        let n = self.instances.len();
+        for _ in 0..n {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+            if let Some(p) = self.instances[i].ready_addr() {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    async fn stop(&self) {
+        for i in &self.instances {
+            i.stop().await;
+        }
+    }
+}
+
+/// A deployed service.
+pub struct Service {
+    pub spec: ArcSwap<ServiceSpec>,
+    /// `http://host:port` of its ingress.
+    pub url: String,
+    pub resource: String,
+    pub revision: ArcSwap<Revision>,
+    revisions: AtomicU64,
+    metadata_addr: Option<SocketAddr>,
+    ingress: tokio::task::JoinHandle<()>,
+    metadata: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("url", &self.url)
+            .field("revision", &self.revision.load().name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The runner: deployed services by name.
+#[derive(Clone)]
+pub struct Runner {
+    iam: Iam,
+    secrets: Option<Secrets>,
+    config: RunConfig,
+    services: Arc<Mutex<HashMap<String, Arc<Service>>>>,
+    deploying: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Runner {
+    pub fn new(iam: Iam, secrets: Option<Secrets>, config: RunConfig) -> Self {
+        Self {
+            iam,
+            secrets,
+            config,
+            services: Arc::new(Mutex::new(HashMap::new())),
+            deploying: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The service resource name IAM bindings use.
+    pub fn resource(&self, service: &str) -> String {
+        format!(
+            "projects/{}/locations/{}/services/{service}",
+            self.config.project, self.config.region
+        )
+    }
+
+    /// A deployed service.
+    pub fn service(&self, name: &str) -> Option<Arc<Service>> {
+        self.services.lock().ok()?.get(name).cloned()
+    }
+
+    /// Every deployed service.
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        let mut list: Vec<_> = self
+            .services
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        list.sort_by(|a, b| a.spec.load().name.cmp(&b.spec.load().name));
+        list
+    }
+
+    /// Deploys (or redeploys) a service: checks what its account may read, starts a new
+    /// revision, waits until every instance is ready, moves traffic, stops the old revision.
+    pub async fn deploy(&self, spec: ServiceSpec) -> Result<Arc<Service>, DeployError> {
+        spec.validate()?;
+        let _one_at_a_time = self.deploying.lock().await;
+        let resource = self.resource(&spec.name);
+        let principal = match &spec.service_account {
+            Some(email) => {
+                let a = self.iam.account(email).await?.ok_or_else(|| {
+                    DeployError::Refused(format!("service account {email} does not exist"))
+                })?;
+                if a.disabled {
+                    return Err(DeployError::Refused(format!(
+                        "service account {email} is disabled"
+                    )));
+                }
+                Some(Principal::ServiceAccount {
+                    email: a.email.clone(),
+                    unique_id: a.unique_id.clone(),
+                })
+            }
+            None => None,
+        };
+        // Secrets are read at deploy, as the service's account (Cloud Run checks at deploy
+        // and resolves at instance start).
+        let mut env: BTreeMap<String, String> = spec.env.clone();
+        if !spec.secrets.is_empty() {
+            let (Some(secrets), Some(who)) = (&self.secrets, &principal) else {
+                return Err(DeployError::Refused(
+                    "this runner has no Secret Manager configured".into(),
+                ));
+            };
+            for (var, reference) in &spec.secrets {
+                match secrets
+                    .resolve_for(who, &self.config.project, reference)
+                    .await
+                {
+                    Ok(a) => {
+                        let text = String::from_utf8(a.data.to_vec()).map_err(|_| {
+                            DeployError::Refused(format!(
+                                "secret {reference} (for {var}) is not UTF-8 text"
+                            ))
+                        })?;
+                        env.insert(var.clone(), text);
+                    }
+                    Err(e) => {
+                        return Err(DeployError::Refused(format!(
+                            "secret {reference} (for {var}) cannot be read by {}: {e} \
+                             (grant roles/secretmanager.secretAccessor on the secret or the project)",
+                            spec.service_account.as_deref().unwrap_or_default()
+                        )));
+                    }
+                }
+            }
+        }
+        if !spec.cloudsql_instances.is_empty() {
+            return Err(DeployError::Refused(
+                "cloudsql_instances: managed SQL instances are not available in this runner yet"
+                    .into(),
+            ));
+        }
+        if spec.allow_unauthenticated {
+            self.iam
+                .edit_binding(&resource, "roles/run.invoker", "allUsers", true)
+                .await?;
+        }
+        let existing = self.service(&spec.name);
+        let number = existing
+            .as_ref()
+            .map_or(1, |s| s.revisions.load(Ordering::Relaxed) + 1);
+        let revision_name = format!("{}-{number:05}-{}", spec.name, suffix());
+        env.insert("K_SERVICE".into(), spec.name.clone());
+        env.insert("K_CONFIGURATION".into(), spec.name.clone());
+        env.insert("K_REVISION".into(), revision_name.clone());
+        // The metadata endpoint is the service's, across revisions.
+        let (metadata_addr, metadata_task) = match (&existing, &spec.service_account) {
+            (Some(s), Some(_)) if s.metadata_addr.is_some() => (s.metadata_addr, None),
+            (_, Some(account)) => {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| DeployError::Failed(e.to_string()))?;
+                let addr = l
+                    .local_addr()
+                    .map_err(|e| DeployError::Failed(e.to_string()))?;
+                let app = metadata::router(
+                    self.iam.clone(),
+                    MetadataConfig::new(account, &self.config.region),
+                );
+                let task = tokio::spawn(async move {
+                    let _ = axum::serve(l, app).await;
+                });
+                (Some(addr), Some(task))
+            }
+            _ => (None, None),
+        };
+        if let Some(addr) = metadata_addr {
+            env.insert("GCE_METADATA_HOST".into(), addr.to_string());
+            env.insert("GCE_METADATA_IP".into(), addr.to_string());
+        }
+        let instances: Vec<Arc<Instance>> = (0..spec.min_instances.max(1))
+            .map(|i| {
+                Instance::start(Launch {
+                    service: spec.name.clone(),
+                    revision: revision_name.clone(),
+                    instance: format!("{revision_name}-{i}"),
+                    argv: spec.argv(),
+                    env: env.clone(),
+                    health_path: spec.health_check_path.clone(),
+                    grace: Duration::from_secs(spec.termination_grace_secs),
+                })
+            })
+            .collect();
+        let mut ready = true;
+        for i in &instances {
+            ready &= i.wait_ready(Duration::from_secs(60)).await;
+        }
+        let revision = Arc::new(Revision {
+            name: revision_name.clone(),
+            instances,
+            next: AtomicUsize::new(0),
+        });
+        if !ready {
+            revision.stop().await;
+            if let Some(t) = metadata_task {
+                t.abort();
+            }
+            return Err(DeployError::Failed(format!(
+                "revision {revision_name} did not become ready within 60 s (see its logs)"
+            )));
+        }
+        match existing {
+            Some(service) => {
+                // Traffic moves at once; the old revision finishes what it has and stops.
+                let grace = Duration::from_secs(spec.termination_grace_secs);
+                let old = service.revision.swap(revision);
+                service.spec.store(Arc::new(spec));
+                service.revisions.store(number, Ordering::Relaxed);
+                // Requests hold the revision they were sent to; the old one stops when the
+                // last of them has its answer (or after the grace period).
+                let until = tokio::time::Instant::now() + grace;
+                while Arc::strong_count(&old) > 1 && tokio::time::Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                old.stop().await;
+                tracing::info!(service = %service.spec.load().name, revision = revision_name, "revision serving");
+                Ok(service)
+            }
+            None => {
+                let listener = tokio::net::TcpListener::bind((self.config.bind_host.as_str(), 0))
+                    .await
+                    .map_err(|e| DeployError::Failed(e.to_string()))?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| DeployError::Failed(e.to_string()))?;
+                let url = format!("http://{addr}");
+                let shared = Arc::new(ingress::Shared::new(self.iam.clone(), resource.clone()));
+                let service = Arc::new_cyclic(|weak: &std::sync::Weak<Service>| {
+                    let task = tokio::spawn(ingress::serve(listener, weak.clone(), shared));
+                    Service {
+                        spec: ArcSwap::new(Arc::new(spec)),
+                        url: url.clone(),
+                        resource,
+                        revision: ArcSwap::new(revision),
+                        revisions: AtomicU64::new(number),
+                        metadata_addr,
+                        ingress: task,
+                        metadata: metadata_task,
+                    }
+                });
+                if let Ok(mut m) = self.services.lock() {
+                    m.insert(service.spec.load().name.clone(), service.clone());
+                }
+                tracing::info!(service = %service.spec.load().name, url, revision = revision_name, "service serving");
+                Ok(service)
+            }
+        }
+    }
+
+    /// Stops a service: its ingress, then its instances (gracefully).
+    pub async fn delete(&self, name: &str) -> bool {
+        let Some(service) = self.services.lock().ok().and_then(|mut m| m.remove(name)) else {
+            return false;
+        };
+        service.ingress.abort();
+        service.revision.load().stop().await;
+        if let Some(m) = &service.metadata {
+            m.abort();
+        }
+        true
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(&self) {
+        for s in self.services() {
+            self.delete(&s.spec.load().name).await;
+        }
+    }
+}
+
+fn suffix() -> String {
+    use rand::Rng as _;
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..3)
+        .map(|_| char::from(A[rng.random_range(0..A.len())]))
+        .collect()
+}

@@ -1,0 +1,371 @@
+//! The runner end to end, with a small real HTTP service (Python) as the workload: the invoker
+//! check (401 / 403 / 200), public services, secrets as environment variables (and a refused
+//! deploy without the role), restart after a crash, a redeploy under a steady request loop
+//! with zero failed requests, and google-auth inside the service getting an ID token for the
+//! service's own account from its metadata endpoint.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use gatehouse_iam::{Iam, IamConfig};
+use gatehouse_keyring::SystemClock;
+use gatehouse_run::{DeployError, RunConfig, Runner, ServiceSpec};
+use gatehouse_secrets::{Key, NewPayload, Secrets};
+use gatehouse_store::Store;
+use gatehouse_testkit::TempDir;
+use serde_json::Value;
+
+const APP: &str = r#"
+import http.server, json, os, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path == "/crash":
+            os._exit(3)
+        if self.path.startswith("/idtoken"):
+            import google.auth.transport.requests, google.oauth2.id_token
+            aud = self.path.split("aud=", 1)[1]
+            out = {"token": google.oauth2.id_token.fetch_id_token(google.auth.transport.requests.Request(), aud)}
+        else:
+            keys = ["K_SERVICE", "K_REVISION", "K_CONFIGURATION", "DB_PASS", "GCE_METADATA_HOST", "PORT", "GREETING"]
+            out = {"env": {k: os.environ.get(k) for k in keys}, "headers": {k.lower(): v for k, v in self.headers.items()}, "pid": os.getpid()}
+        body = json.dumps(out).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        sys.stderr.write("request " + self.path + "\n")
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// A Python with google-auth: the IAM compat suite's venv.
+fn python() -> PathBuf {
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/compat/iam/.venv/bin/python");
+    assert!(
+        p.is_file(),
+        "the workload needs python with google-auth: run `tests/compat/setup.sh`"
+    );
+    p
+}
+
+struct World {
+    iam: Iam,
+    secrets: Secrets,
+    runner: Runner,
+    app: PathBuf,
+    _dir: TempDir,
+}
+
+async fn world() -> World {
+    let dir = TempDir::new("run").unwrap();
+    let store = Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("run.db").display()
+    ))
+    .await
+    .unwrap();
+    let iam = Iam::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        IamConfig {
+            cache_ttl: Duration::ZERO,
+            ..IamConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let secrets = Secrets::new(store, iam.clone(), Key::generate().unwrap())
+        .await
+        .unwrap();
+    let runner = Runner::new(
+        iam.clone(),
+        Some(secrets.clone()),
+        RunConfig {
+            project: "run-proj".into(),
+            region: "us-central1".into(),
+            bind_host: "127.0.0.1".into(),
+        },
+    );
+    let app = dir.path().join("app.py");
+    std::fs::write(&app, APP).unwrap();
+    World {
+        iam,
+        secrets,
+        runner,
+        app,
+        _dir: dir,
+    }
+}
+
+fn spec(w: &World, yaml: &str) -> ServiceSpec {
+    let py = python();
+    ServiceSpec::parse(&format!(
+        "command: [{:?}, {:?}]\n{yaml}",
+        py.display().to_string(),
+        w.app.display().to_string()
+    ))
+    .unwrap()
+}
+
+async fn get(url: &str, headers: &[(&str, String)]) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_and_public_services_secrets_restarts_and_redeploys() {
+    let w = world().await;
+    let caller = w
+        .iam
+        .create_account("run-proj", "gateway", "", "")
+        .await
+        .unwrap();
+    let stranger = w
+        .iam
+        .create_account("run-proj", "stranger", "", "")
+        .await
+        .unwrap();
+    let runtime = w
+        .iam
+        .create_account("run-proj", "hello-sa", "", "")
+        .await
+        .unwrap();
+    let local = gatehouse_iam::Principal::Local;
+    w.secrets
+        .create_secret(
+            &local,
+            "run-proj",
+            "db-pass",
+            &serde_json::json!({"replication": {"automatic": {}}}),
+        )
+        .await
+        .unwrap();
+    w.secrets
+        .add_version(
+            &local,
+            "projects/run-proj/secrets/db-pass",
+            NewPayload {
+                data: b"s3cret-value",
+                crc32c: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    // Without the accessor role the deploy is refused, naming secret, account and role.
+    let yaml = format!(
+        "name: hello\nservice_account: {}\nsecrets: {{DB_PASS: 'db-pass:latest'}}\nenv: {{GREETING: one}}\n",
+        runtime.email
+    );
+    let refused = w.runner.deploy(spec(&w, &yaml)).await.unwrap_err();
+    let text = refused.to_string();
+    assert!(matches!(refused, DeployError::Refused(_)), "{text}");
+    assert!(
+        text.contains("db-pass")
+            && text.contains(&runtime.email)
+            && text.contains("secretAccessor"),
+        "{text}"
+    );
+    w.iam
+        .edit_binding(
+            "projects/run-proj/secrets/db-pass",
+            "roles/secretmanager.secretAccessor",
+            &format!("serviceAccount:{}", runtime.email),
+            true,
+        )
+        .await
+        .unwrap();
+    let service = w.runner.deploy(spec(&w, &yaml)).await.unwrap();
+    let url = service.url.clone();
+
+    // Private: 401 without or with a bad token, 403 for a non-invoker, 200 for an invoker.
+    assert_eq!(get(&url, &[]).await.0, 401);
+    assert_eq!(
+        get(&url, &[("authorization", "Bearer garbage".into())])
+            .await
+            .0,
+        401
+    );
+    let token_for = |a: &gatehouse_store::ServiceAccountRecord, aud: &str| {
+        w.iam.mint_id_token(a, aud, true, false).unwrap()
+    };
+    let stranger_token = token_for(&stranger, &url);
+    assert_eq!(
+        get(
+            &url,
+            &[("authorization", format!("Bearer {stranger_token}"))]
+        )
+        .await
+        .0,
+        403
+    );
+    w.iam
+        .edit_binding(
+            &w.runner.resource("hello"),
+            "roles/run.invoker",
+            &format!("serviceAccount:{}", caller.email),
+            true,
+        )
+        .await
+        .unwrap();
+    let good = token_for(&caller, &format!("{url}/"));
+    let (status, body) = get(&url, &[("authorization", format!("Bearer {good}"))]).await;
+    assert_eq!(status, 200, "{body}");
+    // The contract: env, secrets, and the checked token without its signature.
+    assert_eq!(body["env"]["K_SERVICE"], "hello");
+    assert_eq!(body["env"]["K_CONFIGURATION"], "hello");
+    assert!(
+        body["env"]["K_REVISION"]
+            .as_str()
+            .unwrap()
+            .starts_with("hello-00001-")
+    );
+    assert_eq!(body["env"]["DB_PASS"], "s3cret-value");
+    assert_eq!(body["env"]["GREETING"], "one");
+    assert!(
+        body["env"]["GCE_METADATA_HOST"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        body["headers"]["authorization"]
+            .as_str()
+            .unwrap()
+            .ends_with(".SIGNATURE_REMOVED_BY_GOOGLE")
+    );
+    // A token for another audience is not accepted.
+    let elsewhere = token_for(&caller, "https://other.example");
+    assert_eq!(
+        get(&url, &[("authorization", format!("Bearer {elsewhere}"))])
+            .await
+            .0,
+        401
+    );
+    // X-Serverless-Authorization is the one checked; Authorization passes through untouched.
+    let (status, body) = get(
+        &url,
+        &[
+            ("x-serverless-authorization", format!("Bearer {good}")),
+            ("authorization", "Bearer app-level-token".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["headers"]["authorization"], "Bearer app-level-token");
+
+    // google-auth inside the service gets an ID token for the service's own account.
+    let (status, body) = get(
+        &format!("{url}/idtoken?aud=https://callee.example"),
+        &[("authorization", format!("Bearer {good}"))],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let claims = w
+        .iam
+        .verify_id_token(
+            body["token"].as_str().unwrap(),
+            &["https://callee.example".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims["email"], runtime.email.as_str());
+
+    // A crashed instance is restarted and serves again.
+    let pid = get(&url, &[("authorization", format!("Bearer {good}"))])
+        .await
+        .1["pid"]
+        .clone();
+    let _ = reqwest::Client::new()
+        .get(format!("{url}/crash"))
+        .header("authorization", format!("Bearer {good}"))
+        .send()
+        .await;
+    let mut back = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (s, b) = get(&url, &[("authorization", format!("Bearer {good}"))]).await;
+        if s == 200 && b["pid"] != pid {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the crashed instance came back");
+    assert!(service.revision.load().instances[0].restarts() >= 1);
+
+    // A redeploy under a steady request loop fails no request.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, url, good) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            url.clone(),
+            good.clone(),
+        );
+        loops.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let res = http
+                    .get(&url)
+                    .header("authorization", format!("Bearer {good}"))
+                    .send()
+                    .await;
+                let good = match res {
+                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if good {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v2 = yaml.replace("GREETING: one", "GREETING: two");
+    let again = w.runner.deploy(spec(&w, &v2)).await.unwrap();
+    assert!(again.revision.load().name.starts_with("hello-00002-"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during the redeploy"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 20);
+    let (_, body) = get(&url, &[("authorization", format!("Bearer {good}"))]).await;
+    assert_eq!(body["env"]["GREETING"], "two");
+
+    // A public service answers everyone.
+    let public = w
+        .runner
+        .deploy(spec(&w, "name: open\nallow_unauthenticated: true\n"))
+        .await
+        .unwrap();
+    let (status, body) = get(&public.url, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["env"]["K_SERVICE"], "open");
+    assert!(body["env"]["GCE_METADATA_HOST"].is_null());
+
+    w.runner.shutdown().await;
+    assert!(reqwest::get(&url).await.is_err(), "ingress is gone");
+}
