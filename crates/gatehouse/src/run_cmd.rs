@@ -32,6 +32,10 @@ enum RunCommand {
         /// A service spec (YAML or JSON); repeatable.
         #[arg(long = "spec", required = true)]
         specs: Vec<PathBuf>,
+        /// A managed PostgreSQL instance spec (`name`, `databases`, `users` with
+        /// `password_secret`, `tcp_port`); repeatable; started before the services.
+        #[arg(long = "sql")]
+        sql: Vec<PathBuf>,
         /// The secrets master key, when services use `secrets:`.
         #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE")]
         master_key_file: Option<PathBuf>,
@@ -70,6 +74,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         RunCommand::Deploy {
             specs,
+            sql,
             master_key_file,
             bind,
         } => {
@@ -114,8 +119,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     project,
                     region: args.region.clone(),
                     bind_host: bind.clone(),
+                    data_root: args.store.data_dir.clone(),
+                    socket_root: args.store.data_dir.join("cloudsql"),
                 },
             );
+            for file in sql {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let spec = gatehouse_run::SqlInstanceSpec::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                if let Err(e) = runner.start_sql(spec).await {
+                    runner.shutdown().await;
+                    anyhow::bail!("{e}");
+                }
+            }
             for spec in specs {
                 let name = spec.name.clone();
                 match runner.deploy(spec).await {

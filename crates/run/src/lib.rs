@@ -9,8 +9,10 @@
 mod ingress;
 pub mod instance;
 pub mod spec;
+pub mod sql;
 
 pub use spec::{ServiceSpec, SpecError};
+pub use sql::{SqlInstance, SqlInstanceSpec, SqlUser};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -32,6 +34,11 @@ pub struct RunConfig {
     pub region: String,
     /// Address ingresses bind to (port 0: any free port).
     pub bind_host: String,
+    /// Where managed SQL instances keep their data (`<data_root>/sql/<instance>`).
+    pub data_root: std::path::PathBuf,
+    /// The `/cloudsql` directory: instance sockets live under it, services get it as
+    /// `DB_SOCKET_PATH`.
+    pub socket_root: std::path::PathBuf,
 }
 
 /// Why a deploy failed.
@@ -108,6 +115,7 @@ pub struct Runner {
     secrets: Option<Secrets>,
     config: RunConfig,
     services: Arc<Mutex<HashMap<String, Arc<Service>>>>,
+    sql: Arc<Mutex<HashMap<String, Arc<SqlInstance>>>>,
     deploying: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -118,6 +126,7 @@ impl Runner {
             secrets,
             config,
             services: Arc::new(Mutex::new(HashMap::new())),
+            sql: Arc::new(Mutex::new(HashMap::new())),
             deploying: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
@@ -201,11 +210,38 @@ impl Runner {
                 }
             }
         }
+        for wanted in &spec.cloudsql_instances {
+            let instance = self.sql_instance(wanted).ok_or_else(|| {
+                DeployError::Refused(format!(
+                    "Cloud SQL instance {wanted} is not running here (declare it under sql_instances)"
+                ))
+            })?;
+            let resource = format!(
+                "projects/{}/instances/{}",
+                self.config.project, instance.spec.name
+            );
+            let allowed = match &principal {
+                Some(p) => {
+                    self.iam
+                        .check(p, "cloudsql.instances.connect", &resource)
+                        .await?
+                }
+                None => false,
+            };
+            if !allowed {
+                return Err(DeployError::Refused(format!(
+                    "service account {} may not connect to Cloud SQL instance {} (grant \
+                     roles/cloudsql.client on {resource} or the project)",
+                    spec.service_account.as_deref().unwrap_or("(none)"),
+                    instance.connection_name
+                )));
+            }
+        }
         if !spec.cloudsql_instances.is_empty() {
-            return Err(DeployError::Refused(
-                "cloudsql_instances: managed SQL instances are not available in this runner yet"
-                    .into(),
-            ));
+            env.insert(
+                "DB_SOCKET_PATH".into(),
+                self.config.socket_root.display().to_string(),
+            );
         }
         if spec.allow_unauthenticated {
             self.iam
@@ -337,10 +373,65 @@ impl Runner {
         true
     }
 
-    /// Stops everything.
+    /// Starts a managed PostgreSQL instance; user passwords are read from Secret Manager by
+    /// the local administrator (the manifest's owner).
+    pub async fn start_sql(&self, spec: SqlInstanceSpec) -> Result<Arc<SqlInstance>, DeployError> {
+        let mut passwords = Vec::new();
+        for u in &spec.users {
+            let secrets = self.secrets.as_ref().ok_or_else(|| {
+                DeployError::Refused("SQL users need Secret Manager for their passwords".into())
+            })?;
+            let a = secrets
+                .resolve_for(&Principal::Local, &self.config.project, &u.password_secret)
+                .await
+                .map_err(|e| {
+                    DeployError::Refused(format!(
+                        "password of SQL user {} ({}): {e}",
+                        u.name, u.password_secret
+                    ))
+                })?;
+            let pw = String::from_utf8(a.data.to_vec()).map_err(|_| {
+                DeployError::Refused(format!("password secret {} is not text", u.password_secret))
+            })?;
+            passwords.push((u.name.clone(), pw.trim_end_matches('\n').to_owned()));
+        }
+        let instance = SqlInstance::start(
+            spec,
+            &self.config.project,
+            &self.config.region,
+            &self.config.data_root,
+            &self.config.socket_root,
+            &passwords,
+        )
+        .await
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
+        let instance = Arc::new(instance);
+        if let Ok(mut m) = self.sql.lock() {
+            m.insert(instance.connection_name.clone(), instance.clone());
+        }
+        Ok(instance)
+    }
+
+    /// A running SQL instance by connection name (`P:R:I`) or instance name.
+    pub fn sql_instance(&self, name: &str) -> Option<Arc<SqlInstance>> {
+        let m = self.sql.lock().ok()?;
+        m.get(name)
+            .cloned()
+            .or_else(|| m.values().find(|i| i.spec.name == name).cloned())
+    }
+
+    /// Stops everything: services first, then SQL instances.
     pub async fn shutdown(&self) {
         for s in self.services() {
             self.delete(&s.spec.load().name).await;
+        }
+        let instances: Vec<_> = self
+            .sql
+            .lock()
+            .map(|mut m| m.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        for i in instances {
+            i.stop().await;
         }
     }
 }

@@ -91,6 +91,8 @@ async fn world() -> World {
             project: "run-proj".into(),
             region: "us-central1".into(),
             bind_host: "127.0.0.1".into(),
+            data_root: dir.path().join("data"),
+            socket_root: dir.path().join("cloudsql"),
         },
     );
     let app = dir.path().join("app.py");
@@ -368,4 +370,120 @@ async fn private_and_public_services_secrets_restarts_and_redeploys() {
 
     w.runner.shutdown().await;
     assert!(reqwest::get(&url).await.is_err(), "ingress is gone");
+}
+
+/// A workload that answers `GET /db` with what `psql` gets over the Cloud SQL socket.
+const DB_APP: &str = r#"
+import http.server, json, os, subprocess, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        sock = os.path.join(os.environ["DB_SOCKET_PATH"], os.environ["INSTANCE"])
+        r = subprocess.run([os.environ["PSQL"], "-h", sock, "-U", "vote-user", "-d", "votes", "-qtAc",
+                            "CREATE TABLE IF NOT EXISTS t (n int); INSERT INTO t VALUES (42); SELECT sum(n) FROM t"],
+                           env={"PGPASSWORD": os.environ["DB_PASS"]}, capture_output=True, text=True)
+        body = json.dumps({"out": r.stdout.strip(), "err": r.stderr.strip(), "socket": os.environ["DB_SOCKET_PATH"]}).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_postgres_over_the_cloudsql_socket() {
+    let w = world().await;
+    let local = gatehouse_iam::Principal::Local;
+    let app_sa = w
+        .iam
+        .create_account("run-proj", "vote-app", "", "")
+        .await
+        .unwrap();
+    let other = w
+        .iam
+        .create_account("run-proj", "no-sql-app", "", "")
+        .await
+        .unwrap();
+    w.secrets
+        .create_secret(
+            &local,
+            "run-proj",
+            "db-pass",
+            &serde_json::json!({"replication": {"automatic": {}}}),
+        )
+        .await
+        .unwrap();
+    w.secrets
+        .add_version(
+            &local,
+            "projects/run-proj/secrets/db-pass",
+            NewPayload {
+                data: b"pg-Secret-1",
+                crc32c: None,
+            },
+        )
+        .await
+        .unwrap();
+    for sa in [&app_sa, &other] {
+        w.iam
+            .edit_binding(
+                "projects/run-proj/secrets/db-pass",
+                "roles/secretmanager.secretAccessor",
+                &format!("serviceAccount:{}", sa.email),
+                true,
+            )
+            .await
+            .unwrap();
+    }
+    let instance = w
+        .runner
+        .start_sql(gatehouse_run::SqlInstanceSpec {
+            name: "votes-db".into(),
+            databases: vec!["votes".into()],
+            users: vec![gatehouse_run::SqlUser {
+                name: "vote-user".into(),
+                password_secret: "db-pass:latest".into(),
+            }],
+            tcp_port: None,
+        })
+        .await
+        .expect("PostgreSQL 15 starts (apt-get install -y postgresql-15)");
+    assert_eq!(instance.connection_name, "run-proj:us-central1:votes-db");
+    assert!(instance.socket_dir.join(".s.PGSQL.5432").exists());
+
+    let app = w.app.with_file_name("db_app.py");
+    std::fs::write(&app, DB_APP).unwrap();
+    let spec_for = |sa: &str| {
+        ServiceSpec::parse(&format!(
+            "name: vote\ncommand: [{:?}, {:?}]\nservice_account: {sa}\nallow_unauthenticated: true\n\
+             cloudsql_instances: ['run-proj:us-central1:votes-db']\nsecrets: {{DB_PASS: 'db-pass'}}\n\
+             env: {{INSTANCE: 'run-proj:us-central1:votes-db', PSQL: '/usr/lib/postgresql/15/bin/psql'}}\n",
+            python().display().to_string(),
+            app.display().to_string()
+        ))
+        .unwrap()
+    };
+    // Without roles/cloudsql.client: refused at deploy.
+    let refused = w.runner.deploy(spec_for(&other.email)).await.unwrap_err();
+    assert!(refused.to_string().contains("cloudsql.client"), "{refused}");
+    w.iam
+        .edit_binding(
+            "projects/run-proj/instances/votes-db",
+            "roles/cloudsql.client",
+            &format!("serviceAccount:{}", app_sa.email),
+            true,
+        )
+        .await
+        .unwrap();
+    let service = w.runner.deploy(spec_for(&app_sa.email)).await.unwrap();
+    let (status, body) = get(&format!("{}/db", service.url), &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["out"], "42", "{body}");
+    w.runner.shutdown().await;
+    assert!(
+        !instance.socket_dir.join(".s.PGSQL.5432").exists(),
+        "stopped cleanly"
+    );
 }

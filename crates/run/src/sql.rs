@@ -1,0 +1,354 @@
+//! Managed PostgreSQL instances, as Cloud SQL serves them to Cloud Run: a server started from
+//! the system's PostgreSQL binaries, data under the data dir, reachable over a unix socket at
+//! `<socket root>/<PROJECT>:<REGION>:<INSTANCE>/.s.PGSQL.5432` (the `/cloudsql` layout) and
+//! optionally over TCP, with databases and users (passwords from Secret Manager) created from
+//! the spec.
+//!
+//! Authentication: application users log in with their password (scram-sha-256) over the
+//! socket or TCP; administration uses the server's own OS account over the socket (`peer`), so
+//! no password-less superuser login is reachable by services.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+const INSTALL_HINT: &str = "install the PostgreSQL 15 server binaries: `apt-get install -y \
+     postgresql-15` (they live in /usr/lib/postgresql/15/bin; set GATEHOUSE_PG_BIN to use another \
+     directory)";
+
+/// A user of a managed instance.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlUser {
+    pub name: String,
+    /// `SECRET[:VERSION]` holding the password.
+    pub password_secret: String,
+}
+
+/// One entry of the manifest's `sql_instances:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlInstanceSpec {
+    pub name: String,
+    #[serde(default)]
+    pub databases: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<SqlUser>,
+    /// Also listen on 127.0.0.1:PORT.
+    #[serde(default)]
+    pub tcp_port: Option<u16>,
+}
+
+/// Why an instance could not be started or set up.
+#[derive(Debug, thiserror::Error)]
+#[error("sql instance {instance}: {why}")]
+pub struct SqlError {
+    pub instance: String,
+    pub why: String,
+}
+
+fn identifier_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl SqlInstanceSpec {
+    /// Parses a spec from YAML or JSON and checks it.
+    pub fn parse(text: &str) -> Result<Self, SqlError> {
+        let spec: Self = serde_saphyr::from_str(text).map_err(|e| SqlError {
+            instance: String::new(),
+            why: e.to_string(),
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Instance, database and user names: lower-case letters, digits, `_`, `-`.
+    pub fn validate(&self) -> Result<(), SqlError> {
+        let err = |why: String| SqlError {
+            instance: self.name.clone(),
+            why,
+        };
+        if !identifier_ok(&self.name) {
+            return Err(err(format!("invalid instance name {:?}", self.name)));
+        }
+        for d in &self.databases {
+            if !identifier_ok(d) {
+                return Err(err(format!("invalid database name {d:?}")));
+            }
+        }
+        for u in &self.users {
+            if !identifier_ok(&u.name) || u.name == "postgres" {
+                return Err(err(format!("invalid user name {:?}", u.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A running managed instance.
+#[derive(Debug)]
+pub struct SqlInstance {
+    pub spec: SqlInstanceSpec,
+    /// `PROJECT:REGION:INSTANCE`.
+    pub connection_name: String,
+    /// The directory holding `.s.PGSQL.5432`.
+    pub socket_dir: PathBuf,
+    data: PathBuf,
+    bin: PathBuf,
+    root: bool,
+    superuser: String,
+}
+
+fn pg_bin() -> Result<PathBuf, String> {
+    let bin = std::env::var_os("GATEHOUSE_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+    for tool in ["initdb", "pg_ctl", "psql", "postgres"] {
+        if !bin.join(tool).is_file() {
+            return Err(format!(
+                "PostgreSQL server binaries not found in {}: {INSTALL_HINT}",
+                bin.display()
+            ));
+        }
+    }
+    Ok(bin)
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// A single-quoted SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl SqlInstance {
+    fn command(&self, tool: &str) -> Command {
+        let mut c = if self.root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+            c
+        } else {
+            Command::new(self.bin.join(tool))
+        };
+        c.stdin(Stdio::null()).kill_on_drop(true);
+        c
+    }
+
+    fn err(&self, why: impl Into<String>) -> SqlError {
+        SqlError {
+            instance: self.spec.name.clone(),
+            why: why.into(),
+        }
+    }
+
+    /// Starts the instance (initialising its data directory on first start) and creates its
+    /// databases and users. `passwords` gives each user's password.
+    pub async fn start(
+        spec: SqlInstanceSpec,
+        project: &str,
+        region: &str,
+        data_root: &Path,
+        socket_root: &Path,
+        passwords: &[(String, String)],
+    ) -> Result<Self, SqlError> {
+        spec.validate()?;
+        let bin = pg_bin().map_err(|why| SqlError {
+            instance: spec.name.clone(),
+            why,
+        })?;
+        let connection_name = format!("{project}:{region}:{}", spec.name);
+        let root = is_root();
+        let superuser = if root {
+            "postgres".to_owned()
+        } else {
+            std::env::var("USER").unwrap_or_else(|_| "postgres".into())
+        };
+        let me = Self {
+            socket_dir: socket_root.join(&connection_name),
+            data: data_root.join("sql").join(&spec.name),
+            connection_name,
+            spec,
+            bin,
+            root,
+            superuser,
+        };
+        let io = |e: std::io::Error| me.err(e.to_string());
+        std::fs::create_dir_all(&me.data).map_err(io)?;
+        std::fs::create_dir_all(&me.socket_dir).map_err(io)?;
+        if root {
+            for dir in [&me.data, &me.socket_dir] {
+                let ok = std::process::Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(dir)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Err(me.err(format!(
+                        "chown postgres {} failed (is there a `postgres` user? {INSTALL_HINT})",
+                        dir.display()
+                    )));
+                }
+            }
+            // Services (not the postgres user) must reach the socket directory.
+            let _ = std::process::Command::new("chmod")
+                .args(["0755"])
+                .arg(&me.socket_dir)
+                .status();
+        }
+        if !me.data.join("PG_VERSION").is_file() {
+            let out = me
+                .command("initdb")
+                .arg("-D")
+                .arg(&me.data)
+                .args([
+                    "-U",
+                    &me.superuser,
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--auth-local=peer",
+                    "--auth-host=scram-sha-256",
+                ])
+                .output()
+                .await
+                .map_err(io)?;
+            if !out.status.success() {
+                return Err(me.err(format!(
+                    "initdb failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+            // Application users log in with passwords over the socket; the superuser by peer.
+            let hba = format!(
+                "local all {} peer\nlocal all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n",
+                me.superuser
+            );
+            let hba_path = me.data.join("pg_hba.conf");
+            std::fs::write(&hba_path, hba).map_err(io)?;
+        }
+        let port = me.spec.tcp_port.unwrap_or(5432);
+        let listen = if me.spec.tcp_port.is_some() {
+            "127.0.0.1"
+        } else {
+            ""
+        };
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses='{listen}' -c unix_socket_permissions=0777",
+            me.socket_dir.display()
+        );
+        let out = me
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&me.data)
+            .args(["-o", &opts, "-w", "-t", "60", "-l"])
+            .arg(me.data.join("server.log"))
+            .arg("start")
+            .output()
+            .await
+            .map_err(io)?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(me.data.join("server.log")).unwrap_or_default();
+            return Err(me.err(format!(
+                "pg_ctl start failed: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                log.lines().rev().take(10).collect::<Vec<_>>().join("\n")
+            )));
+        }
+        if port != 5432 {
+            // The Cloud SQL layout names the socket .s.PGSQL.5432 whatever the TCP port.
+            let _ = std::os::unix::fs::symlink(
+                me.socket_dir.join(format!(".s.PGSQL.{port}")),
+                me.socket_dir.join(".s.PGSQL.5432"),
+            );
+        }
+        for (user, password) in passwords {
+            let sql = format!(
+                "DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN \
+                 EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', {name}, {pw}); ELSE \
+                 EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', {name}, {pw}); END IF; END$$;",
+                name = literal(user),
+                pw = literal(password),
+            );
+            me.psql(port, "postgres", &sql).await?;
+        }
+        for db in &me.spec.databases {
+            let exists = me
+                .psql(
+                    port,
+                    "postgres",
+                    &format!("SELECT 1 FROM pg_database WHERE datname = {}", literal(db)),
+                )
+                .await?;
+            if exists.trim() != "1" {
+                me.psql(port, "postgres", &format!("CREATE DATABASE \"{db}\""))
+                    .await?;
+            }
+            for (user, _) in passwords {
+                me.psql(
+                    port,
+                    "postgres",
+                    &format!("GRANT ALL PRIVILEGES ON DATABASE \"{db}\" TO \"{user}\""),
+                )
+                .await?;
+                me.psql(
+                    port,
+                    db,
+                    &format!("GRANT ALL ON SCHEMA public TO \"{user}\""),
+                )
+                .await?;
+            }
+        }
+        tracing::info!(instance = me.connection_name, socket = %me.socket_dir.display(), "sql instance running");
+        Ok(me)
+    }
+
+    async fn psql(&self, port: u16, database: &str, sql: &str) -> Result<String, SqlError> {
+        let out = self
+            .command("psql")
+            .arg("-h")
+            .arg(&self.socket_dir)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                &self.superuser,
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAq",
+                "-c",
+                sql,
+            ])
+            .output()
+            .await
+            .map_err(|e| self.err(e.to_string()))?;
+        if !out.status.success() {
+            return Err(self.err(format!(
+                "setting up failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Stops the server (fast shutdown: connections are closed, data is safe).
+    pub async fn stop(&self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .await;
+        tracing::info!(instance = self.connection_name, "sql instance stopped");
+    }
+}
