@@ -116,6 +116,28 @@ fn spec(w: &World, yaml: &str) -> ServiceSpec {
     .unwrap()
 }
 
+/// The secret `db-pass` in `run-proj` with one version.
+async fn db_pass(w: &World, data: &[u8]) {
+    let local = gatehouse_iam::Principal::Local;
+    w.secrets
+        .create_secret(
+            &local,
+            "run-proj",
+            "db-pass",
+            &serde_json::json!({"replication": {"automatic": {}}}),
+        )
+        .await
+        .unwrap();
+    w.secrets
+        .add_version(
+            &local,
+            "projects/run-proj/secrets/db-pass",
+            NewPayload { data, crc32c: None },
+        )
+        .await
+        .unwrap();
+}
+
 async fn get(url: &str, headers: &[(&str, String)]) -> (u16, Value) {
     let mut req = reqwest::Client::new().get(url);
     for (k, v) in headers {
@@ -144,27 +166,7 @@ async fn private_and_public_services_secrets_restarts_and_redeploys() {
         .create_account("run-proj", "hello-sa", "", "")
         .await
         .unwrap();
-    let local = gatehouse_iam::Principal::Local;
-    w.secrets
-        .create_secret(
-            &local,
-            "run-proj",
-            "db-pass",
-            &serde_json::json!({"replication": {"automatic": {}}}),
-        )
-        .await
-        .unwrap();
-    w.secrets
-        .add_version(
-            &local,
-            "projects/run-proj/secrets/db-pass",
-            NewPayload {
-                data: b"s3cret-value",
-                crc32c: None,
-            },
-        )
-        .await
-        .unwrap();
+    db_pass(&w, b"s3cret-value").await;
 
     // Without the accessor role the deploy is refused, naming secret, account and role.
     let yaml = format!(
@@ -395,7 +397,6 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_postgres_over_the_cloudsql_socket() {
     let w = world().await;
-    let local = gatehouse_iam::Principal::Local;
     let app_sa = w
         .iam
         .create_account("run-proj", "vote-app", "", "")
@@ -406,26 +407,7 @@ async fn managed_postgres_over_the_cloudsql_socket() {
         .create_account("run-proj", "no-sql-app", "", "")
         .await
         .unwrap();
-    w.secrets
-        .create_secret(
-            &local,
-            "run-proj",
-            "db-pass",
-            &serde_json::json!({"replication": {"automatic": {}}}),
-        )
-        .await
-        .unwrap();
-    w.secrets
-        .add_version(
-            &local,
-            "projects/run-proj/secrets/db-pass",
-            NewPayload {
-                data: b"pg-Secret-1",
-                crc32c: None,
-            },
-        )
-        .await
-        .unwrap();
+    db_pass(&w, b"pg-Secret-1").await;
     for sa in [&app_sa, &other] {
         w.iam
             .edit_binding(
