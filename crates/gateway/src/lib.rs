@@ -72,6 +72,8 @@ pub struct Gateway {
     pub(crate) id_tokens: Option<IdTokens>,
     pub(crate) metrics: Metrics,
     config_path: Option<PathBuf>,
+    /// The text of the newest config applied (what the file watcher compares against).
+    last_applied: Mutex<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -172,6 +174,7 @@ impl Gateway {
             id_tokens,
             metrics: Metrics::default(),
             config_path,
+            last_applied: Mutex::new(text.as_bytes().to_vec()),
         }))
     }
 
@@ -190,6 +193,9 @@ impl Gateway {
             .unwrap_or(1);
         let loaded = Arc::new(Self::prepare(&self.http, text, next).await?);
         self.active.store(loaded.clone());
+        if let Ok(mut last) = self.last_applied.lock() {
+            *last = text.as_bytes().to_vec();
+        }
         if let Ok(mut h) = self.history.lock() {
             h.push(loaded);
             let excess = h.len().saturating_sub(10);
@@ -218,7 +224,8 @@ impl Gateway {
         let Some(path) = self.config_path.clone() else {
             return;
         };
-        let mut seen = tokio::fs::read(&path).await.ok();
+        // Content that was refused, so it is not tried again until it changes.
+        let mut refused: Option<Vec<u8>> = None;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -226,21 +233,25 @@ impl Gateway {
             let Ok(now) = tokio::fs::read(&path).await else {
                 continue;
             };
-            if seen.as_ref() == Some(&now) {
+            let applied = self.last_applied.lock().map(|l| *l == now).unwrap_or(true);
+            if applied || refused.as_ref() == Some(&now) {
                 continue;
             }
-            let previous = seen.replace(now.clone());
-            let Ok(text) = String::from_utf8(now) else {
+            let Ok(text) = String::from_utf8(now.clone()) else {
                 tracing::error!(path = %path.display(), "config file is not UTF-8; keeping the current config");
+                refused = Some(now);
                 continue;
             };
             match self.apply(&text).await {
-                Ok(v) => tracing::info!(version = v, "config file changed; new version active"),
+                Ok(v) => {
+                    refused = None;
+                    tracing::info!(version = v, "config file changed; new version active");
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "changed config refused; keeping the current config");
                     // Discovery may work next time; a config that is wrong stays refused.
-                    if matches!(e, LoadError::Discovery { .. }) {
-                        seen = previous;
+                    if !matches!(e, LoadError::Discovery { .. }) {
+                        refused = Some(now);
                     }
                 }
             }

@@ -503,7 +503,7 @@ async fn a_changed_config_file_is_applied_and_a_bad_one_is_not() {
     std::fs::write(&tmp, config("/two")).unwrap();
     std::fs::rename(&tmp, &file).unwrap();
     let mut switched = false;
-    for _ in 0..100 {
+    for _ in 0..500 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if status("/two").await == 200 {
             switched = true;
