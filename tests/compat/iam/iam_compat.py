@@ -5,6 +5,12 @@ owner uses `gcloud`) and one `gatehouse iam serve` process with a metadata serve
 the tests check goes over HTTP, through the real google-auth library or plain `requests`.
 """
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
+import gatehouse_common as common  # noqa: E402
+from gatehouse_common import free_port, unique_id  # noqa: E402,F401
 import base64
 import json
 import os
@@ -30,17 +36,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # ---------------------------------------------------------------- small helpers
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def unique_id(prefix):
-    """A fresh account id (6-30 chars of [a-z0-9-], starting with a letter)."""
-    ident = f"{prefix}-{secrets.token_hex(3)}"
-    assert 6 <= len(ident) <= 30, ident
-    return ident
 
 
 def unique_project(prefix="pol"):
@@ -235,27 +230,10 @@ class Gatehouse:
         raise RuntimeError(f"gatehouse iam serve did not come up in 30 s:\n{self.log_tail()}")
 
     def log_records(self):
-        out = []
-        try:
-            with open(self.log_path, "rb") as f:
-                for raw in f:
-                    try:
-                        rec = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(rec, dict):
-                        out.append(rec)
-        except FileNotFoundError:
-            pass
-        return out
+        return common.log_records(self.log_path)
 
     def log_tail(self, n=40):
-        try:
-            with open(self.log_path, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
-            return "\n".join(lines[-n:])
-        except FileNotFoundError:
-            return "(no log)"
+        return common.log_tail(self.log_path, n)
 
     def stop(self):
         if self.proc is None:

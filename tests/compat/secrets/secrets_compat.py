@@ -7,6 +7,12 @@ owner uses `gcloud iam`), and the `gatehouse secrets` CLI (the local administrat
 `google-cloud-secret-manager` client (REST transport) or, for wire details, plain `requests`.
 """
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
+import gatehouse_common as common  # noqa: E402
+from gatehouse_common import free_port, unique_id  # noqa: E402,F401
 import json
 import os
 import secrets
@@ -37,17 +43,6 @@ State = secretmanager.SecretVersion.State
 
 # ---------------------------------------------------------------- small helpers
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def unique_id(prefix):
-    """A fresh id usable as an account id (6-30 chars of [a-z0-9-]) and as a secret id."""
-    ident = f"{prefix}-{secrets.token_hex(3)}"
-    assert 6 <= len(ident) <= 30, ident
-    return ident
 
 
 def eventually(check, timeout=6.0, interval=0.1, retry_on=(AssertionError,)):
@@ -297,27 +292,10 @@ class Gatehouse:
         raise RuntimeError(f"gatehouse secrets serve did not come up in {START_TIMEOUT} s:\n{tail}")
 
     def log_records(self):
-        out = []
-        try:
-            with open(self.log_path, "rb") as f:
-                for raw in f:
-                    try:
-                        rec = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(rec, dict):
-                        out.append(rec)
-        except FileNotFoundError:
-            pass
-        return out
+        return common.log_records(self.log_path)
 
     def log_tail(self, n=40):
-        try:
-            with open(self.log_path, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
-            return "\n".join(lines[-n:])
-        except (FileNotFoundError, TypeError):
-            return "(no log)"
+        return common.log_tail(self.log_path, n)
 
     def _reap(self):
         self.proc = None
