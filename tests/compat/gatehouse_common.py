@@ -4,6 +4,7 @@ free ports, unique ids, and reading a `gatehouse` process's JSON log file."""
 import json
 import secrets
 import socket
+import time
 
 
 def free_port():
@@ -45,3 +46,19 @@ def log_tail(path, n=40):
         return "\n".join(lines[-n:])
     except (FileNotFoundError, TypeError):
         return "(no log)"
+
+
+def eventually(check, timeout=6.0, interval=0.1, retry_on=(AssertionError,)):
+    """Calls `check` until it returns without raising `retry_on`; returns its value.
+
+    Servers cache accounts, keys and policies for 1 s, so changes made with the CLI (straight
+    on the database) show up over HTTP within about that time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except retry_on:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(interval)

@@ -821,17 +821,34 @@ impl Iam {
         permission: &str,
         resource: &str,
     ) -> Result<bool> {
-        let mut allowed = matches!(principal, Principal::Local);
-        if !allowed {
-            for r in ancestors(resource) {
-                if self.policy(r).await?.0.allows(principal, permission) {
-                    allowed = true;
-                    break;
-                }
-            }
-        }
+        let allowed = self.evaluate(principal, permission, resource).await?;
         self.audit(principal, permission, resource, allowed).await;
         Ok(allowed)
+    }
+
+    /// Whether anyone at all (`allUsers`) holds `permission` on `resource`. A property of the
+    /// resource's policies rather than a decision about a caller, so it is not audited.
+    pub async fn is_public(&self, permission: &str, resource: &str) -> Result<bool> {
+        self.evaluate(&Principal::Anonymous, permission, resource)
+            .await
+    }
+
+    /// The decision itself: the resource's policy or an ancestor's grants `permission`.
+    async fn evaluate(
+        &self,
+        principal: &Principal,
+        permission: &str,
+        resource: &str,
+    ) -> Result<bool> {
+        if matches!(principal, Principal::Local) {
+            return Ok(true);
+        }
+        for r in ancestors(resource) {
+            if self.policy(r).await?.0.allows(principal, permission) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Like [`Self::check`], failing with Google's PERMISSION_DENIED.

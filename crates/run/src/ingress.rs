@@ -122,7 +122,7 @@ async fn authorize(
 ) -> Result<Option<HeaderName>, Response> {
     let public = shared
         .iam
-        .check(&Principal::Anonymous, "run.routes.invoke", &shared.resource)
+        .is_public("run.routes.invoke", &shared.resource)
         .await
         .unwrap_or(false);
     if public {
@@ -133,7 +133,14 @@ async fn authorize(
         Some(t) => (SERVERLESS_AUTHORIZATION, t),
         None => match bearer(headers, &header::AUTHORIZATION) {
             Some(t) => (header::AUTHORIZATION, t),
-            None => return Err(page(StatusCode::UNAUTHORIZED, path)),
+            None => {
+                // An anonymous caller of a private service: recorded as the denial it is.
+                let _ = shared
+                    .iam
+                    .check(&Principal::Anonymous, "run.routes.invoke", &shared.resource)
+                    .await;
+                return Err(page(StatusCode::UNAUTHORIZED, path));
+            }
         },
     };
     let mut audiences = vec![service.url.clone(), format!("{}/", service.url)];

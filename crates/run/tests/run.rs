@@ -250,6 +250,32 @@ async fn private_and_public_services_secrets_restarts_and_redeploys() {
             .unwrap()
             .ends_with(".SIGNATURE_REMOVED_BY_GOOGLE")
     );
+    // Authenticated calls are audited as their caller only (no anonymous probe per request);
+    // the anonymous call above is audited as a denial.
+    let log = w.iam.audit_log(10_000).await.unwrap();
+    let invoke: Vec<_> = log
+        .iter()
+        .filter(|r| r.permission == "run.routes.invoke")
+        .collect();
+    assert!(
+        invoke
+            .iter()
+            .any(|r| r.principal == "allUsers" && !r.allowed)
+    );
+    assert!(
+        invoke
+            .iter()
+            .any(|r| r.principal == format!("serviceAccount:{}", caller.email) && r.allowed)
+    );
+    let anonymous: i64 = invoke
+        .iter()
+        .filter(|r| r.principal == "allUsers")
+        .map(|r| r.count)
+        .sum();
+    assert_eq!(
+        anonymous, 1,
+        "only the one token-less request is an anonymous decision"
+    );
     // A token for another audience is not accepted.
     let elsewhere = token_for(&caller, "https://other.example");
     assert_eq!(

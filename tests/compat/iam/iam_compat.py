@@ -10,7 +10,7 @@ from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
 import gatehouse_common as common  # noqa: E402
-from gatehouse_common import free_port, unique_id  # noqa: E402,F401
+from gatehouse_common import eventually, free_port, unique_id  # noqa: E402,F401
 import base64
 import json
 import os
@@ -42,20 +42,6 @@ def unique_project(prefix="pol"):
     return unique_id(prefix)
 
 
-def eventually(check, timeout=6.0, interval=0.1, retry_on=(AssertionError,)):
-    """Calls `check` until it returns without raising `retry_on`; returns its value.
-
-    The server caches accounts, keys and policies for 1 s, so changes made with the CLI
-    (straight on the database) show up over HTTP within about that time.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except retry_on:
-            if time.monotonic() >= deadline:
-                raise
-        time.sleep(interval)
 
 
 def b64url_decode(segment):
