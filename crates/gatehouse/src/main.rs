@@ -75,15 +75,24 @@ fn init_tracing(format: &str, stdout: bool) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log_format, logs_to_stdout(&cli.command));
-    match cli.command {
+    let result = match cli.command {
         Command::Identity(args) => identity_cmd::run(args).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
         Command::Iam(args) => iam_cmd::run(args).await,
         Command::Secrets(args) => secrets_cmd::run(args).await,
         Command::Run(args) => run_cmd::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error and its causes, without a backtrace: these are the user's to read.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -151,4 +160,26 @@ pub(crate) async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down");
+}
+
+/// Rows as a left-aligned text table (the first row is the header).
+pub(crate) fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        text.push_str(line.join("  ").trim_end());
+        text.push('\n');
+    }
+    text.pop();
+    text
 }

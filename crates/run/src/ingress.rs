@@ -190,6 +190,10 @@ async fn authorize(
     }
 }
 
+/// How long a request waits for an instance with room (Cloud Run queues pending requests
+/// while it starts instances, then answers 429).
+const PENDING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
@@ -246,10 +250,14 @@ async fn handle(
         .insert("x-forwarded-proto", HeaderValue::from_static("http"));
     // The revision stays alive (and its instances running) while this request uses it.
     let revision = service.revision.load_full();
-    let Some(port) = revision.pick() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no instance is ready").into_response();
+    let Some(lease) = revision.acquire(PENDING_TIMEOUT).await else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "The request was aborted because there was no available instance.",
+        )
+            .into_response();
     };
-    let Ok(uri) = format!("http://127.0.0.1:{port}{path}").parse::<Uri>() else {
+    let Ok(uri) = format!("http://127.0.0.1:{}{path}", lease.port).parse::<Uri>() else {
         return (StatusCode::BAD_REQUEST, "bad request path").into_response();
     };
     parts.uri = uri;
@@ -268,9 +276,9 @@ async fn handle(
     for h in HOP_BY_HOP {
         parts.headers.remove(h);
     }
-    // Keep the revision referenced until the body has been sent.
+    // Keep the revision referenced and the instance counted busy until the body is sent.
     let body = Body::new(http_body_util::BodyExt::map_frame(body, move |f| {
-        let _keep = &revision;
+        let _keep = (&revision, &lease);
         f
     }));
     Response::from_parts(parts, body)

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -13,6 +13,8 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+
+use crate::logs::LogSink;
 
 /// How an instance is started.
 #[derive(Debug, Clone)]
@@ -25,6 +27,7 @@ pub struct Launch {
     pub env: BTreeMap<String, String>,
     pub health_path: Option<String>,
     pub grace: Duration,
+    pub log: Arc<LogSink>,
 }
 
 /// A running (or restarting) instance.
@@ -34,12 +37,24 @@ pub struct Instance {
     port: AtomicU16,
     ready: AtomicBool,
     restarts: AtomicU32,
+    /// Requests it is answering now.
+    pub(crate) in_flight: AtomicU32,
+    /// When it last finished a request (or started), in ms since the Unix epoch.
+    pub(crate) last_active_ms: AtomicU64,
+    /// When it was started, in ms since the Unix epoch.
+    pub started_ms: u64,
     stop: watch::Sender<bool>,
     done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -56,6 +71,9 @@ impl Instance {
             port: AtomicU16::new(0),
             ready: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
+            in_flight: AtomicU32::new(0),
+            last_active_ms: AtomicU64::new(now_ms()),
+            started_ms: now_ms(),
             stop,
             done: tokio::sync::Mutex::new(None),
         });
@@ -71,6 +89,16 @@ impl Instance {
         self.ready
             .load(Ordering::Acquire)
             .then(|| self.port.load(Ordering::Acquire))
+    }
+
+    /// The port its process listens on now (0 before the first start).
+    pub fn port(&self) -> u16 {
+        self.port.load(Ordering::Acquire)
+    }
+
+    /// Requests it is answering now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// How many times the process was restarted after exiting.
@@ -134,14 +162,16 @@ fn spawn(launch: &Launch, port: u16) -> std::io::Result<Child> {
         ),
     ] {
         let Some(pipe) = pipe else { continue };
-        let (service, revision, instance) = (
+        let (service, revision, instance, log) = (
             launch.service.clone(),
             launch.revision.clone(),
             launch.instance.clone(),
+            launch.log.clone(),
         );
         tokio::spawn(async move {
             let mut lines = BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                log.app_line(&revision, &instance, stream, &line);
                 tracing::info!(target: "gatehouse::run::app", service, revision, instance, stream, "{line}");
             }
         });
@@ -195,6 +225,12 @@ async fn supervise(me: Arc<Instance>, launch: Launch, mut stop: watch::Receiver<
         let mut child = match spawn(&launch, port) {
             Ok(c) => c,
             Err(e) => {
+                launch.log.event(
+                    "ERROR",
+                    &launch.revision,
+                    Some(&launch.instance),
+                    &format!("instance failed to start: {e}"),
+                );
                 tracing::error!(service = launch.service, instance = launch.instance, error = %e, "instance failed to start");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -205,6 +241,12 @@ async fn supervise(me: Arc<Instance>, launch: Launch, mut stop: watch::Receiver<
             }
         };
         me.port.store(port, Ordering::Release);
+        launch.log.event(
+            "INFO",
+            &launch.revision,
+            Some(&launch.instance),
+            &format!("instance started on port {port}"),
+        );
         tracing::info!(
             service = launch.service,
             revision = launch.revision,
@@ -248,6 +290,7 @@ async fn supervise(me: Arc<Instance>, launch: Launch, mut stop: watch::Receiver<
                             signal_group(&child, Signal::SIGKILL);
                             let _ = child.wait().await;
                         }
+                        launch.log.event("INFO", &launch.revision, Some(&launch.instance), "instance stopped");
                         tracing::info!(service = launch.service, instance = launch.instance, "instance stopped");
                         return;
                     }
@@ -259,6 +302,18 @@ async fn supervise(me: Arc<Instance>, launch: Launch, mut stop: watch::Receiver<
             return;
         }
         me.restarts.fetch_add(1, Ordering::Relaxed);
+        launch.log.event(
+            "WARNING",
+            &launch.revision,
+            Some(&launch.instance),
+            &format!(
+                "instance exited ({}); restarting in {} ms",
+                status
+                    .as_ref()
+                    .map_or_else(|e| e.to_string(), ToString::to_string),
+                backoff.as_millis()
+            ),
+        );
         tracing::warn!(
             service = launch.service,
             instance = launch.instance,

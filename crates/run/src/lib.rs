@@ -6,8 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod ingress;
 pub mod instance;
+pub mod logs;
 pub mod spec;
 pub mod sql;
 
@@ -16,7 +18,7 @@ pub use sql::{SqlInstance, SqlInstanceSpec, SqlUser};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use gatehouse_iam_http::metadata::{self, MetadataConfig};
 use gatehouse_secrets::Secrets;
 
 use crate::instance::{Instance, Launch};
+use crate::logs::LogSink;
 
 /// Where services run.
 #[derive(Debug, Clone)]
@@ -58,31 +61,194 @@ impl From<gatehouse_iam::Error> for DeployError {
     }
 }
 
-/// One revision: its instances, chosen round-robin.
+/// One revision: its instances, started and stopped by demand between `min_instances` and
+/// `max_instances`, each given at most `concurrency` requests at a time.
 #[derive(Debug)]
 pub struct Revision {
     pub name: String,
-    pub instances: Vec<Arc<Instance>>,
+    template: Launch,
+    instances: Mutex<Vec<Arc<Instance>>>,
+    next_id: AtomicU32,
     next: AtomicUsize,
+    min: u32,
+    max: u32,
+    concurrency: u32,
+    idle: Duration,
+    capacity: tokio::sync::Notify,
+    stopped: AtomicBool,
+}
+
+/// A request's hold on an instance; released when dropped.
+pub(crate) struct Lease {
+    revision: Arc<Revision>,
+    instance: Arc<Instance>,
+    pub(crate) port: u16,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.instance
+            .last_active_ms
+            .store(instance::now_ms(), Ordering::Relaxed);
+        self.instance.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.revision.capacity.notify_one();
+    }
 }
 
 impl Revision {
-    /// The next ready instance's port, round-robin.
-    pub fn pick(&self) -> Option<u16> {
-        let n = self.instances.len();
-        for _ in 0..n {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            if let Some(p) = self.instances[i].ready_addr() {
-                return Some(p);
-            }
+    fn new(name: String, template: Launch, spec: &ServiceSpec) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            template,
+            instances: Mutex::new(Vec::new()),
+            next_id: AtomicU32::new(0),
+            next: AtomicUsize::new(0),
+            min: spec.min_instances,
+            max: spec.max_instances,
+            concurrency: spec.concurrency,
+            idle: Duration::from_secs(spec.idle_timeout_secs),
+            capacity: tokio::sync::Notify::new(),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// Its instances now (starting, ready or restarting).
+    pub fn instances(&self) -> Vec<Arc<Instance>> {
+        self.instances.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Starts one more instance; the caller holds the list.
+    fn start_instance(&self, list: &mut Vec<Arc<Instance>>, reason: &str) -> Arc<Instance> {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut launch = self.template.clone();
+        launch.instance = format!("{}-{n}", self.name);
+        launch.log.event(
+            "INFO",
+            &self.name,
+            Some(&launch.instance),
+            &format!("Starting new instance. Reason: {reason}"),
+        );
+        let i = Instance::start(launch);
+        list.push(i.clone());
+        i
+    }
+
+    /// Starts the first `count` instances and waits for them.
+    async fn start(&self, count: u32, timeout: Duration) -> bool {
+        let started: Vec<_> = match self.instances.lock() {
+            Ok(mut list) => (0..count)
+                .map(|_| self.start_instance(&mut list, "DEPLOYMENT"))
+                .collect(),
+            Err(_) => return false,
+        };
+        let mut ready = true;
+        for i in &started {
+            ready &= i.wait_ready(timeout).await;
         }
-        None
+        ready
+    }
+
+    /// A ready instance with room for one more request: the least busy, round-robin among
+    /// equals. When every instance is full, another is started (up to `max_instances`) and
+    /// the request waits for room, up to `wait`.
+    pub(crate) async fn acquire(self: &Arc<Self>, wait: Duration) -> Option<Lease> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let mut list = self.instances.lock().ok()?;
+                if self.stopped.load(Ordering::Acquire) {
+                    return None;
+                }
+                let n = list.len();
+                let offset = self.next.fetch_add(1, Ordering::Relaxed);
+                let mut best: Option<(&Arc<Instance>, u16, u32)> = None;
+                for k in 0..n {
+                    let i = &list[(offset + k) % n];
+                    let Some(port) = i.ready_addr() else { continue };
+                    let busy = i.in_flight.load(Ordering::Acquire);
+                    if busy < self.concurrency && best.is_none_or(|(_, _, b)| busy < b) {
+                        best = Some((i, port, busy));
+                    }
+                }
+                if let Some((i, port, _)) = best {
+                    i.in_flight.fetch_add(1, Ordering::AcqRel);
+                    return Some(Lease {
+                        revision: self.clone(),
+                        instance: i.clone(),
+                        port,
+                    });
+                }
+                let starting = list.iter().filter(|i| i.ready_addr().is_none()).count();
+                if starting == 0 && n < self.max as usize {
+                    let reason = if n == 0 {
+                        "REQUEST (no instance running)"
+                    } else {
+                        "AUTOSCALING (every instance at its concurrency)"
+                    };
+                    self.start_instance(&mut list, reason);
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return None;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(25), self.capacity.notified()).await;
+        }
+    }
+
+    /// Stops instances above `min_instances` that have been idle for the idle timeout.
+    async fn scale_down(&self) {
+        let now = instance::now_ms();
+        let idle_ms = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
+        let removed: Vec<Arc<Instance>> = {
+            let Ok(mut list) = self.instances.lock() else {
+                return;
+            };
+            let mut removed = Vec::new();
+            let mut k = list.len();
+            while k > 0 && list.len() > self.min as usize {
+                k -= 1;
+                let i = &list[k];
+                let idle_for = now.saturating_sub(i.last_active_ms.load(Ordering::Relaxed));
+                if i.in_flight.load(Ordering::Acquire) == 0 && idle_for >= idle_ms {
+                    removed.push(list.remove(k));
+                }
+            }
+            removed
+        };
+        for i in removed {
+            self.template.log.event(
+                "INFO",
+                &self.name,
+                Some(&i.id),
+                "Shutting down idle instance (scale down)",
+            );
+            i.stop().await;
+        }
     }
 
     async fn stop(&self) {
-        for i in &self.instances {
+        self.stopped.store(true, Ordering::Release);
+        let all: Vec<_> = self
+            .instances
+            .lock()
+            .map(|mut l| l.drain(..).collect())
+            .unwrap_or_default();
+        self.capacity.notify_waiters();
+        for i in &all {
             i.stop().await;
         }
+    }
+}
+
+/// Scales a revision down while it exists.
+async fn scaler(revision: std::sync::Weak<Revision>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(r) = revision.upgrade() else { return };
+        if r.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        r.scale_down().await;
     }
 }
 
@@ -94,6 +260,7 @@ pub struct Service {
     pub resource: String,
     pub revision: ArcSwap<Revision>,
     revisions: AtomicU64,
+    pub log: Arc<LogSink>,
     metadata_addr: Option<SocketAddr>,
     ingress: tokio::task::JoinHandle<()>,
     metadata: Option<tokio::task::JoinHandle<()>>,
@@ -281,37 +448,55 @@ impl Runner {
             env.insert("GCE_METADATA_HOST".into(), addr.to_string());
             env.insert("GCE_METADATA_IP".into(), addr.to_string());
         }
-        let instances: Vec<Arc<Instance>> = (0..spec.min_instances.max(1))
-            .map(|i| {
-                Instance::start(Launch {
-                    service: spec.name.clone(),
-                    revision: revision_name.clone(),
-                    instance: format!("{revision_name}-{i}"),
-                    argv: spec.argv(),
-                    env: env.clone(),
-                    health_path: spec.health_check_path.clone(),
-                    grace: Duration::from_secs(spec.termination_grace_secs),
-                })
-            })
-            .collect();
-        let mut ready = true;
-        for i in &instances {
-            ready &= i.wait_ready(Duration::from_secs(60)).await;
-        }
-        let revision = Arc::new(Revision {
-            name: revision_name.clone(),
-            instances,
-            next: AtomicUsize::new(0),
-        });
+        let log = match &existing {
+            Some(s) => s.log.clone(),
+            None => Arc::new(
+                LogSink::open(&self.config.data_root, &spec.name)
+                    .map_err(|e| DeployError::Failed(format!("service log: {e}")))?,
+            ),
+        };
+        let revision = Revision::new(
+            revision_name.clone(),
+            Launch {
+                service: spec.name.clone(),
+                revision: revision_name.clone(),
+                instance: String::new(),
+                argv: spec.argv(),
+                env: env.clone(),
+                health_path: spec.health_check_path.clone(),
+                grace: Duration::from_secs(spec.termination_grace_secs),
+                log: log.clone(),
+            },
+            &spec,
+        );
+        // Cloud Run starts one instance even with min 0, to check the revision is healthy.
+        let ready = revision
+            .start(spec.min_instances.max(1), Duration::from_secs(60))
+            .await;
         if !ready {
             revision.stop().await;
             if let Some(t) = metadata_task {
                 t.abort();
             }
+            log.event(
+                "ERROR",
+                &revision_name,
+                None,
+                "revision did not become ready within 60 s",
+            );
             return Err(DeployError::Failed(format!(
                 "revision {revision_name} did not become ready within 60 s (see its logs)"
             )));
         }
+        let every = (Duration::from_secs(spec.idle_timeout_secs) / 4)
+            .clamp(Duration::from_millis(250), Duration::from_secs(1));
+        tokio::spawn(scaler(Arc::downgrade(&revision), every));
+        log.event(
+            "INFO",
+            &revision_name,
+            None,
+            "revision ready; serving traffic",
+        );
         match existing {
             Some(service) => {
                 // Traffic moves at once; the old revision finishes what it has and stops.
@@ -346,6 +531,7 @@ impl Runner {
                         resource,
                         revision: ArcSwap::new(revision),
                         revisions: AtomicU64::new(number),
+                        log,
                         metadata_addr,
                         ingress: task,
                         metadata: metadata_task,
@@ -418,6 +604,22 @@ impl Runner {
         m.get(name)
             .cloned()
             .or_else(|| m.values().find(|i| i.spec.name == name).cloned())
+    }
+
+    /// Every running SQL instance, by name.
+    pub fn sql_instances(&self) -> Vec<Arc<SqlInstance>> {
+        let mut list: Vec<_> = self
+            .sql
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        list.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        list
+    }
+
+    /// The project and region services run in.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
     }
 
     /// Stops everything: services first, then SQL instances.

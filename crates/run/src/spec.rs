@@ -8,8 +8,10 @@
 //! secrets: {DB_PASS: "db-pass:latest"}   # ENV: SECRET[:VERSION] or a full version name
 //! service_account: hello@demo-proj.iam.gserviceaccount.com
 //! allow_unauthenticated: false
-//! min_instances: 1
-//! max_instances: 1
+//! min_instances: 1        # kept warm; 0 scales to zero when idle
+//! max_instances: 10
+//! concurrency: 80           # requests per instance before another one starts
+//! idle_timeout_secs: 300    # an idle instance above min_instances stops after this
 //! cloudsql_instances: ["demo-proj:us-central1:votes"]
 //! health_check_path: /healthz
 //! custom_audiences: ["https://hello.example"]
@@ -46,10 +48,18 @@ pub struct ServiceSpec {
     /// `allUsers` may invoke (gcloud's `--allow-unauthenticated`).
     #[serde(default)]
     pub allow_unauthenticated: bool,
+    /// Instances kept running even when idle (0: scale to zero).
     #[serde(default = "one")]
     pub min_instances: u32,
-    #[serde(default = "one")]
+    /// The most instances autoscaling starts.
+    #[serde(default = "default_max")]
     pub max_instances: u32,
+    /// Requests one instance is given at a time (Cloud Run's `containerConcurrency`).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Seconds an instance above `min_instances` may sit idle before it is stopped.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
     #[serde(default)]
     pub cloudsql_instances: Vec<String>,
     /// Readiness by `GET path` answering 2xx; without it, by the port accepting connections.
@@ -69,6 +79,18 @@ fn one() -> u32 {
 
 fn ten() -> u64 {
     10
+}
+
+fn default_max() -> u32 {
+    10
+}
+
+fn default_concurrency() -> u32 {
+    80
+}
+
+fn default_idle() -> u64 {
+    300
 }
 
 /// Why a spec is refused.
@@ -113,6 +135,18 @@ impl ServiceSpec {
             return Err(SpecError(format!(
                 "min_instances ({}) must be at most max_instances ({}), which must be at least 1",
                 self.min_instances, self.max_instances
+            )));
+        }
+        if self.max_instances > 1000 {
+            return Err(SpecError(format!(
+                "max_instances ({}) must be at most 1000",
+                self.max_instances
+            )));
+        }
+        if !(1..=1000).contains(&self.concurrency) {
+            return Err(SpecError(format!(
+                "concurrency ({}) must be between 1 and 1000",
+                self.concurrency
             )));
         }
         for key in self.env.keys().chain(self.secrets.keys()) {
@@ -185,7 +219,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.argv(), ["python3", "app.py"]);
-        assert_eq!((s.min_instances, s.max_instances), (1, 1));
+        assert_eq!(
+            (s.min_instances, s.max_instances, s.concurrency),
+            (1, 10, 80)
+        );
         let shell = ServiceSpec::parse("name: x\ncommand: 'echo hi'\nargs: [a]\n").unwrap();
         assert_eq!(shell.argv(), ["sh", "-c", "echo hi", "a"]);
         for bad in [
@@ -194,6 +231,7 @@ mod tests {
             "name: x\ncommand: [x]\nenv: {PORT: '1'}\n",
             "name: x\ncommand: [x]\nsecrets: {A: 'b'}\n",
             "name: x\ncommand: [x]\nmin_instances: 3\nmax_instances: 2\n",
+            "name: x\ncommand: [x]\nconcurrency: 0\n",
             "name: x\ncommand: [x]\nunknown_key: 1\n",
             "name: x\ncommand: [x]\nhealth_check_path: healthz\n",
         ] {

@@ -26,6 +26,9 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/crash":
             os._exit(3)
+        if self.path.startswith("/slow"):
+            import time
+            time.sleep(int(self.path.split("ms=", 1)[1]) / 1000)
         if self.path.startswith("/idtoken"):
             import google.auth.transport.requests, google.oauth2.id_token
             aud = self.path.split("aud=", 1)[1]
@@ -333,7 +336,7 @@ async fn private_and_public_services_secrets_restarts_and_redeploys() {
         }
     }
     assert!(back, "the crashed instance came back");
-    assert!(service.revision.load().instances[0].restarts() >= 1);
+    assert!(service.revision.load().instances()[0].restarts() >= 1);
 
     // A redeploy under a steady request loop fails no request.
     let stop = Arc::new(AtomicBool::new(false));
@@ -494,4 +497,119 @@ async fn managed_postgres_over_the_cloudsql_socket() {
         !instance.socket_dir.join(".s.PGSQL.5432").exists(),
         "stopped cleanly"
     );
+}
+
+/// Autoscaling: a service with `min_instances: 0` scales to zero when idle and cold-starts on
+/// the next request; with `concurrency: 1`, concurrent requests start more instances up to
+/// `max_instances`, and a request beyond that waits for room rather than failing. The control
+/// socket describes the live service, a second runner on the same data directory is refused,
+/// and the service log holds both the app's lines and the runner's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_control_socket_and_logs() {
+    let w = world().await;
+    let data_root = w.runner.config().data_root.clone();
+    let control = gatehouse_run::admin::serve(w.runner.clone()).await.unwrap();
+    let again = gatehouse_run::admin::serve(w.runner.clone()).await;
+    assert_eq!(
+        again.unwrap_err().kind(),
+        std::io::ErrorKind::AddrInUse,
+        "a second runner on the same data directory must be refused"
+    );
+    let service = w
+        .runner
+        .deploy(spec(
+            &w,
+            "name: scaler\nallow_unauthenticated: true\nmin_instances: 0\nmax_instances: 3\nconcurrency: 1\nidle_timeout_secs: 1\n",
+        ))
+        .await
+        .unwrap();
+    let idle = |want: usize| {
+        let service = service.clone();
+        async move {
+            for _ in 0..200 {
+                if service.revision.load().instances().len() == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!(
+                "expected {want} instances, have {}",
+                service.revision.load().instances().len()
+            );
+        }
+    };
+    // The deploy's health-check instance stops once idle: scale to zero.
+    idle(0).await;
+    let (status, cold) = get(&format!("{}/", service.url), &[]).await;
+    assert_eq!(status, 200, "cold start on the first request");
+    assert!(cold["pid"].as_u64().is_some());
+
+    // Four requests of 700 ms at once: three instances (the maximum) take one each, the
+    // fourth waits for the first free one.
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("{}/slow?ms=700", service.url);
+            tokio::spawn(async move { get(&url, &[]).await })
+        })
+        .collect();
+    let mut pids = std::collections::BTreeSet::new();
+    for c in calls {
+        let (status, body) = c.await.unwrap();
+        assert_eq!(status, 200);
+        pids.insert(body["pid"].as_u64().unwrap());
+    }
+    assert_eq!(pids.len(), 3, "three instances served: {pids:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "the fourth request waited for a free instance"
+    );
+    assert_eq!(service.revision.load().instances().len(), 3);
+
+    let (status, list) = gatehouse_run::admin::query(&data_root, "/v1/services")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let s = &list["services"][0];
+    assert_eq!(
+        s["name"],
+        "projects/run-proj/locations/us-central1/services/scaler"
+    );
+    assert_eq!(s["uri"], service.url.as_str());
+    assert_eq!(s["template"]["scaling"]["maxInstanceCount"], 3);
+    assert_eq!(s["template"]["maxInstanceRequestConcurrency"], 1);
+    assert_eq!(s["instances"].as_array().unwrap().len(), 3);
+    let (status, missing) = gatehouse_run::admin::query(&data_root, "/v1/services/nope")
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, missing["error"]["status"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
+
+    // Idle instances above min_instances (0) stop again.
+    idle(0).await;
+
+    let lines = gatehouse_run::logs::tail(&data_root, "scaler", 10_000).unwrap();
+    let entries: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |pred: &dyn Fn(&Value) -> bool| entries.iter().any(pred);
+    assert!(has(&|e| e["message"].as_str().is_some_and(
+        |m| m.starts_with("Starting new instance. Reason: AUTOSCALING")
+    )));
+    assert!(has(&|e| e["message"].as_str().is_some_and(
+        |m| m.starts_with("Starting new instance. Reason: REQUEST")
+    )));
+    assert!(has(&|e| e["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("Shutting down idle instance"))));
+    assert!(has(&|e| e["stream"] == "stderr"
+        && e["message"] == "request /slow?ms=700"
+        && e["instance"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("scaler-00001-"))));
+    w.runner.shutdown().await;
+    control.abort();
 }

@@ -1,0 +1,213 @@
+//! The runner's control socket: a small JSON API on a unix socket in the data directory
+//! (`<data_root>/run.sock`, mode 0600 — whoever may read the data directory may ask), which
+//! `gatehouse run services list|describe` read. Services are described in the shape of Cloud
+//! Run Admin API v2 `Service` resources, with the live instances added; secret values never
+//! appear, only their references.
+
+use std::path::{Path, PathBuf};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::{Runner, Service};
+
+/// Where a data directory's control socket lives.
+pub fn socket_path(data_root: &Path) -> PathBuf {
+    data_root.join("run.sock")
+}
+
+/// A service as `gatehouse run services describe` shows it.
+pub fn describe(runner: &Runner, service: &Service) -> Value {
+    let spec = service.spec.load();
+    let revision = service.revision.load();
+    let base = format!(
+        "projects/{}/locations/{}",
+        runner.config.project, runner.config.region
+    );
+    let mut env: Vec<Value> = spec
+        .env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    for (k, reference) in &spec.secrets {
+        let (secret, version) = reference.split_once(':').unwrap_or((reference, "latest"));
+        env.push(json!({"name": k, "valueSource": {"secretKeyRef": {"secret": secret, "version": version}}}));
+    }
+    let instances: Vec<Value> = revision
+        .instances()
+        .iter()
+        .map(|i| {
+            json!({
+                "name": i.id,
+                "port": i.port(),
+                "ready": i.ready_addr().is_some(),
+                "inFlight": i.in_flight(),
+                "restarts": i.restarts(),
+                "startTime": gatehouse_iam::rfc3339(i64::try_from(i.started_ms).unwrap_or(0)),
+            })
+        })
+        .collect();
+    let ready = instances.iter().any(|i| i["ready"] == true) || spec.min_instances == 0;
+    json!({
+        "name": service.resource,
+        "uri": service.url,
+        "latestCreatedRevision": format!("{base}/services/{}/revisions/{}", spec.name, revision.name),
+        "latestReadyRevision": format!("{base}/services/{}/revisions/{}", spec.name, revision.name),
+        "ingress": "INGRESS_TRAFFIC_ALL",
+        "allowUnauthenticated": spec.allow_unauthenticated,
+        "customAudiences": spec.custom_audiences,
+        "template": {
+            "serviceAccount": spec.service_account,
+            "scaling": {"minInstanceCount": spec.min_instances, "maxInstanceCount": spec.max_instances},
+            "maxInstanceRequestConcurrency": spec.concurrency,
+            "idleTimeout": format!("{}s", spec.idle_timeout_secs),
+            "containers": [{
+                "command": spec.argv(),
+                "env": env,
+                "startupProbe": spec.health_check_path.as_ref().map_or_else(
+                    || json!({"tcpSocket": {}}),
+                    |p| json!({"httpGet": {"path": p}}),
+                ),
+            }],
+            "volumes": spec.cloudsql_instances.iter().map(|c| json!({"name": "cloudsql", "cloudSqlInstance": {"instances": [c]}})).collect::<Vec<_>>(),
+        },
+        "terminalCondition": {"type": "Ready", "state": if ready { "CONDITION_SUCCEEDED" } else { "CONDITION_RECONCILING" }},
+        "instances": instances,
+        "logFile": crate::logs::log_path(&runner.config.data_root, &spec.name),
+    })
+}
+
+fn not_found(name: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": {"code": 404, "message": format!("service {name} is not deployed here"), "status": "NOT_FOUND"}})),
+    )
+        .into_response()
+}
+
+async fn list(State(runner): State<Runner>) -> Json<Value> {
+    let services: Vec<Value> = runner
+        .services()
+        .iter()
+        .map(|s| describe(&runner, s))
+        .collect();
+    let sql: Vec<Value> = runner
+        .sql_instances()
+        .iter()
+        .map(|i| {
+            json!({
+                "name": i.spec.name,
+                "connectionName": i.connection_name,
+                "socket": i.socket_dir.join(".s.PGSQL.5432"),
+                "databases": i.spec.databases,
+            })
+        })
+        .collect();
+    Json(json!({"services": services, "sqlInstances": sql}))
+}
+
+async fn get_one(State(runner): State<Runner>, UrlPath(name): UrlPath<String>) -> Response {
+    match runner.service(&name) {
+        Some(s) => Json(describe(&runner, &s)).into_response(),
+        None => not_found(&name),
+    }
+}
+
+/// The control API.
+pub fn router(runner: Runner) -> Router {
+    Router::new()
+        .route("/v1/services", get(list))
+        .route("/v1/services/{name}", get(get_one))
+        .with_state(runner)
+}
+
+/// Serves the control API on `<data_root>/run.sock`. Refuses when another live process serves
+/// the same directory; a socket left behind by a process that died is replaced.
+pub async fn serve(runner: Runner) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = socket_path(&runner.config.data_root);
+    if path.exists() {
+        if tokio::net::UnixStream::connect(&path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "another gatehouse process is running services from {} (its control socket {} answers)",
+                    runner.config.data_root.display(),
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let app = router(runner);
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }))
+}
+
+/// `GET path` on a data directory's control socket: the status and JSON body.
+pub async fn query(data_root: &Path, path: &str) -> std::io::Result<(u16, Value)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = socket_path(data_root);
+    let mut s = tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "no gatehouse process is running services from {} ({}: {e}); start one with \
+                 `gatehouse run deploy` or `gatehouse up`",
+                    data_root.display(),
+                    socket.display()
+                ),
+            )
+        })?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: gatehouse\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("malformed answer from the control socket"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("malformed status from the control socket"))?;
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    let value = serde_json::from_str(&body).map_err(std::io::Error::other)?;
+    Ok((status, value))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
