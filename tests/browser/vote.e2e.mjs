@@ -34,7 +34,7 @@ const buttonSays = (page, text) =>
   waitUntil(page, `#signInButton never said "${text}"`, (t) => document.querySelector('#signInButton')?.textContent.trim() === t, text);
 
 async function count(page, team) {
-  const id = team === 'CATS' ? '#catsCount' : '#dogsCount';
+  const id = team === 'CATS' ? '#catsCard h3' : '#dogsCard h3';
   const text = await page.textContent(id);
   const match = /^\s*(\d+) votes?\s*$/.exec(text ?? '');
   check(match, `${id} should read "N votes", got ${JSON.stringify(text)}`);
@@ -57,7 +57,7 @@ async function castVote(page, team) {
     page,
     `${team} count did not change after a successful vote`,
     ([id, n]) => !document.querySelector(id)?.textContent.includes(`${n} vote`),
-    [team === 'CATS' ? '#catsCount' : '#dogsCount', before],
+    [team === 'CATS' ? '#catsCard h3' : '#dogsCard h3', before],
   );
   const after = await count(page, team);
   check(after === before + 1, `${team} count went from ${before} to ${after}, expected ${before + 1}`);
@@ -92,9 +92,10 @@ async function openVotePage(browser) {
   const page = await context.newPage();
   page.on('pageerror', (err) => console.error(`  [page error] ${err.message}`));
   page.on('console', (msg) => {
-    if (msg.type() === 'error') console.error(`  [console] ${msg.text()}`);
+    if (msg.type() === 'error') console.error(`  [console] ${msg.text()} (${msg.location().url})`);
   });
-  await page.goto(VOTE_URL);
+  const response = await page.goto(VOTE_URL);
+  check(response?.ok(), `GET ${VOTE_URL} answered ${response?.status()}`);
   return { context, page };
 }
 

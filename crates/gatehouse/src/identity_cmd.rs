@@ -61,6 +61,15 @@ pub struct IdentityArgs {
     /// Turn on email-enumeration protection for every project at start.
     #[arg(long)]
     email_privacy: bool,
+    /// Domains the hosted sign-in page may return to (repeatable; default: localhost,
+    /// <project>.firebaseapp.com, <project>.web.app). Settings changed through the config API
+    /// and stored take precedence.
+    #[arg(
+        long = "authorized-domain",
+        env = "GATEHOUSE_AUTHORIZED_DOMAINS",
+        value_delimiter = ','
+    )]
+    authorized_domains: Vec<String>,
     /// Trusted reverse-proxy hops in front of this server: the client address used for abuse
     /// limits is taken that many entries from the right of X-Forwarded-For (0: the peer address).
     #[arg(long, default_value_t = 0, env = "GATEHOUSE_TRUSTED_PROXY_HOPS")]
@@ -135,6 +144,9 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         p.settings
             .email_privacy_config
             .enable_improved_email_privacy = args.email_privacy;
+        if !args.authorized_domains.is_empty() {
+            p.settings.authorized_domains = Some(args.authorized_domains.clone());
+        }
         projects.push(p);
     }
     for spec in &args.api_keys {

@@ -159,14 +159,14 @@
       }
     }
 
-    function parseStored(value) {
+    function load() {
       try {
-        const tokens = JSON.parse(value);
+        const tokens = JSON.parse(localStorage.getItem(storageKey));
         if (tokens?.idToken && tokens.refreshToken) {
           return { ...tokens, expirationTime: Number(tokens.expirationTime) || 0 };
         }
       } catch {
-        // unreadable: treated as signed out
+        // unreadable or unavailable: signed out
       }
       return null;
     }
@@ -204,7 +204,7 @@
     // Another tab signed in, refreshed or signed out.
     window.addEventListener('storage', (event) => {
       if (event.key !== storageKey && event.key !== null) return;
-      const tokens = parseStored(localStorage.getItem(storageKey));
+      const tokens = load();
       if (!tokens) {
         if (current) setCurrent(null, { persist: false });
         return;
@@ -290,7 +290,7 @@
 
     // --- start-up: stored session, then any redirect result in the URL ---------------------
 
-    const stored = parseStored(localStorage.getItem(storageKey));
+    const stored = load();
     if (stored) {
       try {
         current = makeUser(stored);

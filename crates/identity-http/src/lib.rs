@@ -10,6 +10,7 @@
 
 mod action;
 mod error;
+mod hosted;
 mod keys;
 mod request;
 mod routes;
@@ -50,6 +51,7 @@ pub fn router_with(identity: Identity, options: HttpOptions) -> Router {
     Router::new()
         .merge(keys::router())
         .merge(action::router())
+        .merge(hosted::router())
         .merge(routes::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(cors))

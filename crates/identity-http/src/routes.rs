@@ -157,9 +157,11 @@ async fn dispatch(
     match (op, project.is_some()) {
         ("projects", false) if *m == Method::GET => {
             let caller = inc.caller(identity, None).await?;
-            return Ok(
-                json!({"projectId": caller.project_id(), "authorizedDomains": ["localhost"]}),
-            );
+            let domains = identity
+                .project_settings(&caller)
+                .await
+                .authorized_domains(caller.project_id());
+            return Ok(json!({"projectId": caller.project_id(), "authorizedDomains": domains}));
         }
         ("sessionCookiePublicKeys", false) if *m == Method::GET => {
             let (jwks, _) = identity

@@ -121,6 +121,44 @@ impl ProjectConfig {
 pub struct ProjectSettings {
     pub sign_in: SignInSettings,
     pub email_privacy_config: EmailPrivacyConfig,
+    /// Domains the hosted sign-in page may return to (a domain covers its subdomains; an IP
+    /// address only itself). `None`: Firebase's defaults (`localhost`,
+    /// `<project>.firebaseapp.com`, `<project>.web.app`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorized_domains: Option<Vec<String>>,
+}
+
+impl ProjectSettings {
+    /// The authorized domains of `project`.
+    pub fn authorized_domains(&self, project: &str) -> Vec<String> {
+        self.authorized_domains.clone().unwrap_or_else(|| {
+            vec![
+                "localhost".into(),
+                format!("{project}.firebaseapp.com"),
+                format!("{project}.web.app"),
+            ]
+        })
+    }
+
+    /// Whether a page at `host` (no port) is on the authorized-domains list, as the Firebase
+    /// JS SDK matches: an IP address exactly, a name exactly or as a subdomain.
+    pub fn is_authorized_host(&self, project: &str, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let ip = host.parse::<std::net::IpAddr>().is_ok()
+            || host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+        self.authorized_domains(project).iter().any(|d| {
+            let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+            !d.is_empty()
+                && (host == d
+                    || (!ip
+                        && host
+                            .strip_suffix(d.as_str())
+                            .is_some_and(|rest| rest.ends_with('.'))))
+        })
+    }
 }
 
 /// `signIn` settings.

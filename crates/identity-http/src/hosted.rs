@@ -1,0 +1,195 @@
+//! The hosted sign-in page and the browser client that opens it.
+//!
+//! `GET /__/auth/client.js` is a small sign-in client (popup with a redirect fallback, token
+//! persistence and refresh, sign-out) for pages that use this server. `GET /__/auth/signin`
+//! is the page it opens: e-mail and password sign-in and sign-up, password reset, and a
+//! button per federated provider. It hands the result back only to an origin on the
+//! project's authorized-domains list (`window.opener.postMessage` to exactly that origin, or
+//! a redirect to a URL on it); anything else gets a visible refusal.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use gatehouse_identity::Identity;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const CLIENT_JS: &str = include_str!("../assets/client.js");
+const SIGNIN_HTML: &str = include_str!("../assets/signin.html");
+const PLACEHOLDER: &str = "\"__GATEHOUSE_CONFIG__\"";
+
+pub fn router() -> Router<Identity> {
+    Router::new()
+        .route("/__/auth/client.js", get(client_js))
+        .route("/__/auth/signin", get(signin))
+}
+
+async fn client_js() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        CLIENT_JS,
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SigninQuery {
+    api_key: Option<String>,
+    mode: Option<String>,
+    origin: Option<String>,
+    redirect_url: Option<String>,
+    provider_id: Option<String>,
+}
+
+/// The page with its configuration; `<`, `>` and `&` are escaped so nothing in it can end the
+/// script element.
+pub(crate) fn render(config: &Value, status: StatusCode) -> Response {
+    let json = config
+        .to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let html = SIGNIN_HTML.replacen(PLACEHOLDER, &json, 1);
+    let mut res = (status, html).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // The page may carry tokens; it is never cached, framed or leaked as a referrer.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+/// The page showing only an error.
+pub(crate) fn refusal(message: &str, status: StatusCode) -> Response {
+    render(&json!({"error": message}), status)
+}
+
+/// An http(s) URL's origin (`scheme://host[:port]`) and host.
+fn origin_of(url: &str) -> Option<(String, String)> {
+    let u = url::Url::parse(url).ok()?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = u.host_str()?.to_owned();
+    Some((u.origin().ascii_serialization(), host))
+}
+
+/// Checks where the page would hand a result to: `origin`, and in redirect mode `redirectUrl`,
+/// must be http(s) on an authorized domain (and the redirect on that same origin).
+pub(crate) async fn check_return(
+    identity: &Identity,
+    caller: &gatehouse_identity::Caller,
+    mode: &str,
+    origin: Option<&str>,
+    redirect_url: Option<&str>,
+) -> Result<(String, Option<String>), String> {
+    let origin = origin
+        .filter(|o| !o.is_empty())
+        .ok_or("The sign-in page was opened without the origin of the page to return to.")?;
+    let (origin, host) = origin_of(origin)
+        .ok_or_else(|| format!("The origin {origin:?} is not an http(s) origin."))?;
+    let settings = identity.project_settings(caller).await;
+    let project = caller.project_id();
+    if !settings.is_authorized_host(project, &host) {
+        return Err(format!(
+            "This domain ({host}) is not authorized to run this operation. Add it to the authorized domains of project {project}."
+        ));
+    }
+    let redirect = if mode == "redirect" {
+        let r = redirect_url
+            .filter(|r| !r.is_empty())
+            .ok_or("Redirect sign-in needs the URL to return to (redirectUrl).")?;
+        let (r_origin, _) =
+            origin_of(r).ok_or_else(|| format!("The redirect URL {r:?} is not an http(s) URL."))?;
+        if r_origin != origin || r.contains('#') {
+            return Err(format!(
+                "The redirect URL {r:?} must be on the page's origin {origin} and carry no fragment."
+            ));
+        }
+        Some(r.to_owned())
+    } else {
+        None
+    };
+    Ok((origin, redirect))
+}
+
+async fn signin(
+    State(identity): State<Identity>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    Query(q): Query<SigninQuery>,
+) -> Response {
+    let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
+    let Some(api_key) = q.api_key.as_deref().filter(|k| !k.is_empty()) else {
+        return refusal(
+            "The sign-in page was opened without an API key.",
+            StatusCode::BAD_REQUEST,
+        );
+    };
+    let caller = match identity
+        .authenticate(Some(api_key), None, None, None, ip)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return refusal(
+                &format!("This API key cannot be used to sign in: {e}"),
+                StatusCode::BAD_REQUEST,
+            );
+        }
+    };
+    let mode = match q.mode.as_deref() {
+        None | Some("" | "popup") => "popup",
+        Some("redirect") => "redirect",
+        Some(other) => {
+            return refusal(
+                &format!("Unknown sign-in mode {other:?} (popup or redirect)."),
+                StatusCode::BAD_REQUEST,
+            );
+        }
+    };
+    let (origin, redirect) = match check_return(
+        &identity,
+        &caller,
+        mode,
+        q.origin.as_deref(),
+        q.redirect_url.as_deref(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(message) => return refusal(&message, StatusCode::FORBIDDEN),
+    };
+    let config = json!({
+        "apiKey": api_key,
+        "projectId": caller.project_id(),
+        "mode": mode,
+        "origin": origin,
+        "redirectUrl": redirect,
+        "providerId": q.provider_id,
+        "providers": [],
+        "result": null,
+        "error": null,
+    });
+    render(&config, StatusCode::OK)
+}
