@@ -193,6 +193,25 @@ async function refreshScenario(page) {
   return 'getIdToken(true) fetched a new token and the server accepted it';
 }
 
+// The hosted page refuses to hand a sign-in to an origin outside the authorized domains, and
+// says so on the page.
+async function unauthorizedDomainScenario(page) {
+  const config = await page.evaluate(() => config); // a top-level const of /config.js
+  const url = new URL('/__/auth/signin', config.authUrl);
+  url.searchParams.set('apiKey', config.apiKey);
+  url.searchParams.set('mode', 'popup');
+  url.searchParams.set('origin', 'https://evil.example');
+  const res = await page.goto(url.href);
+  check(res.status() === 403, `expected 403 for an unlisted origin, got ${res.status()}`);
+  const error = page.locator('#error');
+  await error.waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+  const text = await error.textContent();
+  check(/evil\.example/.test(text) && /not authorized/.test(text), `unexpected error text: ${text}`);
+  check(await page.locator('#signin-form').isHidden(), 'the sign-in form must not be offered');
+  const shot = await screenshot(page, 'unauthorized-domain.png');
+  return `refused with a visible error: "${text.trim()}" (${shot})`;
+}
+
 async function main() {
   if (!VOTE_URL) {
     console.error('VOTE_URL is required, e.g. VOTE_URL=http://127.0.0.1:8080/');
@@ -217,6 +236,8 @@ async function main() {
     console.log(`PASS B (redirect + persistence): ${redirect.summary}`);
     current = 'C';
     console.log(`PASS C (token refresh): ${await refreshScenario(page)}`);
+    current = 'D';
+    console.log(`PASS D (unauthorized domain): ${await unauthorizedDomainScenario(page)}`);
     return 0;
   } catch (err) {
     console.error(`FAIL ${current}: ${err instanceof Failure ? err.message : err.stack}`);

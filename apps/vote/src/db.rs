@@ -318,9 +318,8 @@ impl Votes {
                     .bind("DOGS")
                     .fetch_one($pool)
                     .await?;
-                let rows: Vec<(String, i64)> = sqlx::query_as(q(&self.sql.recent))
-                    .fetch_all($pool)
-                    .await?;
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as(q(&self.sql.recent)).fetch_all($pool).await?;
                 (cats, dogs, rows)
             }};
         }

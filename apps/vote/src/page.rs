@@ -151,7 +151,8 @@ nav a.brand-logo{color:#fff;font-size:2.1rem;text-decoration:none}
 .row{display:flex;gap:24px;justify-content:center;flex-wrap:wrap}
 .card-panel{background:#fff;padding:24px;margin:8px 0;border-radius:2px;box-shadow:0 2px 2px rgba(0,0,0,.14),0 1px 5px rgba(0,0,0,.12);min-width:260px;text-align:center}
 .teal.lighten-4{background:#b2dfdb}
-.material-icons.large{font-style:normal;font-size:6rem;line-height:1}
+.material-icons{font-style:normal;font-family:"Noto Color Emoji","Apple Color Emoji","Segoe UI Emoji",sans-serif}
+.material-icons.large{font-size:6rem;line-height:1}
 h3{font-weight:400;font-size:2.5rem;margin:1rem 0}
 h4{font-weight:400;font-size:2rem;margin:1rem 0}
 .collection{list-style:none;padding:0;border:1px solid #e0e0e0;border-radius:2px}

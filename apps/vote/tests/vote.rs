@@ -164,3 +164,149 @@ fn gatehouse_tokens_claims(token: &str) -> serde_json::Value {
     )
     .unwrap()
 }
+
+/// As the seed deploys it: a service under the runner with its own account, its database
+/// credentials in a secret only that account may read (`CLOUD_SQL_CREDENTIALS_SECRET`), its
+/// votes on a managed PostgreSQL instance over the Cloud SQL unix socket (`DB_SOCKET_PATH`),
+/// and its project id from the metadata server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_runner_on_managed_postgres_with_the_credentials_secret() {
+    use gatehouse_iam::{Iam, IamConfig, Principal};
+    use gatehouse_run::{RunConfig, Runner, ServiceSpec, SqlInstanceSpec, SqlUser};
+    use gatehouse_secrets::{Key, NewPayload, Secrets};
+
+    let idp = identity().await;
+    let dir = TempDir::new("vote-run").unwrap();
+    let store = gatehouse_store::Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("run.db").display()
+    ))
+    .await
+    .unwrap();
+    let iam = Iam::new(
+        store.clone(),
+        std::sync::Arc::new(gatehouse_keyring::SystemClock),
+        IamConfig {
+            cache_ttl: Duration::ZERO,
+            ..IamConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let secrets = Secrets::new(store, iam.clone(), Key::generate().unwrap())
+        .await
+        .unwrap();
+    let runner = Runner::new(
+        iam.clone(),
+        Some(secrets.clone()),
+        RunConfig {
+            project: PROJECT.into(),
+            region: "us-central1".into(),
+            bind_host: "127.0.0.1".into(),
+            data_root: dir.path().join("data"),
+            socket_root: dir.path().join("cloudsql"),
+        },
+    );
+    let sa = iam
+        .create_account(PROJECT, "idp-sql-identity", "", "")
+        .await
+        .unwrap();
+    let member = format!("serviceAccount:{}", sa.email);
+    let local = Principal::Local;
+    let mut add = async |name: &str, data: &[u8]| {
+        secrets
+            .create_secret(
+                &local,
+                PROJECT,
+                name,
+                &serde_json::json!({"replication": {"automatic": {}}}),
+            )
+            .await
+            .unwrap();
+        secrets
+            .add_version(
+                &local,
+                &format!("projects/{PROJECT}/secrets/{name}"),
+                NewPayload { data, crc32c: None },
+            )
+            .await
+            .unwrap();
+    };
+    add("db-pass", b"s3cret-Pw").await;
+    add(
+        "idp-sql-secrets",
+        serde_json::json!({
+            "CLOUD_SQL_CONNECTION_NAME": format!("{PROJECT}:us-central1:idp-sql-instance"),
+            "DB_NAME": "votes",
+            "DB_USER": "vote-user",
+            "DB_PASSWORD": "s3cret-Pw",
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .await;
+    iam.edit_binding(
+        &format!("projects/{PROJECT}/secrets/idp-sql-secrets"),
+        "roles/secretmanager.secretAccessor",
+        &member,
+        true,
+    )
+    .await
+    .unwrap();
+    iam.edit_binding(
+        &format!("projects/{PROJECT}"),
+        "roles/cloudsql.client",
+        &member,
+        true,
+    )
+    .await
+    .unwrap();
+    runner
+        .start_sql(SqlInstanceSpec {
+            name: "idp-sql-instance".into(),
+            databases: vec!["votes".into()],
+            users: vec![SqlUser {
+                name: "vote-user".into(),
+                password_secret: "db-pass:latest".into(),
+            }],
+            tcp_port: None,
+        })
+        .await
+        .expect("PostgreSQL 15 starts (apt-get install -y postgresql-15)");
+    let spec = ServiceSpec::parse(&format!(
+        "name: idp-sql\ncommand: [{:?}]\nservice_account: {}\nallow_unauthenticated: true\n\
+         secrets: {{CLOUD_SQL_CREDENTIALS_SECRET: 'idp-sql-secrets:latest'}}\n\
+         cloudsql_instances: ['{PROJECT}:us-central1:idp-sql-instance']\n\
+         env: {{GATEHOUSE_IDENTITY_URL: {:?}, API_KEY: {API_KEY}}}\n",
+        env!("CARGO_BIN_EXE_vote"),
+        sa.email,
+        idp.url
+    ))
+    .unwrap();
+    let service = runner.deploy(spec).await.unwrap();
+    sample_tests(&service.url, &idp, "pg-voter@example.com").await;
+
+    // The app's JSON lines reached the service log as structured entries, with the trace
+    // under the project the metadata server named.
+    let data_root = runner.config().data_root.clone();
+    let mut found = None;
+    for _ in 0..100 {
+        let lines = gatehouse_run::logs::tail(&data_root, "idp-sql", 10_000).unwrap();
+        found = lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|e| e["message"] == "vote_inserted");
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let entry = found.expect("a vote_inserted entry in the service log");
+    assert_eq!(entry["severity"], "INFO");
+    assert_eq!(
+        entry["trace"],
+        format!("projects/{PROJECT}/traces/trace0123")
+    );
+    assert_eq!(entry["jsonPayload"]["vote"]["candidate"], "DOGS");
+    runner.shutdown().await;
+}

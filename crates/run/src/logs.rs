@@ -71,6 +71,15 @@ impl LogSink {
                         },
                     );
                 }
+                // Cloud Logging's special fields become the entry's own.
+                for (field, as_name) in [
+                    ("logging.googleapis.com/trace", "trace"),
+                    ("logging.googleapis.com/spanId", "spanId"),
+                ] {
+                    if let Some(v) = payload.remove(field) {
+                        entry.insert(as_name.into(), v);
+                    }
+                }
                 if !payload.is_empty() {
                     entry.insert("jsonPayload".into(), Value::Object(payload));
                 }
@@ -180,7 +189,7 @@ mod tests {
             "svc-00001-abc",
             "svc-00001-abc-0",
             "stderr",
-            r#"{"severity":"warning","message":"careful","user":7}"#,
+            r#"{"severity":"warning","message":"careful","user":7,"logging.googleapis.com/trace":"projects/p/traces/t"}"#,
         );
         sink.event("INFO", "svc-00001-abc", None, "revision serving");
         let lines = tail(&dir, "svc", 10).unwrap();
@@ -195,6 +204,7 @@ mod tests {
         assert_eq!(v[1]["severity"], "WARNING");
         assert_eq!(v[1]["message"], "careful");
         assert_eq!(v[1]["jsonPayload"]["user"], 7);
+        assert_eq!(v[1]["trace"], "projects/p/traces/t");
         assert_eq!(v[2]["stream"], "runner");
         assert_eq!(tail(&dir, "svc", 1).unwrap().len(), 1);
         assert!(tail(&dir, "nope", 1).is_err());
