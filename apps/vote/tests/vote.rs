@@ -213,7 +213,7 @@ async fn under_the_runner_on_managed_postgres_with_the_credentials_secret() {
         .unwrap();
     let member = format!("serviceAccount:{}", sa.email);
     let local = Principal::Local;
-    let mut add = async |name: &str, data: &[u8]| {
+    let add = async |name: &str, data: &[u8]| {
         secrets
             .create_secret(
                 &local,
