@@ -70,6 +70,12 @@ pub struct IdentityArgs {
         value_delimiter = ','
     )]
     authorized_domains: Vec<String>,
+    /// Federated identity providers (Google, OpenID Connect): a YAML list, see docs/identity.md.
+    #[arg(long, env = "GATEHOUSE_IDP_CONFIG")]
+    idp_config: Option<PathBuf>,
+    /// The secrets master key, when --idp-config reads client secrets from Secret Manager.
+    #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE")]
+    secrets_master_key_file: Option<PathBuf>,
     /// Trusted reverse-proxy hops in front of this server: the client address used for abuse
     /// limits is taken that many entries from the right of X-Forwarded-For (0: the peer address).
     #[arg(long, default_value_t = 0, env = "GATEHOUSE_TRUSTED_PROXY_HOPS")]
@@ -195,6 +201,23 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(path) = &args.idp_config {
+        let secrets = match &args.secrets_master_key_file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                let key = gatehouse_secrets::Key::from_base64(&text)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Some(
+                    gatehouse_secrets::Secrets::new(store.clone(), iam.clone(), key)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                )
+            }
+            None => None,
+        };
+        crate::idp_config::load(path, &mut projects, secrets.as_ref()).await?;
+    }
     let identity = Identity::new(IdentityOptions {
         store,
         clock: Arc::new(SystemClock),

@@ -6,6 +6,7 @@ mod authority;
 mod gateway_cmd;
 mod iam_cmd;
 mod identity_cmd;
+mod idp_config;
 mod run_cmd;
 mod secrets_cmd;
 
@@ -33,7 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The end-user identity server (Firebase Auth / Identity Platform compatible).
-    Identity(identity_cmd::IdentityArgs),
+    Identity(Box<identity_cmd::IdentityArgs>),
     /// The API gateway (Google API Gateway / ESPv2 compatible OpenAPI configs).
     Gateway(gateway_cmd::GatewayArgs),
     /// Service accounts, keys, tokens, policies and metadata servers (Google IAM compatible).
@@ -79,7 +80,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log_format, logs_to_stdout(&cli.command));
     let result = match cli.command {
-        Command::Identity(args) => identity_cmd::run(args).await,
+        Command::Identity(args) => identity_cmd::run(*args).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
         Command::Iam(args) => iam_cmd::run(args).await,
         Command::Secrets(args) => secrets_cmd::run(args).await,

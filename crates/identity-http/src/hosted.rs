@@ -26,6 +26,8 @@ pub fn router() -> Router<Identity> {
     Router::new()
         .route("/__/auth/client.js", get(client_js))
         .route("/__/auth/signin", get(signin))
+        .route("/__/auth/federated/start", get(federated_start))
+        .route("/__/auth/handler", get(federated_handler))
 }
 
 async fn client_js() -> Response {
@@ -187,8 +189,200 @@ async fn signin(
         "origin": origin,
         "redirectUrl": redirect,
         "providerId": q.provider_id,
-        "providers": [],
+        "providers": providers(&identity, &caller, api_key, mode, &origin, redirect.as_deref()),
         "result": null,
+        "error": null,
+    });
+    render(&config, StatusCode::OK)
+}
+
+/// The project's enabled providers, each with the URL that starts its sign-in.
+fn providers(
+    identity: &Identity,
+    caller: &gatehouse_identity::Caller,
+    api_key: &str,
+    mode: &str,
+    origin: &str,
+    redirect: Option<&str>,
+) -> Vec<Value> {
+    identity
+        .providers(&caller.project)
+        .into_iter()
+        .map(|p| {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            q.append_pair("providerId", &p.provider_id)
+                .append_pair("apiKey", api_key)
+                .append_pair("mode", mode)
+                .append_pair("origin", origin);
+            if let Some(r) = redirect {
+                q.append_pair("redirectUrl", r);
+            }
+            json!({
+                "providerId": p.provider_id,
+                "displayName": p.display_name,
+                "startUrl": format!("/__/auth/federated/start?{}", q.finish()),
+            })
+        })
+        .collect()
+}
+
+/// `GET /__/auth/federated/start`: checks where the result will go, records the flow and
+/// sends the browser to the provider.
+async fn federated_start(
+    State(identity): State<Identity>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    Query(q): Query<SigninQuery>,
+) -> Response {
+    let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
+    let Some(api_key) = q.api_key.clone().filter(|k| !k.is_empty()) else {
+        return refusal(
+            "The sign-in was started without an API key.",
+            StatusCode::BAD_REQUEST,
+        );
+    };
+    let caller = match identity
+        .authenticate(Some(&api_key), None, None, None, ip)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return refusal(
+                &format!("This API key cannot be used to sign in: {e}"),
+                StatusCode::BAD_REQUEST,
+            );
+        }
+    };
+    let mode = if q.mode.as_deref() == Some("redirect") {
+        "redirect"
+    } else {
+        "popup"
+    };
+    let (origin, redirect_url) = match check_return(
+        &identity,
+        &caller,
+        mode,
+        q.origin.as_deref(),
+        q.redirect_url.as_deref(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(message) => return refusal(&message, StatusCode::FORBIDDEN),
+    };
+    let Some(provider_id) = q.provider_id.clone().filter(|p| !p.is_empty()) else {
+        return refusal("No identity provider was named.", StatusCode::BAD_REQUEST);
+    };
+    let return_to = gatehouse_identity::ReturnTo {
+        api_key,
+        mode: mode.to_owned(),
+        origin,
+        redirect_url,
+    };
+    match identity
+        .start_federated(&caller, &provider_id, return_to)
+        .await
+    {
+        Ok(url) => {
+            let mut res = StatusCode::FOUND.into_response();
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                res.headers_mut().insert(header::LOCATION, v);
+            }
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
+        Err(e) => refusal(&describe(&e), StatusCode::BAD_REQUEST),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HandlerQuery {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+fn describe(e: &gatehouse_identity::Error) -> String {
+    match e {
+        gatehouse_identity::Error::Code {
+            detail: Some(d), ..
+        } => d.clone(),
+        gatehouse_identity::Error::Internal(_) => "The sign-in failed on the server.".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `GET /__/auth/handler`: the provider's redirect back. The flow named by `state` says where
+/// the result goes; the page delivers it there.
+async fn federated_handler(
+    State(identity): State<Identity>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    Query(q): Query<HandlerQuery>,
+) -> Response {
+    let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
+    let Some(state) = q.state.as_deref().filter(|s| !s.is_empty()) else {
+        return refusal(
+            "The provider's answer carries no state; start the sign-in again.",
+            StatusCode::BAD_REQUEST,
+        );
+    };
+    let upstream_error = q.error.as_deref().map(|e| match &q.error_description {
+        Some(d) => format!("{e} ({d})"),
+        None => e.to_owned(),
+    });
+    let (return_to, result) = identity
+        .finish_federated(state, q.code.as_deref(), upstream_error.as_deref(), ip)
+        .await;
+    let Some(to) = return_to else {
+        let message = result
+            .err()
+            .map_or_else(|| "Unknown sign-in.".into(), |e| describe(&e));
+        return refusal(&message, StatusCode::BAD_REQUEST);
+    };
+    let out = match result {
+        Ok(out) if out.need_confirmation => {
+            return refusal(
+                &format!(
+                    "An account already exists with the e-mail address {}. Sign in to it the way \
+                     you did before, then link {} from there.",
+                    out.user.email.as_deref().unwrap_or("given by the provider"),
+                    out.profile.provider_id
+                ),
+                StatusCode::CONFLICT,
+            );
+        }
+        Ok(out) => out,
+        Err(e) => {
+            tracing::info!(error = %e, "federated sign-in refused");
+            return refusal(&describe(&e), StatusCode::BAD_REQUEST);
+        }
+    };
+    let Some(tokens) = &out.tokens else {
+        return refusal(
+            "The sign-in produced no tokens.",
+            StatusCode::INTERNAL_SERVER_ERROR,
+        );
+    };
+    let config = json!({
+        "apiKey": to.api_key,
+        "projectId": out.user.project_id,
+        "mode": to.mode,
+        "origin": to.origin,
+        "redirectUrl": to.redirect_url,
+        "providerId": null,
+        "providers": [],
+        "result": {
+            "idToken": tokens.id_token,
+            "refreshToken": tokens.refresh_token,
+            "expiresIn": tokens.expires_in.to_string(),
+            "localId": out.user.local_id,
+            "email": out.user.email,
+            "displayName": out.user.display_name,
+            "photoUrl": out.user.photo_url,
+            "isNewUser": out.is_new_user,
+            "providerId": out.profile.provider_id,
+        },
         "error": null,
     });
     render(&config, StatusCode::OK)

@@ -203,8 +203,13 @@ async fn dispatch(
                 .await?;
             Ok(json!({ "sessionCookie": cookie }))
         }
-        "accounts:signInWithIdp"
-        | "accounts:sendVerificationCode"
+        "accounts:signInWithIdp" => {
+            let req: gatehouse_identity::SignInWithIdpRequest = decode(body)?;
+            let return_credential = req.return_idp_credential.unwrap_or(false);
+            let done = identity.sign_in_with_idp(&caller, req).await?;
+            Ok(identity.idp_response(&done, return_credential))
+        }
+        "accounts:sendVerificationCode"
         | "accounts:signInWithPhoneNumber"
         | "accounts:signInWithGameCenter"
         | "accounts:verifyIosClient"

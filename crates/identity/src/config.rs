@@ -37,6 +37,8 @@ pub struct ProjectConfig {
     pub custom_token_signers: HashMap<String, Vec<PublicKey>>,
     /// Settings that the `/config` endpoints can change at run time (initial values).
     pub settings: ProjectSettings,
+    /// Federated identity providers (Google, OpenID Connect).
+    pub providers: Vec<crate::IdpConfig>,
 }
 
 impl std::fmt::Debug for ProjectConfig {
@@ -64,6 +66,7 @@ impl ProjectConfig {
             unsigned_id_tokens: false,
             custom_token_signers: HashMap::new(),
             settings: ProjectSettings::default(),
+            providers: Vec::new(),
         }
     }
 
@@ -87,6 +90,9 @@ impl ProjectConfig {
                 "invalid project id {:?}",
                 self.project_id
             )));
+        }
+        for p in &self.providers {
+            p.validate()?;
         }
         if self.mode == Mode::Production && self.unsigned_id_tokens {
             return Err(Error::internal(format!(

@@ -16,6 +16,7 @@ mod admin;
 mod config;
 mod custom_token;
 mod error;
+mod federated;
 mod hashing;
 mod keyring;
 mod limits;
@@ -30,6 +31,9 @@ mod verified;
 
 pub use config::{Mode, ProjectConfig, ProjectSettings, RateLimits, SmtpConfig, SmtpSecurity};
 pub use error::{Error, Result};
+pub use federated::{
+    GOOGLE_ISSUER, IdpConfig, IdpProfile, IdpSignedIn, ReturnTo, SignInWithIdpRequest,
+};
 pub use gatehouse_keyring::{Clock, ManualClock, SystemClock};
 pub use keyring::{KeyPurpose, Keyring};
 pub use limits::Limits;
@@ -65,6 +69,7 @@ struct Inner {
     settings: tokio::sync::RwLock<HashMap<String, ProjectSettings>>,
     verified: verified::VerifiedTokens,
     authority: Option<Arc<dyn Authority>>,
+    federation: federated::Federation,
 }
 
 impl std::fmt::Debug for Identity {
@@ -168,6 +173,7 @@ impl Identity {
                 settings: tokio::sync::RwLock::new(settings),
                 verified: verified::VerifiedTokens::default(),
                 authority,
+                federation: federated::Federation::new()?,
             }),
         })
     }

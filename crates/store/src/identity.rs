@@ -570,3 +570,60 @@ fn oob_from_row(row: &AnyRow) -> Result<OobCodeRecord> {
         dev_link: row.try_get("dev_link")?,
     })
 }
+
+/// A federated sign-in flow in progress, as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdpFlowRecord {
+    pub state_hash: String,
+    pub project_id: String,
+    /// The flow's data (PKCE verifier, nonce, where to return), as JSON text.
+    pub data: String,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for IdpFlowRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdpFlowRecord")
+            .field("project_id", &self.project_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Records a flow; expired ones are purged on the way.
+    pub async fn insert_idp_flow(&self, flow: &IdpFlowRecord, now: i64) -> Result<()> {
+        sqlx::query("DELETE FROM idp_flows WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO idp_flows (state_hash, project_id, data, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&flow.state_hash)
+        .bind(&flow.project_id)
+        .bind(&flow.data)
+        .bind(flow.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Uses up a flow: deletes it and returns it, atomically, so a `state` works once.
+    pub async fn take_idp_flow(&self, state_hash: &str) -> Result<Option<IdpFlowRecord>> {
+        let row: Option<(String, String, String, i64)> = sqlx::query_as(
+            "DELETE FROM idp_flows WHERE state_hash = $1 RETURNING state_hash, project_id, data, expires_at",
+        )
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(
+            row.map(|(state_hash, project_id, data, expires_at)| IdpFlowRecord {
+                state_hash,
+                project_id,
+                data,
+                expires_at,
+            }),
+        )
+    }
+}

@@ -15,7 +15,7 @@ mod keys;
 mod secrets;
 
 pub use iam::{AuditRecord, ProjectRecord, ServiceAccountKeyRecord, ServiceAccountRecord};
-pub use identity::{IdentityLink, OobCodeRecord, RefreshTokenRecord, UserRecord};
+pub use identity::{IdentityLink, IdpFlowRecord, OobCodeRecord, RefreshTokenRecord, UserRecord};
 pub use keys::SigningKeyRecord;
 pub use secrets::{SecretRecord, SecretVersionRecord};
 

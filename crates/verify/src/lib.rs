@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod oidc;
 mod remote;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use gatehouse_tokens::{SignatureError, parse_jwt};
 use serde_json::{Map, Value};
 
+pub use oidc::{OidcError, OidcVerifier};
 pub use remote::RemoteKeys;
 
 /// Where Google publishes the Secure Token keys.
