@@ -212,6 +212,39 @@ async function unauthorizedDomainScenario(page) {
   return `refused with a visible error: "${text.trim()}" (${shot})`;
 }
 
+// E (when OIDC_PROVIDER_ID is set): the provider's button on the hosted page, sign-in at the
+// upstream OpenID provider (oidc-provider's login and consent pages), back signed in with that
+// provider as firebase.sign_in_provider; then a vote.
+async function federatedScenario(browser) {
+  const providerId = process.env.OIDC_PROVIDER_ID;
+  const login = `fed-${Date.now().toString(36)}`;
+  const { context, page } = await openVotePage(browser);
+  await buttonSays(page, 'Sign In');
+  const [popup] = await Promise.all([page.waitForEvent('popup'), page.click('#signInButton')]);
+  const button = popup.locator(`button.provider[data-provider-id="${providerId}"]`);
+  await button.waitFor({ timeout: TIMEOUT_MS });
+  await button.click();
+  await popup.waitForSelector('input[name="login"]', { timeout: TIMEOUT_MS });
+  await popup.fill('input[name="login"]', login);
+  await popup.fill('input[name="password"]', 'any-password');
+  await popup.click('button[type="submit"]');
+  await popup.waitForSelector('button[type="submit"]:has-text("Continue")', { timeout: TIMEOUT_MS });
+  await Promise.all([popupCloses(popup), popup.click('button[type="submit"]:has-text("Continue")')]);
+  await buttonSays(page, 'Sign Out');
+  const who = await page.evaluate(async () => {
+    const token = await window.auth.currentUser.getIdToken();
+    const claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    return { provider: claims.firebase.sign_in_provider, email: claims.email, providerId: window.auth.currentUser.providerId };
+  });
+  check(who.provider === providerId, `sign_in_provider is ${who.provider}, expected ${providerId}`);
+  check(who.email === `${login}@upstream.example`, `email is ${who.email}`);
+  const { before, after } = await castVote(page, 'DOGS');
+  check(after === before + 1, `DOGS went from ${before} to ${after}`);
+  const shot = await screenshot(page, 'vote-federated.png');
+  await context.close();
+  return `signed in at the upstream as ${login}, sign_in_provider ${who.provider}, DOGS ${before} → ${after} (${shot})`;
+}
+
 async function main() {
   if (!VOTE_URL) {
     console.error('VOTE_URL is required, e.g. VOTE_URL=http://127.0.0.1:8080/');
@@ -238,6 +271,10 @@ async function main() {
     console.log(`PASS C (token refresh): ${await refreshScenario(page)}`);
     current = 'D';
     console.log(`PASS D (unauthorized domain): ${await unauthorizedDomainScenario(page)}`);
+    if (process.env.OIDC_PROVIDER_ID) {
+      current = 'E';
+      console.log(`PASS E (federated sign-in): ${await federatedScenario(browser)}`);
+    }
     return 0;
   } catch (err) {
     console.error(`FAIL ${current}: ${err instanceof Failure ? err.message : err.stack}`);

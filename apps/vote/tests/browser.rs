@@ -1,7 +1,8 @@
 //! The browser end-to-end test: Debian's Chromium, driven by playwright-core
 //! (`tests/browser/vote.e2e.mjs`), against the vote app on SQLite and the identity server's
 //! hosted sign-in page — sign up in the popup, vote, see the tally and the recent votes
-//! change, sign out; sign in by redirect; refresh the token; an unlisted origin refused.
+//! change, sign out; sign in by redirect; refresh the token; an unlisted origin refused; and
+//! federated sign-in through the page's provider button at an upstream oidc-provider.
 //! Screenshots land in `target/browser-artifacts/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -27,7 +28,8 @@ async fn sign_in_vote_and_sign_out_in_chromium() {
             .is_dir(),
         "playwright-core is required: run tests/browser/setup.sh"
     );
-    let idp = identity().await;
+    // The identity server with `oidc.corp`, an upstream oidc-provider, for scenario E.
+    let idp = identity_with(true).await;
     let dir = TempDir::new("vote-browser").unwrap();
     let vote = spawn_vote(&[
         (
@@ -45,6 +47,7 @@ async fn sign_in_vote_and_sign_out_in_chromium() {
         .env("VOTE_URL", format!("{}/", vote.url))
         .env("CHROMIUM", &chromium)
         .env("ARTIFACTS", &artifacts)
+        .env("OIDC_PROVIDER_ID", "oidc.corp")
         .kill_on_drop(true)
         .output()
         .await
@@ -55,7 +58,7 @@ async fn sign_in_vote_and_sign_out_in_chromium() {
         out.status.success(),
         "browser test failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
-    for scenario in ["PASS A", "PASS B", "PASS C", "PASS D"] {
+    for scenario in ["PASS A", "PASS B", "PASS C", "PASS D", "PASS E"] {
         assert!(stdout.contains(scenario), "{scenario} missing:\n{stdout}");
     }
     assert!(artifacts.join("vote.png").is_file());

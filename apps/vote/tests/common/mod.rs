@@ -22,11 +22,67 @@ pub const OTHER_API_KEY: &str = "another-api-key";
 /// An identity server for `PROJECT`, with 127.0.0.1 among its authorized domains.
 pub struct Idp {
     pub url: String,
+    _op: Option<Op>,
     _dir: TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 pub async fn identity() -> Idp {
+    identity_with(false).await
+}
+
+/// An upstream OpenID provider: `tests/federated/op.mjs` (npm oidc-provider) on 127.0.0.1.
+pub struct Op {
+    pub issuer: String,
+    _child: tokio::process::Child,
+}
+
+pub const OP_CLIENT_ID: &str = "vote-gatehouse";
+pub const OP_CLIENT_SECRET: &str = "s3cret:&+ value";
+
+/// Starts the upstream provider with our callback (`<identity>/__/auth/handler`) registered.
+pub async fn start_op(identity_url: &str) -> Op {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    assert!(
+        root.join("tests/federated/node_modules/oidc-provider")
+            .is_dir(),
+        "oidc-provider is required: run tests/federated/setup.sh"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg(root.join("tests/federated/op.mjs"))
+        .args([
+            "--port",
+            "0",
+            "--client-id",
+            OP_CLIENT_ID,
+            "--client-secret",
+            OP_CLIENT_SECRET,
+        ])
+        .arg("--redirect-uri")
+        .arg(format!("{identity_url}/__/auth/handler"))
+        .arg("--watch-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is required: apt-get install -y nodejs");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the OpenID provider starts within 30 s")
+        .unwrap()
+        .expect("the OpenID provider's ready line");
+    let ready: Value = serde_json::from_str(&line).unwrap();
+    Op {
+        issuer: ready["issuer"].as_str().unwrap().to_owned(),
+        _child: child,
+    }
+}
+
+/// [`identity`], optionally with `oidc.corp` — an upstream oidc-provider — configured.
+pub async fn identity_with(oidc: bool) -> Idp {
     let dir = TempDir::new("vote-idp").unwrap();
     let store = Store::connect(&format!(
         "sqlite://{}?mode=rwc",
@@ -42,6 +98,21 @@ pub async fn identity() -> Idp {
     other.api_keys = vec![OTHER_API_KEY.into()];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = match oidc {
+        true => {
+            let op = start_op(&url).await;
+            let mut corp = gatehouse_identity::IdpConfig::oidc(
+                "corp",
+                &op.issuer,
+                OP_CLIENT_ID,
+                secrecy::SecretString::from(OP_CLIENT_SECRET),
+            );
+            corp.display_name = "Corp".into();
+            project.providers.push(corp);
+            Some(op)
+        }
+        false => None,
+    };
     let identity = Identity::new(IdentityOptions {
         store,
         clock: Arc::new(SystemClock),
@@ -60,6 +131,7 @@ pub async fn identity() -> Idp {
     }));
     Idp {
         url,
+        _op: upstream,
         _dir: dir,
         _stop: stop,
     }
