@@ -299,6 +299,7 @@ async fn federated_start(
 struct HandlerQuery {
     state: Option<String>,
     code: Option<String>,
+    iss: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
 }
@@ -332,7 +333,13 @@ async fn federated_handler(
         None => e.to_owned(),
     });
     let (return_to, result) = identity
-        .finish_federated(state, q.code.as_deref(), upstream_error.as_deref(), ip)
+        .finish_federated(
+            state,
+            q.code.as_deref(),
+            q.iss.as_deref(),
+            upstream_error.as_deref(),
+            ip,
+        )
         .await;
     let Some(to) = return_to else {
         let message = result

@@ -442,10 +442,13 @@ impl Identity {
     /// Finishes the flow at our callback: the `state` must be one we issued and not used, the
     /// code is exchanged (with the PKCE verifier), the ID token verified with the flow's nonce.
     /// Returns where to deliver the result (when the state was known) and the result.
+    /// `iss` is the callback's RFC 9207 issuer parameter, when the provider sends one: it must
+    /// be the flow's provider (mix-up protection).
     pub async fn finish_federated(
         &self,
         state: &str,
         code: Option<&str>,
+        iss: Option<&str>,
         upstream_error: Option<&str>,
         ip: std::net::IpAddr,
     ) -> (Option<ReturnTo>, Result<IdpSignedIn>) {
@@ -496,6 +499,14 @@ impl Identity {
                 .filter(|p| p.enabled)
                 .ok_or_else(|| Error::code("OPERATION_NOT_ALLOWED"))?
                 .clone();
+            if let Some(i) = iss
+                && i.trim_end_matches('/') != idp.issuer.trim_end_matches('/')
+            {
+                return Err(Error::detail(
+                    "INVALID_IDP_RESPONSE",
+                    format!("The answer came from {i}, not from {}.", idp.issuer),
+                ));
+            }
             let d = self.inner.federation.discover(&project.project_id, &idp).await?;
             let res = self
                 .inner
