@@ -248,23 +248,32 @@ async fn vote(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respon
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-    let stored = match app.votes().await {
-        Ok(v) => v.vote(&team, now, &uid).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+    // The write and its log line run to completion even if the client goes away meanwhile
+    // (the request future may be dropped; a stored vote is always logged).
+    let task = {
+        let (app, team, uid, trace) = (app.clone(), team.clone(), uid.clone(), trace.clone());
+        tokio::spawn(async move {
+            let stored = match app.votes().await {
+                Ok(v) => v.vote(&team, now, &uid).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            if stored.is_ok() {
+                logging::entry(
+                    "INFO",
+                    "vote_inserted",
+                    trace.as_deref(),
+                    Some(logging::vote(&team, now, &uid)),
+                );
+            }
+            stored
+        })
     };
+    let stored = task.await.unwrap_or_else(|e| Err(e.to_string()));
     match stored {
-        Ok(()) => {
-            logging::entry(
-                "INFO",
-                "vote_inserted",
-                trace.as_deref(),
-                Some(logging::vote(&team, now, &uid)),
-            );
-            html(
-                StatusCode::OK,
-                format!("Successfully voted for {team} at {}", page::js_date(now)),
-            )
-        }
+        Ok(()) => html(
+            StatusCode::OK,
+            format!("Successfully voted for {team} at {}", page::js_date(now)),
+        ),
         Err(e) => {
             logging::entry(
                 "ERROR",

@@ -193,3 +193,23 @@ fn node_google_auth_iam_suite() {
         "google-auth-library (Node) IAM suite failed"
     );
 }
+
+/// Federated sign-in against a real, certified OpenID provider (npm oidc-provider, started by
+/// the suite on 127.0.0.1): `accounts:signInWithIdp` from REST and the Firebase JS SDK's
+/// `signInWithCredential`, the hosted page's code flow with PKCE, linking rules and the
+/// negative cases; the suite starts the real `gatehouse identity` binary itself.
+#[test]
+fn federated_sign_in_suite() {
+    let dir = repo_root().join("tests/federated");
+    assert!(
+        dir.join("node_modules/oidc-provider").is_dir(),
+        "federated prerequisites missing: run `tests/federated/setup.sh`"
+    );
+    let status = Command::new("node")
+        .arg("run.mjs")
+        .current_dir(&dir)
+        .env("GATEHOUSE_BIN", env!("CARGO_BIN_EXE_gatehouse"))
+        .status()
+        .expect("node is installed");
+    assert!(status.success(), "federated sign-in suite failed");
+}

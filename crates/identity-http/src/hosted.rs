@@ -282,10 +282,16 @@ async fn federated_start(
         .start_federated(&caller, &provider_id, return_to)
         .await
     {
-        Ok(url) => {
+        Ok((url, cookie, binding)) => {
             let mut res = StatusCode::FOUND.into_response();
             if let Ok(v) = HeaderValue::from_str(&url) {
                 res.headers_mut().insert(header::LOCATION, v);
+            }
+            // Binds the flow to this browser; sent back on the provider's top-level redirect.
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{cookie}={binding}; Path=/__/auth/handler; Max-Age=600; HttpOnly; SameSite=Lax"
+            )) {
+                res.headers_mut().insert(header::SET_COOKIE, v);
             }
             res.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -319,6 +325,7 @@ fn describe(e: &gatehouse_identity::Error) -> String {
 async fn federated_handler(
     State(identity): State<Identity>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: axum::http::HeaderMap,
     Query(q): Query<HandlerQuery>,
 ) -> Response {
     let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
@@ -332,9 +339,19 @@ async fn federated_handler(
         Some(d) => format!("{e} ({d})"),
         None => e.to_owned(),
     });
+    let cookie_name = gatehouse_identity::binding_cookie(state);
+    let binding = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == cookie_name)
+        .map(|(_, value)| value.to_owned());
     let (return_to, result) = identity
         .finish_federated(
             state,
+            binding.as_deref(),
             q.code.as_deref(),
             q.iss.as_deref(),
             upstream_error.as_deref(),

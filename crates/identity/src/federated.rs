@@ -38,6 +38,8 @@ use crate::{Caller, Error, Identity, IssuedTokens, ProjectConfig, ProviderInfo, 
 
 /// Google's issuer.
 pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+/// Google's access-token introspection.
+const GOOGLE_TOKENINFO: &str = "https://oauth2.googleapis.com/tokeninfo";
 /// How long a sign-in started on the hosted page may take.
 const FLOW_TTL_MS: i64 = 10 * 60 * 1000;
 /// How long a provider's discovery document is trusted.
@@ -323,6 +325,9 @@ pub struct ReturnTo {
 #[derive(Serialize, Deserialize)]
 struct Flow {
     provider_id: String,
+    /// Hash of the value of the cookie set on the browser that started the flow: the callback
+    /// must come from that browser (no login CSRF with someone else's callback URL).
+    binding_hash: String,
     verifier: String,
     nonce: String,
     redirect_uri: String,
@@ -378,13 +383,14 @@ impl Identity {
     }
 
     /// Starts the authorization-code flow: records the flow and returns the provider's
-    /// authorization URL. `redirect_uri` is our callback (`<public url>/__/auth/handler`).
+    /// authorization URL (with our callback `<public url>/__/auth/handler` as `redirect_uri`)
+    /// and the browser binding: a cookie name and value the callback must present.
     pub async fn start_federated(
         &self,
         caller: &Caller,
         provider_id: &str,
         return_to: ReturnTo,
-    ) -> Result<String> {
+    ) -> Result<(String, String, String)> {
         let project = caller.project.clone();
         let idp = self
             .provider(&project, provider_id)
@@ -403,9 +409,11 @@ impl Identity {
         let state = random_token(32);
         let nonce = random_token(32);
         let verifier = random_token(48);
+        let binding = random_token(24);
         let redirect_uri = format!("{}/__/auth/handler", self.inner.public_url);
         let flow = Flow {
             provider_id: provider_id.to_owned(),
+            binding_hash: token_hash(&binding),
             verifier: verifier.clone(),
             nonce: nonce.clone(),
             redirect_uri: redirect_uri.clone(),
@@ -436,7 +444,7 @@ impl Identity {
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", &sha256_b64url(&verifier))
             .append_pair("code_challenge_method", "S256");
-        Ok(url.into())
+        Ok((url.into(), binding_cookie(&state), binding))
     }
 
     /// Finishes the flow at our callback: the `state` must be one we issued and not used, the
@@ -447,6 +455,7 @@ impl Identity {
     pub async fn finish_federated(
         &self,
         state: &str,
+        binding: Option<&str>,
         code: Option<&str>,
         iss: Option<&str>,
         upstream_error: Option<&str>,
@@ -479,6 +488,12 @@ impl Identity {
         };
         let return_to = flow.return_to.clone();
         let result = async {
+            if binding.map(token_hash).as_deref() != Some(flow.binding_hash.as_str()) {
+                return Err(Error::detail(
+                    "INVALID_IDP_RESPONSE",
+                    "This sign-in was started in another browser (or its cookie was blocked); start it again here.",
+                ));
+            }
             if let Some(e) = upstream_error {
                 return Err(Error::detail(
                     "INVALID_IDP_RESPONSE",
@@ -644,6 +659,28 @@ impl Identity {
                 (claims, idp.trusted_email)
             }
             (Some(idp), None, Some(access)) => {
+                // An access token says nothing about which client it was issued to; only
+                // Google's can be checked (its tokeninfo endpoint names the client), so other
+                // providers must send their ID token.
+                if idp.provider_id != "google.com" {
+                    return Err(Error::detail(
+                        "INVALID_IDP_RESPONSE",
+                        format!(
+                            "{provider_id} accepts an id_token only (an access token cannot be tied to this client)"
+                        ),
+                    ));
+                }
+                let info = self.google_token_info(access).await?;
+                let client_ok = [info.get("aud"), info.get("azp")]
+                    .iter()
+                    .flatten()
+                    .any(|v| v.as_str() == Some(idp.client_id.as_str()));
+                if !client_ok {
+                    return Err(Error::detail(
+                        "INVALID_IDP_RESPONSE",
+                        "the access token was issued to another client",
+                    ));
+                }
                 let d = self
                     .inner
                     .federation
@@ -652,7 +689,7 @@ impl Identity {
                 let userinfo = d.userinfo_endpoint.clone().ok_or_else(|| {
                     Error::detail(
                         "INVALID_IDP_RESPONSE",
-                        "this provider has no userinfo endpoint; send its id_token",
+                        "the provider has no userinfo endpoint",
                     )
                 })?;
                 let res = self
@@ -720,9 +757,65 @@ impl Identity {
         Ok(out)
     }
 
+    /// Google's description of one of its access tokens (`aud`, `azp`, `scope`, `exp`).
+    async fn google_token_info(&self, access: &str) -> Result<Map<String, Value>> {
+        let res = self
+            .inner
+            .federation
+            .http
+            .get(format!(
+                "{GOOGLE_TOKENINFO}?access_token={}",
+                form_encode(access)
+            ))
+            .send()
+            .await
+            .map_err(|e| {
+                Error::detail("INVALID_IDP_RESPONSE", format!("Google's tokeninfo: {e}"))
+            })?;
+        if !res.status().is_success() {
+            return Err(Error::detail(
+                "INVALID_IDP_RESPONSE",
+                "Google does not know this access token",
+            ));
+        }
+        match res.json::<Value>().await {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(Error::detail(
+                "INVALID_IDP_RESPONSE",
+                "unreadable tokeninfo answer",
+            )),
+        }
+    }
+
     /// Finds, links or creates the account for a verified provider identity and issues our
     /// tokens (see the module docs for the rules).
     pub(crate) async fn sign_in_federated(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        profile: IdpProfile,
+        link_to: Option<UserRecord>,
+        trusted: bool,
+    ) -> Result<IdpSignedIn> {
+        // Two first sign-ins of one new identity race to create its account: the loser's
+        // insert hits the unique identity or e-mail, and it starts over, finding the account.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .sign_in_federated_once(caller, tenant, profile.clone(), link_to.clone(), trusted)
+                .await;
+            match result {
+                Err(Error::Code {
+                    code: "EMAIL_EXISTS" | "FEDERATED_USER_ID_ALREADY_LINKED",
+                    ..
+                }) if link_to.is_none() && attempt < 3 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn sign_in_federated_once(
         &self,
         caller: &Caller,
         tenant: &str,
@@ -772,6 +865,20 @@ impl Identity {
             if target.disabled {
                 return Err(Error::code("USER_DISABLED"));
             }
+            if stored_providers(&target)
+                .iter()
+                .any(|p| p.provider_id == profile.provider_id && p.raw_id != profile.raw_id)
+            {
+                return Err(Error::code("PROVIDER_ALREADY_LINKED"));
+            }
+            // The identity's e-mail may not belong to another account (one account per e-mail).
+            if let Some(e) = &profile.email
+                && self
+                    .email_taken(pid, tenant, e, Some(&target.local_id))
+                    .await?
+            {
+                return Err(Error::code("EMAIL_EXISTS"));
+            }
             let email_free = match &profile.email {
                 Some(e) if target.email.is_none() => {
                     !self
@@ -817,7 +924,25 @@ impl Identity {
                 }
                 _ => None,
             };
+            let holds_identity = |u: &UserRecord| {
+                stored_providers(u)
+                    .iter()
+                    .any(|p| p.provider_id == profile.provider_id && p.raw_id == profile.raw_id)
+            };
             match holder {
+                Some(existing) if holds_identity(&existing) => {
+                    // Linked meanwhile (a concurrent first sign-in of this identity).
+                    let user = self
+                        .modify_user(pid, tenant, &existing.local_id, |u| {
+                            if u.disabled {
+                                return Err(Error::code("USER_DISABLED"));
+                            }
+                            u.last_login_at = Some(now);
+                            Ok(())
+                        })
+                        .await?;
+                    done(user, false)
+                }
                 Some(existing) if trusted && profile.email_verified => {
                     // The provider vouches for the address: link. An account that never proved
                     // it owns the address loses its password (and unverified e-mail state).
@@ -828,8 +953,12 @@ impl Identity {
                                 return Err(Error::code("USER_DISABLED"));
                             }
                             if !verified_before {
+                                // Whoever registered the address without proving it loses
+                                // every way in they set up: password, phone, other identities.
                                 u.password_hash = None;
                                 u.salt = None;
+                                u.phone_number = None;
+                                u.providers = "[]".into();
                                 u.valid_since_secs = now / 1000;
                             }
                             u.email_verified = true;
@@ -923,6 +1052,12 @@ impl Identity {
         }
         v
     }
+}
+
+/// The name of the cookie binding the flow with this `state` to the browser that started it.
+pub fn binding_cookie(state: &str) -> String {
+    let h = token_hash(state);
+    format!("gatehouse_idp_{}", &h[..h.len().min(16)])
 }
 
 /// `application/x-www-form-urlencoded` encoding of a client credential for HTTP Basic

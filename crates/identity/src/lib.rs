@@ -33,6 +33,7 @@ pub use config::{Mode, ProjectConfig, ProjectSettings, RateLimits, SmtpConfig, S
 pub use error::{Error, Result};
 pub use federated::{
     GOOGLE_ISSUER, IdpConfig, IdpProfile, IdpSignedIn, ReturnTo, SignInWithIdpRequest,
+    binding_cookie,
 };
 pub use gatehouse_keyring::{Clock, ManualClock, SystemClock};
 pub use keyring::{KeyPurpose, Keyring};
