@@ -62,8 +62,33 @@ pub async fn load(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let entries: Vec<Entry> =
         serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    apply(entries, &path.display().to_string(), projects, secrets).await
+}
+
+/// The manifest's `identity.providers` (entries in the same format).
+pub async fn load_values(
+    values: &[serde_json::Value],
+    origin: &str,
+    projects: &mut [ProjectConfig],
+    secrets: Option<&Secrets>,
+) -> anyhow::Result<()> {
+    let mut entries = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        entries.push(
+            serde_json::from_value::<Entry>(v.clone()).with_context(|| format!("{origin}[{i}]"))?,
+        );
+    }
+    apply(entries, origin, projects, secrets).await
+}
+
+async fn apply(
+    entries: Vec<Entry>,
+    origin: &str,
+    projects: &mut [ProjectConfig],
+    secrets: Option<&Secrets>,
+) -> anyhow::Result<()> {
     for (i, e) in entries.into_iter().enumerate() {
-        let at = || format!("{} entry {}", path.display(), i + 1);
+        let at = || format!("{origin} entry {}", i + 1);
         let sources = [
             e.client_secret_file.is_some(),
             e.client_secret_env.is_some(),

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auth_cmd;
 mod authority;
 mod gateway_cmd;
 mod iam_cmd;
@@ -9,6 +10,7 @@ mod identity_cmd;
 mod idp_config;
 mod run_cmd;
 mod secrets_cmd;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +45,31 @@ enum Command {
     Secrets(secrets_cmd::SecretsArgs),
     /// Run services like Cloud Run (instances, invoker-checking ingress, revisions).
     Run(run_cmd::RunArgs),
+    /// The whole architecture from one manifest (default: the demo of both seeds).
+    ///
+    /// Example: gatehouse up -f examples/demo/gatehouse.yaml --dry-run
+    Up(up::UpArgs),
+    /// Stop the `gatehouse up` serving a data directory.
+    ///
+    /// Example: gatehouse down --data-dir ./data
+    Down(up::DownArgs),
+    /// Users, sign-in and custom tokens (the seeds' manual identity steps).
+    Auth(auth_cmd::AuthArgs),
+    /// The sample applications, as services run them.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AppsCommand {
+    /// CATS v DOGS, the idp-sql sample (configured by environment; see docs/vote.md).
+    ///
+    /// Example: DATABASE_URL=sqlite://votes.db GOOGLE_CLOUD_PROJECT=demo-project gatehouse apps vote
+    Vote,
+    /// The second seed's hello backend (listens on $PORT, default 8080).
+    ///
+    /// Example: PORT=8082 gatehouse apps hello
+    Hello,
 }
 
 /// Servers log to stdout (where supervisors and tests read the "listening" line); one-shot
@@ -53,6 +80,8 @@ fn logs_to_stdout(command: &Command) -> bool {
         Command::Iam(a) => a.is_server(),
         Command::Secrets(a) => a.is_server(),
         Command::Run(a) => a.is_server(),
+        // `up` prints its plan and URL table on stdout; its logs go to stderr.
+        Command::Up(_) | Command::Down(_) | Command::Apps(_) | Command::Auth(_) => false,
     }
 }
 
@@ -85,6 +114,19 @@ async fn main() -> std::process::ExitCode {
         Command::Iam(args) => iam_cmd::run(args).await,
         Command::Secrets(args) => secrets_cmd::run(args).await,
         Command::Run(args) => run_cmd::run(args).await,
+        Command::Up(args) => up::up(args).await,
+        Command::Auth(args) => auth_cmd::run(args).await,
+        Command::Down(args) => up::down(args).await,
+        Command::Apps(AppsCommand::Vote) => {
+            return gatehouse_vote::run_from_env().await;
+        }
+        Command::Apps(AppsCommand::Hello) => {
+            let port = std::env::var("PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(8080);
+            gatehouse_hello::serve(port).await.map_err(Into::into)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -183,4 +225,12 @@ pub(crate) fn table<const N: usize>(rows: &[[String; N]]) -> String {
     }
     text.pop();
     text
+}
+
+/// A one-shot command's result (or `up`'s report) on stdout.
+pub(crate) fn say(text: &str) {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{text}");
+    let _ = o.flush();
 }

@@ -179,15 +179,11 @@ pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Secret Manager and IAM on one listener.
-async fn serve(secrets: Secrets, iam: Iam, listen: &str) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let addr = listener.local_addr()?;
+/// Secret Manager and IAM (token endpoint, IAM v1, IAM Credentials, certs) as one app.
+pub(crate) fn iam_and_secrets_app(secrets: Secrets, iam: Iam) -> axum::Router {
     let sm = gatehouse_secrets_http::router(secrets);
-    let iam_api = gatehouse_iam_http::router(iam.clone());
-    let app = axum::Router::new().fallback(move |req: Request| {
+    let iam_api = gatehouse_iam_http::router(iam);
+    axum::Router::new().fallback(move |req: Request| {
         let (sm, iam_api) = (sm.clone(), iam_api.clone());
         async move {
             let router = if gatehouse_secrets_http::handles(req.uri().path()) {
@@ -200,7 +196,16 @@ async fn serve(secrets: Secrets, iam: Iam, listen: &str) -> anyhow::Result<()> {
                 Err(never) => match never {},
             }
         }
-    });
+    })
+}
+
+/// Secret Manager and IAM on one listener.
+async fn serve(secrets: Secrets, iam: Iam, listen: &str) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let app = iam_and_secrets_app(secrets, iam.clone());
     let keys = iam.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));

@@ -5,6 +5,7 @@
 //! appear, only their references.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
@@ -120,15 +121,43 @@ async fn get_one(State(runner): State<Runner>, UrlPath(name): UrlPath<String>) -
 
 /// The control API.
 pub fn router(runner: Runner) -> Router {
-    Router::new()
+    router_with(runner, None)
+}
+
+/// The control API; with `shutdown`, `POST /v1/shutdown` (what `gatehouse down` calls)
+/// notifies it.
+pub fn router_with(runner: Runner, shutdown: Option<Arc<tokio::sync::Notify>>) -> Router {
+    let mut r = Router::new()
         .route("/v1/services", get(list))
         .route("/v1/services/{name}", get(get_one))
-        .with_state(runner)
+        .with_state(runner);
+    if let Some(n) = shutdown {
+        r = r.route(
+            "/v1/shutdown",
+            axum::routing::post(move || {
+                let n = n.clone();
+                async move {
+                    n.notify_waiters();
+                    n.notify_one();
+                    Json(json!({"stopping": true}))
+                }
+            }),
+        );
+    }
+    r
 }
 
 /// Serves the control API on `<data_root>/run.sock`. Refuses when another live process serves
 /// the same directory; a socket left behind by a process that died is replaced.
 pub async fn serve(runner: Runner) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    serve_with(runner, None).await
+}
+
+/// [`serve`] with `POST /v1/shutdown` notifying `shutdown`.
+pub async fn serve_with(
+    runner: Runner,
+    shutdown: Option<Arc<tokio::sync::Notify>>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use std::os::unix::fs::PermissionsExt as _;
     let path = socket_path(&runner.config.data_root);
     if path.exists() {
@@ -149,7 +178,7 @@ pub async fn serve(runner: Runner) -> std::io::Result<tokio::task::JoinHandle<()
     }
     let listener = tokio::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let app = router(runner);
+    let app = router_with(runner, shutdown);
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     }))
@@ -157,6 +186,11 @@ pub async fn serve(runner: Runner) -> std::io::Result<tokio::task::JoinHandle<()
 
 /// `GET path` on a data directory's control socket: the status and JSON body.
 pub async fn query(data_root: &Path, path: &str) -> std::io::Result<(u16, Value)> {
+    request(data_root, "GET", path).await
+}
+
+/// `method path` on a data directory's control socket.
+pub async fn request(data_root: &Path, method: &str, path: &str) -> std::io::Result<(u16, Value)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let socket = socket_path(data_root);
     let mut s = tokio::net::UnixStream::connect(&socket)
@@ -172,7 +206,9 @@ pub async fn query(data_root: &Path, path: &str) -> std::io::Result<(u16, Value)
                 ),
             )
         })?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: gatehouse\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: gatehouse\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await?;

@@ -627,3 +627,32 @@ impl Store {
         )
     }
 }
+
+impl Store {
+    /// What `gatehouse up` last applied: `(kind, name, digest)`, sorted.
+    pub async fn up_state(&self) -> Result<Vec<(String, String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT kind, name, digest FROM up_state ORDER BY kind, name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Replaces the applied state, atomically.
+    pub async fn put_up_state(&self, entries: &[(String, String, String)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM up_state")
+            .execute(&mut *tx)
+            .await?;
+        for (kind, name, digest) in entries {
+            sqlx::query("INSERT INTO up_state (kind, name, digest) VALUES ($1, $2, $3)")
+                .bind(kind)
+                .bind(name)
+                .bind(digest)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
