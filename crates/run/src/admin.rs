@@ -121,12 +121,16 @@ async fn get_one(State(runner): State<Runner>, UrlPath(name): UrlPath<String>) -
 
 /// The control API.
 pub fn router(runner: Runner) -> Router {
-    router_with(runner, None)
+    router_with(runner, None, None)
 }
 
 /// The control API; with `shutdown`, `POST /v1/shutdown` (what `gatehouse down` calls)
 /// notifies it.
-pub fn router_with(runner: Runner, shutdown: Option<Arc<tokio::sync::Notify>>) -> Router {
+pub fn router_with(
+    runner: Runner,
+    shutdown: Option<Arc<tokio::sync::Notify>>,
+    extra: Option<Router>,
+) -> Router {
     let mut r = Router::new()
         .route("/v1/services", get(list))
         .route("/v1/services/{name}", get(get_one))
@@ -144,19 +148,23 @@ pub fn router_with(runner: Runner, shutdown: Option<Arc<tokio::sync::Notify>>) -
             }),
         );
     }
+    if let Some(extra) = extra {
+        r = r.merge(extra);
+    }
     r
 }
 
 /// Serves the control API on `<data_root>/run.sock`. Refuses when another live process serves
 /// the same directory; a socket left behind by a process that died is replaced.
 pub async fn serve(runner: Runner) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    serve_with(runner, None).await
+    serve_with(runner, None, None).await
 }
 
 /// [`serve`] with `POST /v1/shutdown` notifying `shutdown`.
 pub async fn serve_with(
     runner: Runner,
     shutdown: Option<Arc<tokio::sync::Notify>>,
+    extra: Option<Router>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use std::os::unix::fs::PermissionsExt as _;
     let path = socket_path(&runner.config.data_root);
@@ -178,7 +186,7 @@ pub async fn serve_with(
     }
     let listener = tokio::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let app = router_with(runner, shutdown);
+    let app = router_with(runner, shutdown, extra);
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     }))

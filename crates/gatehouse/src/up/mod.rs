@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use axum::response::IntoResponse as _;
 use clap::Args;
 use gatehouse_iam::{Iam, IamConfig, Principal};
 use gatehouse_identity::{
@@ -233,6 +234,13 @@ fn random_password(n: usize) -> String {
         .collect()
 }
 
+/// The manifest file: the given one, or the demo's copy in the data directory.
+fn manifest_path(args: &UpArgs) -> PathBuf {
+    args.file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("demo").join("gatehouse.yaml"))
+}
+
 /// Reads the manifest: the given file, or the demo written into the data directory.
 fn load(args: &UpArgs) -> anyhow::Result<Manifest> {
     match &args.file {
@@ -263,6 +271,40 @@ fn postgres_installed() -> bool {
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let m = load(&args)?;
+    // Another `up` serves this data directory: it applies the changes itself.
+    let socket = gatehouse_run::admin::socket_path(&args.data_dir);
+    if !args.dry_run && socket.exists() && tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        let path = std::fs::canonicalize(manifest_path(&args))?;
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("manifest", &path.display().to_string())
+            .finish();
+        let (status, v) =
+            gatehouse_run::admin::request(&args.data_dir, "POST", &format!("/v1/apply?{query}"))
+                .await?;
+        if status != 200 {
+            bail!(
+                "{}",
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap_or("the running gatehouse refused the changes")
+            );
+        }
+        let report: Vec<&str> = v["applied"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str())
+            .collect();
+        if report.is_empty() {
+            crate::say("Applied to the running gatehouse: no changes.");
+        } else {
+            crate::say(&format!(
+                "Applied to the running gatehouse:\n  {}",
+                report.join("\n  ")
+            ));
+        }
+        return Ok(());
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = crate::open_store(&args.data_dir, args.database_url.as_deref()).await?;
@@ -343,111 +385,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // Apply: accounts, secrets, bindings.
+    apply_persistent(&m, &iam, &secrets, &store, &mut values, &want).await?;
     let local = Principal::Local;
-    iam.project(&project)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for a in &m.service_accounts {
-        let email = m.account_email(&a.name);
-        if iam
-            .account(&email)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .is_none()
-        {
-            iam.create_account(
-                &project,
-                &a.name,
-                a.display_name.as_deref().unwrap_or(""),
-                "",
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("service_accounts {}: {e}", a.name))?;
-        }
-    }
-    for s in &m.secrets {
-        let name = format!("projects/{project}/secrets/{}", s.name);
-        let current = secrets
-            .access(&local, &format!("{name}/versions/latest"))
-            .await
-            .ok();
-        let value: Option<String> = match (&s.from_file, &s.from_env, &s.value, &s.json, s.generate)
-        {
-            (Some(f), ..) => Some(
-                std::fs::read_to_string(m.path(f))
-                    .with_context(|| format!("secrets {}: reading {}", s.name, f.display()))?,
-            ),
-            (_, Some(v), ..) => Some(
-                std::env::var(v).with_context(|| format!("secrets {}: ${v} is not set", s.name))?,
-            ),
-            (_, _, Some(v), ..) => Some(fill(v, &values)),
-            (_, _, _, Some(j), _) => Some(fill(&j.to_string(), &values)),
-            // Generated once; kept across runs.
-            (.., Some(n)) => current.is_none().then(|| random_password(n)),
-            _ => None,
-        };
-        if current.is_none() && secrets.get_secret(&local, &name).await.is_err() {
-            secrets
-                .create_secret(
-                    &local,
-                    &project,
-                    &s.name,
-                    &serde_json::json!({"replication": {"automatic": {}}}),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("secrets {}: {e}", s.name))?;
-        }
-        if let Some(v) = value
-            && current
-                .as_ref()
-                .is_none_or(|c| c.data.as_slice() != v.as_bytes())
-        {
-            secrets
-                .add_version(
-                    &local,
-                    &name,
-                    NewPayload {
-                        data: v.as_bytes(),
-                        crc32c: None,
-                    },
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("secrets {}: {e}", s.name))?;
-        }
-        if let Ok(a) = secrets
-            .access(&local, &format!("{name}/versions/latest"))
-            .await
-            && let Ok(text) = String::from_utf8(a.data.to_vec())
-        {
-            values.insert(format!("secrets.{}", s.name), text);
-        }
-    }
-    // Bindings: added, and those of the last run that are gone, removed.
-    let have = store.up_state().await?;
-    for (kind, name, _) in &have {
-        if kind == "binding" && !want.contains_key(&(kind.clone(), name.clone())) {
-            let mut parts = name.splitn(3, ' ');
-            if let (Some(r), Some(role), Some(member)) = (parts.next(), parts.next(), parts.next())
-            {
-                let _ = iam.edit_binding(r, role, member, false).await;
-            }
-        }
-    }
-    for b in &m.bindings {
-        iam.edit_binding(
-            &m.resource_name(&b.resource),
-            &b.role,
-            &m.member(&b.member),
-            true,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("bindings {} {} {}: {e}", b.resource, b.role, b.member))?;
-    }
-    for (kind, name, _) in &have {
-        if kind == "service_account" && !want.contains_key(&(kind.clone(), name.clone())) {
-            let _ = iam.delete_account(name).await;
-        }
-    }
 
     // The identity server.
     let mut pc = if prod {
@@ -564,9 +503,28 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         },
     );
     let shutdown = Arc::new(tokio::sync::Notify::new());
-    let control = gatehouse_run::admin::serve_with(runner.clone(), Some(shutdown.clone()))
-        .await
-        .context("control socket")?;
+    let sqlite_fallback: BTreeSet<String> = if postgres_installed() || prod {
+        BTreeSet::new()
+    } else {
+        m.sql_instances.iter().map(|q| q.name.clone()).collect()
+    };
+    let live = Arc::new(Live {
+        manifest_path: manifest_path(&args),
+        data_dir: args.data_dir.clone(),
+        iam: iam.clone(),
+        secrets: secrets.clone(),
+        runner: runner.clone(),
+        store: store.clone(),
+        values: tokio::sync::Mutex::new(BTreeMap::new()),
+        sqlite_fallback: sqlite_fallback.clone(),
+    });
+    let control = gatehouse_run::admin::serve_with(
+        runner.clone(),
+        Some(shutdown.clone()),
+        Some(live.clone().router()),
+    )
+    .await
+    .context("control socket")?;
     let result = start_and_serve(
         &m,
         &args,
@@ -579,6 +537,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         &want,
         &store,
         shutdown,
+        &sqlite_fallback,
+        &live,
     )
     .await;
     runner.shutdown().await;
@@ -603,6 +563,8 @@ async fn start_and_serve(
     want: &BTreeMap<(String, String), String>,
     store: &gatehouse_store::Store,
     shutdown: Arc<tokio::sync::Notify>,
+    sqlite_fallback: &BTreeSet<String>,
+    live: &Live,
 ) -> anyhow::Result<()> {
     let mut rows: Vec<[String; 3]> = vec![
         ["COMPONENT".into(), "URL".into(), "NOTES".into()],
@@ -617,15 +579,12 @@ async fn start_and_serve(
             "token endpoint, IAM, Secret Manager v1".into(),
         ],
     ];
-    let pg = postgres_installed();
-    let mut sqlite_fallback: BTreeSet<String> = BTreeSet::new();
     for q in &m.sql_instances {
-        if !pg && m.project.mode == Mode::Development {
+        if sqlite_fallback.contains(&q.name) {
             crate::say(&format!(
                 "Notice: PostgreSQL 15 is not installed (apt-get install -y postgresql-15); SQL instance {} is replaced by SQLite files for the services that use it.",
                 q.name
             ));
-            sqlite_fallback.insert(q.name.clone());
             continue;
         }
         let i = runner
@@ -639,42 +598,7 @@ async fn start_and_serve(
         ]);
     }
     for s in &m.services {
-        let mut spec = s.clone();
-        for v in spec.env.values_mut() {
-            *v = fill(v, values);
-        }
-        if spec
-            .service_account
-            .as_deref()
-            .is_some_and(|a| !a.contains('@'))
-        {
-            spec.service_account = spec.service_account.as_deref().map(|a| m.account_email(a));
-        }
-        // "gatehouse" as the program is this binary.
-        if let gatehouse_run::spec::Command::List(list) = &mut spec.command
-            && list.first().map(String::as_str) == Some("gatehouse")
-            && let Ok(exe) = std::env::current_exe()
-        {
-            list[0] = exe.display().to_string();
-        }
-        let uses_fallback = spec
-            .cloudsql_instances
-            .iter()
-            .any(|c| sqlite_fallback.contains(c.rsplit(':').next().unwrap_or(c)));
-        if uses_fallback {
-            spec.cloudsql_instances.clear();
-            spec.secrets
-                .retain(|k, _| k != "CLOUD_SQL_CREDENTIALS_SECRET");
-            let dir = args.data_dir.join("sqlite");
-            std::fs::create_dir_all(&dir)?;
-            spec.env.insert(
-                "DATABASE_URL".into(),
-                format!(
-                    "sqlite://{}",
-                    dir.join(format!("{}.db", spec.name)).display()
-                ),
-            );
-        }
+        let spec = prepare_spec(m, s, values, &args.data_dir, sqlite_fallback)?;
         let name = spec.name.clone();
         let svc = runner
             .deploy(spec)
@@ -774,6 +698,7 @@ async fn start_and_serve(
         .map(|((k, n), d)| (k.clone(), n.clone(), d.clone()))
         .collect();
     store.put_up_state(&applied).await?;
+    *live.values.lock().await = values.clone();
     crate::say(&crate::table(&rows));
     crate::say(&format!(
         "Ready in {} ms. Ctrl-C or `gatehouse down --data-dir {}` stops everything.",
@@ -828,4 +753,295 @@ fn demo_steps(
         data = data.display(),
         project = m.project.id,
     )
+}
+
+/// Applies the persistent part of the manifest: the project, service accounts (removed ones
+/// deleted), secrets (a new version when the value changed), bindings (removed ones revoked).
+async fn apply_persistent(
+    m: &Manifest,
+    iam: &Iam,
+    secrets: &Secrets,
+    store: &gatehouse_store::Store,
+    values: &mut BTreeMap<String, String>,
+    want: &BTreeMap<(String, String), String>,
+) -> anyhow::Result<()> {
+    let local = Principal::Local;
+    let project = m.project.id.clone();
+    iam.project(&project)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for a in &m.service_accounts {
+        let email = m.account_email(&a.name);
+        if iam
+            .account(&email)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .is_none()
+        {
+            iam.create_account(
+                &project,
+                &a.name,
+                a.display_name.as_deref().unwrap_or(""),
+                "",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("service_accounts {}: {e}", a.name))?;
+        }
+    }
+    for s in &m.secrets {
+        let name = format!("projects/{project}/secrets/{}", s.name);
+        let current = secrets
+            .access(&local, &format!("{name}/versions/latest"))
+            .await
+            .ok();
+        let value: Option<String> = match (&s.from_file, &s.from_env, &s.value, &s.json, s.generate)
+        {
+            (Some(f), ..) => Some(
+                std::fs::read_to_string(m.path(f))
+                    .with_context(|| format!("secrets {}: reading {}", s.name, f.display()))?,
+            ),
+            (_, Some(v), ..) => Some(
+                std::env::var(v).with_context(|| format!("secrets {}: ${v} is not set", s.name))?,
+            ),
+            (_, _, Some(v), ..) => Some(fill(v, values)),
+            (_, _, _, Some(j), _) => Some(fill(&j.to_string(), values)),
+            // Generated once; kept across runs.
+            (.., Some(n)) => current.is_none().then(|| random_password(n)),
+            _ => None,
+        };
+        if current.is_none() && secrets.get_secret(&local, &name).await.is_err() {
+            secrets
+                .create_secret(
+                    &local,
+                    &project,
+                    &s.name,
+                    &serde_json::json!({"replication": {"automatic": {}}}),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("secrets {}: {e}", s.name))?;
+        }
+        if let Some(v) = value
+            && current
+                .as_ref()
+                .is_none_or(|c| c.data.as_slice() != v.as_bytes())
+        {
+            secrets
+                .add_version(
+                    &local,
+                    &name,
+                    NewPayload {
+                        data: v.as_bytes(),
+                        crc32c: None,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("secrets {}: {e}", s.name))?;
+        }
+        if let Ok(a) = secrets
+            .access(&local, &format!("{name}/versions/latest"))
+            .await
+            && let Ok(text) = String::from_utf8(a.data.to_vec())
+        {
+            values.insert(format!("secrets.{}", s.name), text);
+        }
+    }
+    // Bindings: added, and those of the last run that are gone, removed.
+    let have = store.up_state().await?;
+    for (kind, name, _) in &have {
+        if kind == "binding" && !want.contains_key(&(kind.clone(), name.clone())) {
+            let mut parts = name.splitn(3, ' ');
+            if let (Some(r), Some(role), Some(member)) = (parts.next(), parts.next(), parts.next())
+            {
+                let _ = iam.edit_binding(r, role, member, false).await;
+            }
+        }
+    }
+    for b in &m.bindings {
+        iam.edit_binding(
+            &m.resource_name(&b.resource),
+            &b.role,
+            &m.member(&b.member),
+            true,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("bindings {} {} {}: {e}", b.resource, b.role, b.member))?;
+    }
+    for (kind, name, _) in &have {
+        if kind == "service_account" && !want.contains_key(&(kind.clone(), name.clone())) {
+            let _ = iam.delete_account(name).await;
+        }
+    }
+
+    Ok(())
+}
+
+/// A manifest service as the runner deploys it: `${...}` filled, short account names expanded,
+/// `gatehouse` as the program meaning this binary, SQLite instead of a SQL instance that could
+/// not be started.
+fn prepare_spec(
+    m: &Manifest,
+    s: &gatehouse_run::ServiceSpec,
+    values: &BTreeMap<String, String>,
+    data_dir: &Path,
+    sqlite_fallback: &BTreeSet<String>,
+) -> anyhow::Result<gatehouse_run::ServiceSpec> {
+    let mut spec = s.clone();
+    for v in spec.env.values_mut() {
+        *v = fill(v, values);
+    }
+    if spec
+        .service_account
+        .as_deref()
+        .is_some_and(|a| !a.contains('@'))
+    {
+        spec.service_account = spec.service_account.as_deref().map(|a| m.account_email(a));
+    }
+    if let gatehouse_run::spec::Command::List(list) = &mut spec.command
+        && list.first().map(String::as_str) == Some("gatehouse")
+        && let Ok(exe) = std::env::current_exe()
+    {
+        list[0] = exe.display().to_string();
+    }
+    let uses_fallback = spec
+        .cloudsql_instances
+        .iter()
+        .any(|c| sqlite_fallback.contains(c.rsplit(':').next().unwrap_or(c)));
+    if uses_fallback {
+        spec.cloudsql_instances.clear();
+        spec.secrets
+            .retain(|k, _| k != "CLOUD_SQL_CREDENTIALS_SECRET");
+        let dir = data_dir.join("sqlite");
+        std::fs::create_dir_all(&dir)?;
+        spec.env.insert(
+            "DATABASE_URL".into(),
+            format!(
+                "sqlite://{}",
+                dir.join(format!("{}.db", spec.name)).display()
+            ),
+        );
+    }
+    Ok(spec)
+}
+
+/// What a running `up` needs to apply a changed manifest (`POST /v1/apply` on the control
+/// socket, which a second `gatehouse up -f` on the same data directory sends).
+pub(crate) struct Live {
+    manifest_path: PathBuf,
+    data_dir: PathBuf,
+    iam: Iam,
+    secrets: Secrets,
+    runner: Runner,
+    store: gatehouse_store::Store,
+    values: tokio::sync::Mutex<BTreeMap<String, String>>,
+    sqlite_fallback: BTreeSet<String>,
+}
+
+impl Live {
+    /// Re-reads the manifest and applies it: persistent changes, then services — a changed one
+    /// gets a new revision (started, ready, traffic moved, old one drained: no failed
+    /// requests), a new one is deployed, a removed one stopped. Changes to the identity
+    /// settings, SQL instances or gateways need a restart and are refused. API files are
+    /// re-rendered by the running gateways on their own.
+    async fn apply(&self) -> anyhow::Result<Vec<String>> {
+        let m = Manifest::load(&self.manifest_path)?;
+        let want = desired(&m)?;
+        let changes = plan(&want, &self.store.up_state().await?);
+        let restart: Vec<String> = changes
+            .iter()
+            .filter(|(_, kind, _)| {
+                matches!(
+                    kind.as_str(),
+                    "identity" | "sql_instance" | "gateway" | "user"
+                )
+            })
+            .map(|(c, kind, name)| format!("{c:?} {kind} {name}").to_lowercase())
+            .collect();
+        if !restart.is_empty() {
+            bail!(
+                "these changes need a restart of `gatehouse up` (down, then up): {}",
+                restart.join(", ")
+            );
+        }
+        let mut values = self.values.lock().await;
+        apply_persistent(
+            &m,
+            &self.iam,
+            &self.secrets,
+            &self.store,
+            &mut values,
+            &want,
+        )
+        .await?;
+        let mut report = Vec::new();
+        for (change, kind, name) in &changes {
+            if kind != "service" {
+                report.push(format!("{change:?} {kind} {name}: applied").to_lowercase());
+                continue;
+            }
+            match change {
+                Change::Delete => {
+                    self.runner.delete(name).await;
+                    report.push(format!("service {name}: stopped"));
+                }
+                Change::Create | Change::Update => {
+                    let s = m
+                        .services
+                        .iter()
+                        .find(|s| &s.name == name)
+                        .context("service")?;
+                    let spec = prepare_spec(&m, s, &values, &self.data_dir, &self.sqlite_fallback)?;
+                    let svc = self
+                        .runner
+                        .deploy(spec)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("services {name}: {e}"))?;
+                    values.insert(format!("services.{name}.url"), svc.url.clone());
+                    report.push(format!(
+                        "service {name}: revision {} serving at {}",
+                        svc.revision.load().name,
+                        svc.url
+                    ));
+                }
+            }
+        }
+        let applied: Vec<(String, String, String)> = want
+            .iter()
+            .map(|((k, n), d)| (k.clone(), n.clone(), d.clone()))
+            .collect();
+        self.store.put_up_state(&applied).await?;
+        Ok(report)
+    }
+
+    /// The control socket's extra route.
+    fn router(self: Arc<Self>) -> axum::Router {
+        axum::Router::new().route(
+            "/v1/apply",
+            axum::routing::post(move |axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>| {
+                let live = self.clone();
+                async move {
+                    let same = q.get("manifest").is_some_and(|m| {
+                        std::fs::canonicalize(&live.manifest_path).ok().as_deref() == Some(Path::new(m))
+                    });
+                    if !same {
+                        return (
+                            axum::http::StatusCode::CONFLICT,
+                            axum::Json(serde_json::json!({"error": {"message": format!(
+                                "the running gatehouse serves {}; stop it (gatehouse down) to switch manifests",
+                                live.manifest_path.display()
+                            )}})),
+                        )
+                            .into_response();
+                    }
+                    match live.apply().await {
+                        Ok(report) => axum::Json(serde_json::json!({"applied": report})).into_response(),
+                        Err(e) => (
+                            axum::http::StatusCode::CONFLICT,
+                            axum::Json(serde_json::json!({"error": {"message": format!("{e:#}")}})),
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+    }
 }
