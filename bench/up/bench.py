@@ -81,6 +81,9 @@ def main():
             for i in range(RUNS):
                 with tempfile.TemporaryDirectory(prefix="gh-up-bench-") as d:
                     d = Path(d)
+                    # The managed PostgreSQL runs as the postgres user, which must reach the
+                    # data dir (TemporaryDirectory makes it 0700).
+                    os.chmod(d, 0o755)
                     m = demo(d)
                     if kind == "warm":
                         one(m, d / "data", env)

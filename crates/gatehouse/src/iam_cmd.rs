@@ -58,6 +58,8 @@ impl IamArgs {
 #[derive(Debug, Subcommand)]
 enum IamCommand {
     /// Serve the IAM HTTP API (and, with --metadata, metadata servers).
+    ///
+    /// Example: gatehouse iam --data-dir ./data serve --listen 127.0.0.1:8085
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8085", env = "GATEHOUSE_IAM_LISTEN")]
@@ -73,6 +75,8 @@ enum IamCommand {
         key_rotation_secs: i64,
     },
     /// Serve one metadata server for an account.
+    ///
+    /// Example: gatehouse iam metadata --service-account hello@demo-project.iam.gserviceaccount.com --listen 127.0.0.1:8086
     Metadata {
         /// The account behind `default`.
         #[arg(long)]
@@ -85,18 +89,28 @@ enum IamCommand {
         region: String,
     },
     /// Service accounts and their keys.
+    ///
+    /// Example: gatehouse iam service-accounts create apigw-sa --project demo-project
     #[command(name = "service-accounts", subcommand)]
     ServiceAccounts(AccountCommand),
     /// Grant a role: add a member to a binding of a resource's policy.
+    ///
+    /// Example: gatehouse iam add-binding --project demo-project --member serviceAccount:apigw-sa@demo-project.iam.gserviceaccount.com --role roles/run.invoker
     AddBinding(BindingArgs),
     /// Revoke a role: remove a member from a binding.
+    ///
+    /// Example: gatehouse iam remove-binding --project demo-project --member user:ada@example.com --role roles/run.invoker
     RemoveBinding(BindingArgs),
     /// Show a resource's policy.
+    ///
+    /// Example: gatehouse iam get-policy --resource projects/demo-project/secrets/vote-db
     GetPolicy {
         #[command(flatten)]
         target: ResourceArgs,
     },
     /// Print an ID token for a service account.
+    ///
+    /// Example: gatehouse iam print-id-token --audience http://127.0.0.1:8081 --service-account apigw-sa@demo-project.iam.gserviceaccount.com
     PrintIdToken {
         /// The token's audience.
         #[arg(long)]
@@ -106,6 +120,8 @@ enum IamCommand {
         service_account: String,
     },
     /// Print the newest access decisions.
+    ///
+    /// Example: gatehouse iam audit --limit 20
     Audit {
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -115,6 +131,8 @@ enum IamCommand {
 #[derive(Debug, Subcommand)]
 enum AccountCommand {
     /// Create `NAME@PROJECT.iam.gserviceaccount.com`.
+    ///
+    /// Example: gatehouse iam service-accounts create apigw-sa --project demo-project
     Create {
         name: String,
         #[arg(long, env = "GATEHOUSE_PROJECT")]
@@ -123,17 +141,27 @@ enum AccountCommand {
         display_name: String,
     },
     /// List a project's accounts.
+    ///
+    /// Example: gatehouse iam service-accounts list --project demo-project
     List {
         #[arg(long, env = "GATEHOUSE_PROJECT")]
         project: String,
     },
     /// Disable an account (its keys and tokens stop working).
+    ///
+    /// Example: gatehouse iam service-accounts disable apigw-sa@demo-project.iam.gserviceaccount.com
     Disable { email: String },
     /// Enable an account again.
+    ///
+    /// Example: gatehouse iam service-accounts enable apigw-sa@demo-project.iam.gserviceaccount.com
     Enable { email: String },
     /// Delete an account with its keys.
+    ///
+    /// Example: gatehouse iam service-accounts delete apigw-sa@demo-project.iam.gserviceaccount.com
     Delete { email: String },
     /// Keys of an account.
+    ///
+    /// Example: gatehouse iam service-accounts keys create key.json --iam-account apigw-sa@demo-project.iam.gserviceaccount.com
     #[command(subcommand)]
     Keys(KeyCommand),
 }
@@ -141,17 +169,23 @@ enum AccountCommand {
 #[derive(Debug, Subcommand)]
 enum KeyCommand {
     /// Create a key and write its key file (Google's JSON format) to FILE.
+    ///
+    /// Example: gatehouse iam service-accounts keys create key.json --iam-account apigw-sa@demo-project.iam.gserviceaccount.com
     Create {
         file: PathBuf,
         #[arg(long)]
         iam_account: String,
     },
     /// List an account's keys.
+    ///
+    /// Example: gatehouse iam service-accounts keys list --iam-account apigw-sa@demo-project.iam.gserviceaccount.com
     List {
         #[arg(long)]
         iam_account: String,
     },
     /// Delete a key.
+    ///
+    /// Example: gatehouse iam service-accounts keys delete KEY_ID --iam-account apigw-sa@demo-project.iam.gserviceaccount.com
     Delete {
         key_id: String,
         #[arg(long)]

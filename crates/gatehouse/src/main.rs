@@ -36,8 +36,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The end-user identity server (Firebase Auth / Identity Platform compatible).
+    ///
+    /// Example: gatehouse identity --project demo-project --listen 127.0.0.1:9099 --authorized-domain localhost
     Identity(Box<identity_cmd::IdentityArgs>),
     /// The API gateway (Google API Gateway / ESPv2 compatible OpenAPI configs).
+    ///
+    /// Example: gatehouse gateway --config openapi.yaml --listen 127.0.0.1:8080 --service-account-key apigw-sa.json
     Gateway(gateway_cmd::GatewayArgs),
     /// Service accounts, keys, tokens, policies and metadata servers (Google IAM compatible).
     Iam(iam_cmd::IamArgs),

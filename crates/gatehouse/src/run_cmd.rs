@@ -28,6 +28,8 @@ pub struct RunArgs {
 #[derive(Debug, Subcommand)]
 enum RunCommand {
     /// Deploy services from spec files and serve them until stopped.
+    ///
+    /// Example: gatehouse run --project demo-project deploy --spec hello.yaml --sql votes-db.yaml --master-key-file master.key
     Deploy {
         /// A service spec (YAML or JSON); repeatable.
         #[arg(long = "spec", required = true)]
@@ -44,6 +46,8 @@ enum RunCommand {
         bind: String,
     },
     /// Check spec files.
+    ///
+    /// Example: gatehouse run validate hello.yaml
     Validate {
         #[arg(required = true)]
         specs: Vec<PathBuf>,

@@ -38,6 +38,8 @@ impl SecretsArgs {
 #[derive(Debug, Subcommand)]
 enum SecretsCommand {
     /// Serve the Secret Manager v1 REST API (and the IAM API) on one listener.
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key serve --listen 127.0.0.1:8087
     Serve {
         #[arg(
             long,
@@ -47,24 +49,36 @@ enum SecretsCommand {
         listen: String,
     },
     /// Write a new random master key to FILE (mode 0600).
+    ///
+    /// Example: gatehouse secrets generate-master-key master.key
     GenerateMasterKey { file: PathBuf },
     /// Re-wrap every data key under a new master key (payloads are not touched).
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key rotate-master-key --new-key-file new-master.key
     RotateMasterKey {
         /// The new master key's file; the current one comes from --master-key-file.
         #[arg(long)]
         new_key_file: PathBuf,
     },
     /// Create a secret, with its first version from a file (`-` reads stdin).
+    ///
+    /// Example: echo -n s3cret | gatehouse secrets --master-key-file master.key --project demo-project create db-pass --data-file -
     Create {
         name: String,
         #[arg(long)]
         data_file: Option<PathBuf>,
     },
     /// List the project's secrets.
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key --project demo-project list
     List,
     /// Delete a secret and all its versions.
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key --project demo-project delete db-pass
     Delete { name: String },
     /// Versions of a secret.
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key --project demo-project versions access --secret db-pass latest
     #[command(subcommand)]
     Versions(VersionsCommand),
 }
@@ -72,32 +86,44 @@ enum SecretsCommand {
 #[derive(Debug, Subcommand)]
 enum VersionsCommand {
     /// Add a version from a file (`-` reads stdin).
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key --project demo-project versions add db-pass --data-file new.txt
     Add {
         secret: String,
         #[arg(long)]
         data_file: PathBuf,
     },
     /// List a secret's versions.
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key --project demo-project versions list db-pass
     List { secret: String },
     /// Print a version's payload (`latest`, a number or an alias).
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key --project demo-project versions access --secret db-pass latest
     Access {
         version: String,
         #[arg(long)]
         secret: String,
     },
     /// Disable a version.
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key --project demo-project versions disable --secret db-pass 1
     Disable {
         version: String,
         #[arg(long)]
         secret: String,
     },
     /// Enable a version.
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key --project demo-project versions enable --secret db-pass 1
     Enable {
         version: String,
         #[arg(long)]
         secret: String,
     },
     /// Destroy a version: its payload is erased.
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key --project demo-project versions destroy --secret db-pass 1
     Destroy {
         version: String,
         #[arg(long)]

@@ -210,6 +210,47 @@ fn the_demo_walks_both_seeds() {
         .json()
         .unwrap();
     assert_eq!(res["user"]["email"], "grace@example.com");
+    // The seed's custom token with an extra claim, signed by a service account through IAM.
+    let custom = gatehouse(&[
+        "auth",
+        "custom-token",
+        "--uid",
+        "u-custom",
+        "--claims",
+        r#"{"profile":"a-user-profile"}"#,
+        "--service-account",
+        "apigw-sa@demo-project.iam.gserviceaccount.com",
+        "--data-dir",
+    ])
+    .arg(&data)
+    .output()
+    .unwrap();
+    assert!(
+        custom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&custom.stderr)
+    );
+    let custom = String::from_utf8(custom.stdout).unwrap();
+    let signed_in: Value = http
+        .post(format!("{identity}/identitytoolkit.googleapis.com/v1/accounts:signInWithCustomToken?key=demo-api-key"))
+        .json(&json!({"token": custom.trim(), "returnSecureToken": true}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let res: Value = http
+        .get(format!("{gateway}/hello"))
+        .bearer_auth(
+            signed_in["idToken"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{signed_in}")),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(res["user"]["sub"], "u-custom");
+    assert_eq!(res["user"]["profile"], "a-user-profile");
     let res = http
         .get(format!("{gateway}/hello"))
         .bearer_auth(&token)

@@ -221,10 +221,14 @@ impl SqlInstance {
                 .await
                 .map_err(io)?;
             if !out.status.success() {
-                return Err(me.err(format!(
-                    "initdb failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )));
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let hint = if stderr.contains("Permission denied") {
+                    " (PostgreSQL runs as the postgres user, which must be able to reach the data \
+                     directory: every directory above it needs o+x, e.g. not under a 0700 home)"
+                } else {
+                    ""
+                };
+                return Err(me.err(format!("initdb failed: {}{hint}", stderr.trim_end())));
             }
             // Application users log in with passwords over the socket; the superuser by peer.
             let hba = format!(
