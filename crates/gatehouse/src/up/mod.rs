@@ -49,6 +49,15 @@ pub struct UpArgs {
     /// `<data-dir>/master.key`).
     #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// `json`: the plan, the applied changes and the URLs as JSON lines (for scripts).
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -295,7 +304,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .flatten()
             .filter_map(|x| x.as_str())
             .collect();
-        if report.is_empty() {
+        if args.output == Output::Json {
+            crate::say(&serde_json::json!({"applied": report}).to_string());
+        } else if report.is_empty() {
             crate::say("Applied to the running gatehouse: no changes.");
         } else {
             crate::say(&format!(
@@ -310,7 +321,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let store = crate::open_store(&args.data_dir, args.database_url.as_deref()).await?;
     let want = desired(&m)?;
     let changes = plan(&want, &store.up_state().await?);
-    print_plan(&changes);
+    if args.output == Output::Json {
+        let list: Vec<serde_json::Value> = changes
+            .iter()
+            .map(|(c, kind, name)| {
+                serde_json::json!({"change": format!("{c:?}").to_lowercase(), "kind": kind, "name": name})
+            })
+            .collect();
+        crate::say(&serde_json::json!({"plan": list}).to_string());
+    } else {
+        print_plan(&changes);
+    }
     if args.dry_run {
         return Ok(());
     }
@@ -699,13 +720,30 @@ async fn start_and_serve(
         .collect();
     store.put_up_state(&applied).await?;
     *live.values.lock().await = values.clone();
-    crate::say(&crate::table(&rows));
-    crate::say(&format!(
-        "Ready in {} ms. Ctrl-C or `gatehouse down --data-dir {}` stops everything.",
-        started.elapsed().as_millis(),
-        args.data_dir.display()
-    ));
-    if args.file.is_none() {
+    if args.output == Output::Json {
+        let urls: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .skip(1)
+            .map(|r| {
+                (
+                    r[0].clone(),
+                    serde_json::json!({"url": r[1], "notes": r[2]}),
+                )
+            })
+            .collect();
+        crate::say(
+            &serde_json::json!({"ready_ms": started.elapsed().as_millis() as u64, "components": urls})
+                .to_string(),
+        );
+    } else {
+        crate::say(&crate::table(&rows));
+        crate::say(&format!(
+            "Ready in {} ms. Ctrl-C or `gatehouse down --data-dir {}` stops everything.",
+            started.elapsed().as_millis(),
+            args.data_dir.display()
+        ));
+    }
+    if args.file.is_none() && args.output == Output::Text {
         crate::say(&demo_steps(m, values, identity_url, &args.data_dir));
     }
     tracing::info!(ready_ms = started.elapsed().as_millis() as u64, "listening");
