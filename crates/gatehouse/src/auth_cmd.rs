@@ -59,6 +59,8 @@ enum Output {
 #[derive(Debug, Subcommand)]
 enum AuthCommand {
     /// Users of the project.
+    ///
+    /// Example: gatehouse auth users create --email grace@example.com --password s3cret-pw
     #[command(subcommand)]
     Users(UsersCommand),
     /// Sign in with e-mail and password; prints the ID token.

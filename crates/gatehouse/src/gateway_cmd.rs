@@ -49,6 +49,8 @@ pub struct GatewayArgs {
 #[derive(Debug, Subcommand)]
 enum GatewayCommand {
     /// Check a config and report every problem with its location.
+    ///
+    /// Example: gatehouse gateway validate openapi.yaml
     Validate {
         /// The OpenAPI document.
         file: PathBuf,

@@ -44,10 +44,16 @@ enum Command {
     /// Example: gatehouse gateway --config openapi.yaml --listen 127.0.0.1:8080 --service-account-key apigw-sa.json
     Gateway(gateway_cmd::GatewayArgs),
     /// Service accounts, keys, tokens, policies and metadata servers (Google IAM compatible).
+    ///
+    /// Example: gatehouse iam --data-dir ./data service-accounts create apigw-sa --project demo-project
     Iam(iam_cmd::IamArgs),
     /// Secret Manager (v1 REST API, encrypted at rest, IAM-guarded) and its CLI.
+    ///
+    /// Example: gatehouse secrets --master-key-file master.key --project demo-project list
     Secrets(secrets_cmd::SecretsArgs),
     /// Run services like Cloud Run (instances, invoker-checking ingress, revisions).
+    ///
+    /// Example: gatehouse run --project demo-project deploy --spec hello.yaml
     Run(run_cmd::RunArgs),
     /// The whole architecture from one manifest (default: the demo of both seeds).
     ///
@@ -58,8 +64,12 @@ enum Command {
     /// Example: gatehouse down --data-dir ./data
     Down(up::DownArgs),
     /// Users, sign-in and custom tokens (the seeds' manual identity steps).
+    ///
+    /// Example: gatehouse auth sign-in --email ada@example.com --password correct-horse-battery
     Auth(auth_cmd::AuthArgs),
     /// The sample applications, as services run them.
+    ///
+    /// Example: PORT=8082 gatehouse apps hello
     #[command(subcommand)]
     Apps(AppsCommand),
 }
