@@ -9,12 +9,12 @@ const OP = fileURLToPath(new URL('./op.mjs', import.meta.url));
 
 /**
  * Options: clientId, clientSecret, redirectUris (array), secondClientId, secondClientSecret,
- * idTokenTtl, port (default 0), readyTimeoutMs (default 30000).
+ * idTokenTtl, port (default 0), readyTimeoutMs (default 120000: a loaded CI machine starts Node slowly).
  * Resolves to { issuer, port, stop(), log() } where log() is the provider's stderr so far.
  */
 export async function spawnOp({
   clientId, clientSecret, redirectUris, secondClientId, secondClientSecret, idTokenTtl, port = 0,
-  readyTimeoutMs = 30_000,
+  readyTimeoutMs = 120_000,
 }) {
   const args = [OP, '--port', String(port), '--client-id', clientId, '--client-secret', clientSecret];
   for (const uri of redirectUris) args.push('--redirect-uri', uri);

@@ -69,9 +69,9 @@ pub async fn start_op(identity_url: &str) -> Op {
         .expect("node is required: apt-get install -y nodejs");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
         .await
-        .expect("the OpenID provider starts within 30 s")
+        .expect("the OpenID provider starts within 120 s")
         .unwrap()
         .expect("the OpenID provider's ready line");
     let ready: Value = serde_json::from_str(&line).unwrap();
