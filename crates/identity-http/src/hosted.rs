@@ -136,51 +136,79 @@ pub(crate) async fn check_return(
     Ok((origin, redirect))
 }
 
-async fn signin(
-    State(identity): State<Identity>,
+/// A sign-in request checked: the caller of its API key, the mode, and where the result may
+/// go. A problem is the refusal page to answer with.
+struct Checked {
+    caller: gatehouse_identity::Caller,
+    api_key: String,
+    mode: &'static str,
+    origin: String,
+    redirect: Option<String>,
+}
+
+async fn check_request(
+    identity: &Identity,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-    Query(q): Query<SigninQuery>,
-) -> Response {
+    q: &SigninQuery,
+) -> Result<Checked, Response> {
     let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
-    let Some(api_key) = q.api_key.as_deref().filter(|k| !k.is_empty()) else {
-        return refusal(
+    let Some(api_key) = q.api_key.clone().filter(|k| !k.is_empty()) else {
+        return Err(refusal(
             "The sign-in page was opened without an API key.",
             StatusCode::BAD_REQUEST,
-        );
+        ));
     };
-    let caller = match identity
-        .authenticate(Some(api_key), None, None, None, ip)
+    let caller = identity
+        .authenticate(Some(&api_key), None, None, None, ip)
         .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return refusal(
+        .map_err(|e| {
+            refusal(
                 &format!("This API key cannot be used to sign in: {e}"),
                 StatusCode::BAD_REQUEST,
-            );
-        }
-    };
+            )
+        })?;
     let mode = match q.mode.as_deref() {
         None | Some("" | "popup") => "popup",
         Some("redirect") => "redirect",
         Some(other) => {
-            return refusal(
+            return Err(refusal(
                 &format!("Unknown sign-in mode {other:?} (popup or redirect)."),
                 StatusCode::BAD_REQUEST,
-            );
+            ));
         }
     };
-    let (origin, redirect) = match check_return(
-        &identity,
+    let (origin, redirect) = check_return(
+        identity,
         &caller,
         mode,
         q.origin.as_deref(),
         q.redirect_url.as_deref(),
     )
     .await
-    {
-        Ok(r) => r,
-        Err(message) => return refusal(&message, StatusCode::FORBIDDEN),
+    .map_err(|message| refusal(&message, StatusCode::FORBIDDEN))?;
+    Ok(Checked {
+        caller,
+        api_key,
+        mode,
+        origin,
+        redirect,
+    })
+}
+
+async fn signin(
+    State(identity): State<Identity>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    Query(q): Query<SigninQuery>,
+) -> Response {
+    let Checked {
+        caller,
+        api_key,
+        mode,
+        origin,
+        redirect,
+    } = match check_request(&identity, peer, &q).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
     let config = json!({
         "apiKey": api_key,
@@ -189,7 +217,7 @@ async fn signin(
         "origin": origin,
         "redirectUrl": redirect,
         "providerId": q.provider_id,
-        "providers": providers(&identity, &caller, api_key, mode, &origin, redirect.as_deref()),
+        "providers": providers(&identity, &caller, &api_key, mode, &origin, redirect.as_deref()),
         "result": null,
         "error": null,
     });
@@ -233,41 +261,15 @@ async fn federated_start(
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     Query(q): Query<SigninQuery>,
 ) -> Response {
-    let ip = peer.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0.ip());
-    let Some(api_key) = q.api_key.clone().filter(|k| !k.is_empty()) else {
-        return refusal(
-            "The sign-in was started without an API key.",
-            StatusCode::BAD_REQUEST,
-        );
-    };
-    let caller = match identity
-        .authenticate(Some(&api_key), None, None, None, ip)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return refusal(
-                &format!("This API key cannot be used to sign in: {e}"),
-                StatusCode::BAD_REQUEST,
-            );
-        }
-    };
-    let mode = if q.mode.as_deref() == Some("redirect") {
-        "redirect"
-    } else {
-        "popup"
-    };
-    let (origin, redirect_url) = match check_return(
-        &identity,
-        &caller,
+    let Checked {
+        caller,
+        api_key,
         mode,
-        q.origin.as_deref(),
-        q.redirect_url.as_deref(),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(message) => return refusal(&message, StatusCode::FORBIDDEN),
+        origin,
+        redirect: redirect_url,
+    } = match check_request(&identity, peer, &q).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
     let Some(provider_id) = q.provider_id.clone().filter(|p| !p.is_empty()) else {
         return refusal("No identity provider was named.", StatusCode::BAD_REQUEST);
