@@ -410,11 +410,16 @@ impl Runner {
                 self.config.socket_root.display().to_string(),
             );
         }
-        if spec.allow_unauthenticated {
-            self.iam
-                .edit_binding(&resource, "roles/run.invoker", "allUsers", true)
-                .await?;
-        }
+        // `allow_unauthenticated` is the whole truth about `allUsers` (gcloud's
+        // `--[no-]allow-unauthenticated`): a redeploy as private takes the binding away again.
+        self.iam
+            .edit_binding(
+                &resource,
+                "roles/run.invoker",
+                "allUsers",
+                spec.allow_unauthenticated,
+            )
+            .await?;
         let existing = self.service(&spec.name);
         let number = existing
             .as_ref()

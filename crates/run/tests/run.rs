@@ -613,3 +613,39 @@ async fn autoscaling_control_socket_and_logs() {
     w.runner.shutdown().await;
     control.abort();
 }
+
+/// Issue 14 #7: a service deployed public and then redeployed private must stop answering
+/// unauthenticated callers (the `allUsers` invoker binding is taken away again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeploying_a_public_service_as_private_closes_it() {
+    let w = world().await;
+    let open = w
+        .runner
+        .deploy(spec(&w, "name: flip\nallow_unauthenticated: true\n"))
+        .await
+        .unwrap();
+    let (status, body) = get(&open.url, &[]).await;
+    assert_eq!(status, 200, "public at first: {body}");
+
+    // The attacker keeps calling without credentials after the owner made it private.
+    let closed = w.runner.deploy(spec(&w, "name: flip\n")).await.unwrap();
+    assert_eq!(closed.url, open.url);
+    assert!(closed.revision.load().name.starts_with("flip-00002-"));
+    let (status, _) = get(&open.url, &[]).await;
+    assert_eq!(status, 401, "a private redeploy must close the service");
+    assert!(
+        !w.iam
+            .is_public("run.routes.invoke", &w.runner.resource("flip"))
+            .await
+            .unwrap(),
+        "allUsers still holds roles/run.invoker"
+    );
+
+    // And public again when asked.
+    w.runner
+        .deploy(spec(&w, "name: flip\nallow_unauthenticated: true\n"))
+        .await
+        .unwrap();
+    assert_eq!(get(&open.url, &[]).await.0, 200);
+    w.runner.shutdown().await;
+}
