@@ -124,9 +124,41 @@ fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
 
-/// A single-quoted SQL string literal.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// `\set NAME 'VALUE'` for a psql script: any text as a psql variable, which the script then
+/// uses as `:'NAME'` (psql quotes it as a string literal) or `:"NAME"` (an identifier). Inside
+/// psql's single quotes a backslash escapes the next character and `\ooo` is an octal byte, so
+/// quotes, backslashes, `$$` and control characters all arrive unchanged.
+fn set_var(name: &str, value: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("\\set {name} '");
+    for c in value.chars() {
+        match c {
+            '\'' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\{:03o}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push_str("'\n");
+    out
+}
+
+/// The script that creates `user` (or resets its password): run by psql from stdin, so the
+/// password is never on a command line, and quoted by psql, so any character works.
+fn user_script(user: &str, password: &str) -> String {
+    let mut script = String::from("\\set VERBOSITY terse\n\\set SHOW_CONTEXT never\n");
+    script.push_str(&set_var("name", user));
+    script.push_str(&set_var("password", password));
+    script.push_str(
+        "SELECT format(CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = :'name') \
+         THEN 'ALTER ROLE %I LOGIN PASSWORD %L' ELSE 'CREATE ROLE %I LOGIN PASSWORD %L' END, \
+         :'name', :'password') \\gexec\n",
+    );
+    script
 }
 
 impl SqlInstance {
@@ -274,50 +306,36 @@ impl SqlInstance {
             );
         }
         for (user, password) in passwords {
-            let sql = format!(
-                "DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN \
-                 EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', {name}, {pw}); ELSE \
-                 EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', {name}, {pw}); END IF; END$$;",
-                name = literal(user),
-                pw = literal(password),
-            );
-            me.psql(port, "postgres", &sql).await?;
+            me.psql(port, "postgres", &user_script(user, password))
+                .await?;
         }
         for db in &me.spec.databases {
-            let exists = me
-                .psql(
-                    port,
-                    "postgres",
-                    &format!("SELECT 1 FROM pg_database WHERE datname = {}", literal(db)),
-                )
-                .await?;
-            if exists.trim() != "1" {
-                me.psql(port, "postgres", &format!("CREATE DATABASE \"{db}\""))
-                    .await?;
-            }
+            let mut script = set_var("db", db);
+            script.push_str(
+                "SELECT format('CREATE DATABASE %I', :'db') WHERE NOT EXISTS \
+                 (SELECT FROM pg_database WHERE datname = :'db') \\gexec\n",
+            );
             for (user, _) in passwords {
-                me.psql(
-                    port,
-                    "postgres",
-                    &format!("GRANT ALL PRIVILEGES ON DATABASE \"{db}\" TO \"{user}\""),
-                )
-                .await?;
-                me.psql(
-                    port,
-                    db,
-                    &format!("GRANT ALL ON SCHEMA public TO \"{user}\""),
-                )
-                .await?;
+                script.push_str(&set_var("user", user));
+                script.push_str("GRANT ALL PRIVILEGES ON DATABASE :\"db\" TO :\"user\";\n");
             }
+            me.psql(port, "postgres", &script).await?;
+            let mut script = String::new();
+            for (user, _) in passwords {
+                script.push_str(&set_var("user", user));
+                script.push_str("GRANT ALL ON SCHEMA public TO :\"user\";\n");
+            }
+            me.psql(port, db, &script).await?;
         }
         tracing::info!(instance = me.connection_name, socket = %me.socket_dir.display(), "sql instance running");
         Ok(me)
     }
 
-    async fn psql(&self, port: u16, database: &str, sql: &str) -> Result<String, SqlError> {
-        let out = self
-            .command("psql")
-            .arg("-h")
+    /// `psql` as the administrator over the socket, reading its script from stdin: the
+    /// command line names the server and the database, never a value from a script.
+    fn psql_command(&self, port: u16, database: &str) -> Command {
+        let mut c = self.command("psql");
+        c.arg("-h")
             .arg(&self.socket_dir)
             .args([
                 "-p",
@@ -326,15 +344,29 @@ impl SqlInstance {
                 &self.superuser,
                 "-d",
                 database,
+                "-X",
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-tAq",
-                "-c",
-                sql,
+                "-f",
+                "-",
             ])
-            .output()
-            .await
-            .map_err(|e| self.err(e.to_string()))?;
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Runs `script` (psql syntax) in `database`; its output.
+    async fn psql(&self, port: u16, database: &str, script: &str) -> Result<String, SqlError> {
+        use tokio::io::AsyncWriteExt as _;
+        let io = |e: std::io::Error| self.err(format!("psql: {e}"));
+        let mut child = self.psql_command(port, database).spawn().map_err(io)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(script.as_bytes()).await.map_err(io)?;
+            // Dropping stdin ends the script.
+        }
+        let out = child.wait_with_output().await.map_err(io)?;
         if !out.status.success() {
             return Err(self.err(format!(
                 "setting up failed: {}",
@@ -354,5 +386,56 @@ impl SqlInstance {
             .output()
             .await;
         tracing::info!(instance = self.connection_name, "sql instance stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const NASTY: &str = "p$$w'o\"r\\d $1 :'x' \\gexec\n;--";
+
+    #[test]
+    fn variables_quote_anything_for_psql() {
+        assert_eq!(set_var("v", "plain"), "\\set v 'plain'\n");
+        assert_eq!(
+            set_var("v", "a'b\\c\nd$$"),
+            "\\set v 'a\\'b\\\\c\\012d$$'\n"
+        );
+        // One line: the value cannot end the meta-command and start another.
+        assert_eq!(set_var("v", NASTY).lines().count(), 1);
+    }
+
+    /// Issue 14 #15: `ps` shows a process's arguments to every local user, so the password must
+    /// travel on stdin; the command line holds nothing from the script.
+    #[test]
+    fn the_password_is_not_on_the_psql_command_line() {
+        let me = SqlInstance {
+            spec: SqlInstanceSpec {
+                name: "db".into(),
+                databases: vec![],
+                users: vec![],
+                tcp_port: None,
+            },
+            connection_name: "p:r:db".into(),
+            socket_dir: PathBuf::from("/cloudsql/p:r:db"),
+            data: PathBuf::from("/data"),
+            bin: PathBuf::from("/usr/lib/postgresql/15/bin"),
+            root: true,
+            superuser: "postgres".into(),
+        };
+        let cmd = me.psql_command(5432, "postgres");
+        let argv: Vec<String> = std::iter::once(cmd.as_std().get_program())
+            .chain(cmd.as_std().get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let script = user_script("vote-user", NASTY);
+        assert!(script.contains("PASSWORD %L"), "{script}");
+        for a in &argv {
+            assert!(!a.contains("p$$w") && !a.contains("PASSWORD"), "{argv:?}");
+        }
+        assert_eq!(argv.last().map(String::as_str), Some("-"), "{argv:?}");
     }
 }
