@@ -1,5 +1,9 @@
 //! The hosted action page that e-mailed links point at (`/__/auth/action`): verifies e-mail
 //! addresses, resets passwords through a form, and hands e-mail sign-in links back to the app.
+//!
+//! The link's query is not signed, so its `continueUrl` is checked again here (http(s) on an
+//! authorized domain, as `sendOobCode` checked it) and a code is checked before the page sends
+//! anyone anywhere: an unknown, used or expired code gets an error page, never a redirect.
 
 use std::net::SocketAddr;
 
@@ -8,7 +12,7 @@ use axum::extract::{ConnectInfo, Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use gatehouse_identity::{Caller, Error, Identity, ResetPasswordRequest, UpdateRequest};
+use gatehouse_identity::{Caller, Error, Identity, OobKind, ResetPasswordRequest, UpdateRequest};
 use serde::Deserialize;
 
 pub fn router() -> Router<Identity> {
@@ -30,6 +34,7 @@ struct ResetForm {
     oob_code: String,
     api_key: Option<String>,
     new_password: String,
+    continue_url: Option<String>,
 }
 
 /// The caller an action link acts for: the project of the link's API key.
@@ -63,6 +68,33 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     (status, Html(html)).into_response()
 }
 
+/// Where the page may lead on after the code is used: the link's `continueUrl` if it is an
+/// http(s) URL on an authorized domain of the caller's project.
+async fn continue_to(
+    identity: &Identity,
+    caller: &Caller,
+    continue_url: Option<&str>,
+) -> Option<url::Url> {
+    let wanted = continue_url.filter(|u| !u.is_empty())?;
+    match identity
+        .project_settings(caller)
+        .await
+        .check_continue_url(caller.project_id(), wanted)
+    {
+        Ok(url) => Some(url),
+        Err(e) => {
+            tracing::info!(error = %e, "action link with a continueUrl that is not allowed");
+            None
+        }
+    }
+}
+
+/// A "Continue" link, as Firebase's action page shows after a verification or a reset.
+fn continue_link(to: Option<&url::Url>) -> String {
+    to.map(|u| format!("<p><a href=\"{}\">Continue</a></p>", escape(u.as_str())))
+        .unwrap_or_default()
+}
+
 fn failure(e: &Error) -> Response {
     let text = match e {
         Error::Code {
@@ -73,6 +105,10 @@ fn failure(e: &Error) -> Response {
             code: "WEAK_PASSWORD",
             ..
         } => "The password must be at least 6 characters long.",
+        Error::Code {
+            code: "UNAUTHORIZED_DOMAIN",
+            ..
+        } => "This link leads to a page that this app does not allow. Ask for a new link.",
         _ => "Something went wrong. Please try again.",
     };
     page(
@@ -101,11 +137,17 @@ async fn show(
                 ..UpdateRequest::default()
             };
             match identity.update(&caller, req).await {
-                Ok(_) => page(
-                    StatusCode::OK,
-                    "Email verified",
-                    "<p>Your email address has been verified. You can close this page.</p>",
-                ),
+                Ok(_) => {
+                    let to = continue_to(&identity, &caller, q.continue_url.as_deref()).await;
+                    page(
+                        StatusCode::OK,
+                        "Email verified",
+                        &format!(
+                            "<p>Your email address has been verified. You can close this page.</p>{}",
+                            continue_link(to.as_ref())
+                        ),
+                    )
+                }
                 Err(e) => failure(&e),
             }
         }
@@ -115,43 +157,67 @@ async fn show(
                 ..ResetPasswordRequest::default()
             };
             match identity.reset_password(&caller, check).await {
-                Ok(info) => page(
-                    StatusCode::OK,
-                    "Reset your password",
-                    &format!(
-                        "<p>for <strong>{}</strong></p><form method=\"post\">\
-                         <input type=\"hidden\" name=\"oobCode\" value=\"{}\">\
-                         <input type=\"hidden\" name=\"apiKey\" value=\"{}\">\
-                         <label>New password<input type=\"password\" name=\"newPassword\" minlength=\"6\" required autocomplete=\"new-password\"></label>\
-                         <button type=\"submit\">Save</button></form>",
-                        escape(&info.email),
-                        escape(&code),
-                        escape(q.api_key.as_deref().unwrap_or_default())
-                    ),
-                ),
+                Ok(info) if info.request_type == OobKind::PasswordReset => {
+                    let to = continue_to(&identity, &caller, q.continue_url.as_deref()).await;
+                    page(
+                        StatusCode::OK,
+                        "Reset your password",
+                        &format!(
+                            "<p>for <strong>{}</strong></p><form method=\"post\">\
+                             <input type=\"hidden\" name=\"oobCode\" value=\"{}\">\
+                             <input type=\"hidden\" name=\"apiKey\" value=\"{}\">\
+                             <input type=\"hidden\" name=\"continueUrl\" value=\"{}\">\
+                             <label>New password<input type=\"password\" name=\"newPassword\" minlength=\"6\" required autocomplete=\"new-password\"></label>\
+                             <button type=\"submit\">Save</button></form>",
+                            escape(&info.email),
+                            escape(&code),
+                            escape(q.api_key.as_deref().unwrap_or_default()),
+                            escape(to.as_ref().map_or("", url::Url::as_str)),
+                        ),
+                    )
+                }
+                Ok(_) => failure(&Error::code("INVALID_OOB_CODE")),
                 Err(e) => failure(&e),
             }
         }
-        Some("signIn") => match q
-            .continue_url
-            .as_deref()
-            .and_then(|u| url::Url::parse(u).ok())
-        {
-            Some(mut url) => {
-                url.query_pairs_mut()
-                    .append_pair("mode", "signIn")
-                    .append_pair("oobCode", &code)
-                    .append_pair("apiKey", q.api_key.as_deref().unwrap_or_default());
-                Redirect::to(url.as_str()).into_response()
-            }
-            None => page(
-                StatusCode::OK,
-                "Sign in",
-                "<p>Open this link on the device where you asked to sign in.</p>",
-            ),
-        },
+        Some("signIn") => sign_in_link(&identity, &caller, &q, code).await,
         _ => failure(&Error::code("INVALID_OOB_CODE")),
     }
+}
+
+/// An e-mail sign-in link: the app's own page (the link's `continueUrl`) completes the sign-in
+/// with the code, as Firebase's action handler does. The code must be a live sign-in code and
+/// the page on an authorized domain before the code leaves this page.
+async fn sign_in_link(
+    identity: &Identity,
+    caller: &Caller,
+    q: &ActionQuery,
+    code: String,
+) -> Response {
+    let check = ResetPasswordRequest {
+        oob_code: Some(code.clone()),
+        ..ResetPasswordRequest::default()
+    };
+    match identity.reset_password(caller, check).await {
+        Ok(info) if info.request_type == OobKind::EmailSignin => {}
+        Ok(_) => return failure(&Error::code("INVALID_OOB_CODE")),
+        Err(e) => return failure(&e),
+    }
+    if q.continue_url.as_deref().is_none_or(str::is_empty) {
+        return page(
+            StatusCode::OK,
+            "Sign in",
+            "<p>Open this link on the device where you asked to sign in.</p>",
+        );
+    }
+    let Some(mut url) = continue_to(identity, caller, q.continue_url.as_deref()).await else {
+        return failure(&Error::code("UNAUTHORIZED_DOMAIN"));
+    };
+    url.query_pairs_mut()
+        .append_pair("mode", "signIn")
+        .append_pair("oobCode", &code)
+        .append_pair("apiKey", q.api_key.as_deref().unwrap_or_default());
+    Redirect::to(url.as_str()).into_response()
 }
 
 async fn submit(
@@ -169,11 +235,17 @@ async fn submit(
         ..ResetPasswordRequest::default()
     };
     match identity.reset_password(&caller, req).await {
-        Ok(_) => page(
-            StatusCode::OK,
-            "Password changed",
-            "<p>You can now sign in with your new password.</p>",
-        ),
+        Ok(_) => {
+            let to = continue_to(&identity, &caller, form.continue_url.as_deref()).await;
+            page(
+                StatusCode::OK,
+                "Password changed",
+                &format!(
+                    "<p>You can now sign in with your new password.</p>{}",
+                    continue_link(to.as_ref())
+                ),
+            )
+        }
         Err(e) => failure(&e),
     }
 }

@@ -165,6 +165,26 @@ impl ProjectSettings {
                             .is_some_and(|rest| rest.ends_with('.'))))
         })
     }
+
+    /// Checks a `continueUrl` (where an e-mailed action link leads on) as Identity Platform
+    /// does: an http(s) URL whose host is on the project's authorized domains. Anything else
+    /// would let whoever asks for a code choose where the victim's live code goes.
+    pub fn check_continue_url(&self, project: &str, continue_url: &str) -> Result<url::Url> {
+        let url = url::Url::parse(continue_url).map_err(|_| Error::code("INVALID_CONTINUE_URI"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::code("INVALID_CONTINUE_URI"));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| Error::code("INVALID_CONTINUE_URI"))?;
+        if !self.is_authorized_host(project, host) {
+            return Err(Error::detail(
+                "UNAUTHORIZED_DOMAIN",
+                "Domain not allowlisted by project",
+            ));
+        }
+        Ok(url)
+    }
 }
 
 /// `signIn` settings.

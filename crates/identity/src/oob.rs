@@ -70,15 +70,12 @@ impl Identity {
         }
         let project = &caller.project;
         let tenant = req.tenant_id.clone().unwrap_or_default();
-        let privacy = self
-            .settings(&project.project_id)
-            .await
-            .email_privacy_config
-            .enable_improved_email_privacy;
+        let settings = self.settings(&project.project_id).await;
+        let privacy = settings.email_privacy_config.enable_improved_email_privacy;
         let continue_url = match req.continue_url.as_deref().filter(|s| !s.is_empty()) {
             Some(url) => Some(
-                url::Url::parse(url)
-                    .map_err(|_| Error::code("INVALID_CONTINUE_URI"))?
+                settings
+                    .check_continue_url(&project.project_id, url)?
                     .to_string(),
             ),
             None => None,

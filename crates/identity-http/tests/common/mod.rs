@@ -50,7 +50,9 @@ impl Builder {
         self
     }
 
-    pub async fn start(self) -> Server {
+    /// The identity service this builder describes, not yet served; links point at
+    /// `public_url`.
+    pub async fn build(self, public_url: &str) -> (Identity, Arc<ManualClock>, TempDir) {
         let dir = TempDir::new("gatehouse-it").unwrap();
         let url = self.database_url.clone().unwrap_or_else(|| {
             format!(
@@ -60,25 +62,29 @@ impl Builder {
         });
         let store = Store::connect(&url).await.unwrap();
         let clock = Arc::new(ManualClock::new(NOW_MS));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let identity = Identity::new(IdentityOptions {
             store,
             clock: clock.clone(),
             projects: self.projects,
             rate_limits: self.limits,
             smtp: self.smtp,
-            public_url: format!("http://{addr}"),
+            public_url: public_url.to_owned(),
             key_rotation_secs: self.rotation_secs,
             authority: None,
         })
         .await
         .unwrap();
+        (identity, clock, dir)
+    }
+
+    pub async fn start(self) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy_hops = self.proxy_hops;
+        let (identity, clock, dir) = self.build(&format!("http://{addr}")).await;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = identity.clone();
-        let options = gatehouse_identity_http::HttpOptions {
-            proxy_hops: self.proxy_hops,
-        };
+        let options = gatehouse_identity_http::HttpOptions { proxy_hops };
         tokio::spawn(async move {
             gatehouse_identity_http::serve_with(served, options, listener, async move {
                 let _ = rx.await;
@@ -163,6 +169,17 @@ impl Server {
             .await;
         assert_eq!(s, 200, "{b}");
         b
+    }
+
+    /// The live codes of `demo-project`, as the emulator's `/oobCodes` route lists them.
+    pub async fn dev_oob_codes(&self) -> Vec<Value> {
+        let listed: Value = self
+            .get("/emulator/v1/projects/demo-project/oobCodes")
+            .await
+            .json()
+            .await
+            .unwrap();
+        listed["oobCodes"].as_array().unwrap().clone()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
