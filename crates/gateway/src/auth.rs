@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use gatehouse_tokens::{SignatureError, parse_jwt};
+use gatehouse_tokens::{SignatureError, numeric_date, parse_jwt};
 pub use gatehouse_verify::RemoteKeys as Jwks;
 use http::HeaderMap;
 use serde_json::Value;
@@ -78,7 +78,10 @@ impl AuthFailure {
 
 /// A verified token, cached until it expires.
 struct Verified {
-    issuer: String,
+    /// The providers (by index in the config, as a bit set) whose keys verified the token.
+    /// A cache hit counts only for one of them: two providers may share an issuer and still
+    /// trust different key sets.
+    providers: u128,
     exp: Option<i64>,
     nbf: Option<i64>,
     audiences: Vec<String>,
@@ -96,6 +99,14 @@ impl std::fmt::Debug for Authenticator {
             .field("providers", &self.providers.len())
             .finish_non_exhaustive()
     }
+}
+
+/// A provider's bit in [`Verified::providers`]; providers past the 128th are never cached.
+fn provider_bit(id: usize) -> u128 {
+    u32::try_from(id)
+        .ok()
+        .and_then(|i| 1u128.checked_shl(i))
+        .unwrap_or(0)
 }
 
 fn now_secs() -> i64 {
@@ -184,7 +195,10 @@ impl Authenticator {
             let Some((provider, jwks)) = self.providers.get(id) else {
                 continue;
             };
-            match self.check_provider(provider, jwks, headers, query).await {
+            match self
+                .check_provider(id, provider, jwks, headers, query)
+                .await
+            {
                 Ok(payload) => return Ok(payload),
                 Err(f) => failures.push(f),
             }
@@ -194,6 +208,7 @@ impl Authenticator {
 
     async fn check_provider(
         &self,
+        id: usize,
         provider: &Provider,
         jwks: &Jwks,
         headers: &HeaderMap,
@@ -205,24 +220,24 @@ impl Authenticator {
         }
         let mut payload = None;
         for token in &tokens {
-            payload = Some(self.check_token(provider, jwks, token).await?);
+            payload = Some(self.check_token(id, provider, jwks, token).await?);
         }
         payload.ok_or(AuthFailure::Missing)
     }
 
     async fn check_token(
         &self,
+        id: usize,
         provider: &Provider,
         jwks: &Jwks,
         token: &str,
     ) -> Result<String, AuthFailure> {
         let now = now_secs();
-        // Cache hit: re-check issuer, time and audience; skip parsing and the signature.
+        let bit = provider_bit(id);
+        // Cache hit for this provider: re-check time and audience; skip parsing and the
+        // signature. A token verified only by another provider is checked in full.
         let hit = self.verified.lock().ok().and_then(|c| {
-            c.get(token).map(|v| {
-                if v.issuer != provider.issuer {
-                    return Err(AuthFailure::UnknownIssuer);
-                }
+            c.get(token).filter(|v| v.providers & bit != 0).map(|v| {
                 check_time(v.exp, v.nbf, now)?;
                 check_audience(&provider.audiences, &v.audiences)
             })
@@ -241,8 +256,11 @@ impl Authenticator {
         if jwt.claims.get("iss").and_then(Value::as_str) != Some(provider.issuer.as_str()) {
             return Err(AuthFailure::UnknownIssuer);
         }
-        let exp = jwt.claims.get("exp").and_then(Value::as_i64);
-        let nbf = jwt.claims.get("nbf").and_then(Value::as_i64);
+        // A date that is present but not an integer must not read as "no expiry".
+        let exp = numeric_date(&jwt.claims, "exp")
+            .map_err(|_| AuthFailure::BadPart("Jwt payload exp field is not an integer"))?;
+        let nbf = numeric_date(&jwt.claims, "nbf")
+            .map_err(|_| AuthFailure::BadPart("Jwt payload nbf field is not an integer"))?;
         check_time(exp, nbf, now)?;
         let audiences = token_audiences(&jwt.claims);
         check_audience(&provider.audiences, &audiences)?;
@@ -266,15 +284,20 @@ impl Authenticator {
             if cache.len() >= TOKEN_CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(
-                token.to_owned(),
-                Verified {
-                    issuer: provider.issuer.clone(),
-                    exp,
-                    nbf,
-                    audiences,
-                },
-            );
+            match cache.get_mut(token) {
+                Some(v) => v.providers |= bit,
+                None => {
+                    cache.insert(
+                        token.to_owned(),
+                        Verified {
+                            providers: bit,
+                            exp,
+                            nbf,
+                            audiences,
+                        },
+                    );
+                }
+            }
         }
         Ok(jwt.payload.to_owned())
     }
@@ -335,6 +358,12 @@ fn diagnose(token: &str) -> AuthFailure {
         None => return AuthFailure::BadPart("Jwt header is an invalid Base64url encoded"),
         Some(false) => return AuthFailure::BadPart("Jwt header is an invalid JSON"),
         Some(true) => {}
+    }
+    let crit = gatehouse_tokens::b64url_decode(parts[0])
+        .and_then(|b| serde_json::from_slice::<serde_json::Map<String, Value>>(&b).ok())
+        .is_some_and(|h| h.contains_key("crit"));
+    if crit {
+        return AuthFailure::BadPart("Jwt header [crit] names an extension that is not supported");
     }
     match json(parts[1]) {
         None => return AuthFailure::BadPart("Jwt payload is an invalid Base64url encoded"),

@@ -79,13 +79,20 @@ pub(crate) struct UpConn {
 }
 
 impl UpConn {
-    /// Whether an idle connection still looks usable: no EOF and no unexpected bytes.
+    /// Whether an idle connection still looks usable: no EOF and no unexpected bytes. A
+    /// connection a client connection keeps between its own requests is probed only after
+    /// [`PROBE_AFTER`]; see [`Self::idle`] for connections shared through the pool.
     fn alive(&self) -> bool {
-        if self.idle_since.elapsed() < PROBE_AFTER {
-            return true;
-        }
+        self.idle_since.elapsed() < PROBE_AFTER || self.idle()
+    }
+
+    /// Whether the connection is provably idle: nothing buffered, and nothing (not even EOF)
+    /// waiting in the socket. Only such a connection may pass to another client: bytes still
+    /// arriving would be read as that client's response.
+    fn idle(&self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.buf.is_empty()
+            && matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -113,7 +120,7 @@ async fn connect(authority: &str) -> io::Result<UpConn> {
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     None,
     Length(u64),
     Chunked,
@@ -156,6 +163,27 @@ impl ReqBody {
         Ok(buf.split_to(n))
     }
 
+    /// Splits off the body bytes at the front of `buf`, framed for the backend by the gateway:
+    /// a length-delimited body as it is; a chunked body re-chunked, so chunk extensions and
+    /// trailers (which could carry identity headers such as `X-Apigateway-Api-Userinfo`) never
+    /// reach the backend, and the backend sees only framing the gateway wrote.
+    fn take_framed(&mut self, buf: &mut BytesMut) -> io::Result<BytesMut> {
+        if let Self::Length(_) = self {
+            return self.take_raw(buf);
+        }
+        let data = self.take_data(buf)?;
+        let mut out = BytesMut::with_capacity(data.len() + 32);
+        if !data.is_empty() {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+        }
+        if self.done() {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        Ok(out)
+    }
+
     /// Splits off the body bytes at the front of `buf` and returns their data (chunk framing
     /// removed).
     fn take_data(&mut self, buf: &mut BytesMut) -> io::Result<Bytes> {
@@ -181,10 +209,10 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 /// A parsed request head.
-struct ReqHead {
-    parts: http::request::Parts,
-    framing: Framing,
-    keep_alive: bool,
+pub(crate) struct ReqHead {
+    pub(crate) parts: http::request::Parts,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
 }
 
 enum Incoming {
@@ -220,7 +248,7 @@ fn lists(value: &[u8], token: &str) -> bool {
 }
 
 /// Parses the head at the front of `buf`: `Ok(None)` when more bytes are needed.
-fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16, &'static str)> {
+pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16, &'static str)> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut raw);
     let len = match req.parse(buf) {
@@ -244,8 +272,12 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16, &'static s
     let mut keep_alive = version == Version::HTTP_11;
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = std::str::from_utf8(h.value.trim_ascii())
                 .ok()
@@ -269,6 +301,11 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16, &'static s
             keep_alive = false;
         }
         fields.push((offset(buf, name), offset(buf, h.value)));
+    }
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in HTTP/1.0. Two could be
+    // read differently by the gateway and the backend.
+    if hosts > 1 || (hosts == 0 && version == Version::HTTP_11) {
+        return Err((400, "Bad Request"));
     }
     if chunked {
         if length.is_some() {
@@ -440,6 +477,7 @@ pub(crate) async fn serve_connection(
                         out: &mut out,
                         body: &mut body,
                         is_head,
+                        upstream_head: false,
                         client_keep: keep_alive && parts.version == Version::HTTP_11,
                         started,
                     };
@@ -473,7 +511,7 @@ pub(crate) async fn serve_connection(
 }
 
 fn release(gw: &Gateway, mut conn: UpConn) {
-    if conn.buf.is_empty() {
+    if conn.idle() {
         conn.idle_since = Instant::now();
         gw.upstream.raw.put(conn);
     }
@@ -655,7 +693,11 @@ struct Exchange<'a> {
     client_buf: &'a mut BytesMut,
     out: &'a mut Vec<u8>,
     body: &'a mut Option<ReqBody>,
+    /// The client asked with HEAD: it gets no body.
     is_head: bool,
+    /// The backend was asked with HEAD (after `X-HTTP-Method-Override`): its answer has no body.
+    /// Set by [`Exchange::run`] from the plan.
+    upstream_head: bool,
     /// An HTTP/1.1 client that did not ask to close.
     client_keep: bool,
     started: Instant,
@@ -688,6 +730,7 @@ impl Exchange<'_> {
     ) -> bool {
         let op = plan.op;
         let authority = &plan.origin["http://".len()..];
+        self.upstream_head = plan.method == Method::HEAD;
         // The request head for the backend.
         let mut head = Vec::with_capacity(1024);
         head.extend_from_slice(plan.method.as_str().as_bytes());
@@ -695,13 +738,24 @@ impl Exchange<'_> {
         head.extend_from_slice(plan.target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in &plan.headers {
+            // Framing is written below from what the gateway parsed, never copied.
+            if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+                continue;
+            }
             field(&mut head, name.as_str().as_bytes(), value.as_bytes());
         }
         if !plan.headers.contains_key(header::HOST) {
             field(&mut head, b"host", authority.as_bytes());
         }
-        if matches!(self.body, Some(ReqBody::Chunked(_))) {
-            field(&mut head, b"transfer-encoding", b"chunked");
+        match self.body {
+            Some(ReqBody::Chunked(_)) => field(&mut head, b"transfer-encoding", b"chunked"),
+            Some(ReqBody::Length(n)) => {
+                field(&mut head, b"content-length", n.to_string().as_bytes())
+            }
+            None if plan.headers.contains_key(header::CONTENT_LENGTH) => {
+                field(&mut head, b"content-length", b"0");
+            }
+            None => {}
         }
         head.extend_from_slice(b"\r\n");
         if plan.target.bytes().any(|b| !b.is_ascii_graphic()) {
@@ -796,7 +850,7 @@ impl Exchange<'_> {
 
     fn pooled(&self, authority: &str) -> Option<UpConn> {
         while let Some(c) = self.gw.upstream.raw.take(authority) {
-            if c.alive() {
+            if c.idle() {
                 return Some(c);
             }
         }
@@ -825,7 +879,7 @@ impl Exchange<'_> {
         let mut first = self
             .body
             .as_mut()
-            .map(|b| b.take_raw(self.client_buf))
+            .map(|b| b.take_framed(self.client_buf))
             .transpose();
         let Ok(initial) = first.as_mut() else {
             return Outcome::Failed(400, "Bad Request: invalid chunked body", false);
@@ -881,7 +935,7 @@ impl Exchange<'_> {
                 read = self.client.read_buf(self.client_buf), if pumping => match read {
                     Ok(0) | Err(_) => return Outcome::Broken(499),
                     Ok(_) => {
-                        let Some(Ok(chunk)) = self.body.as_mut().map(|b| b.take_raw(self.client_buf)) else {
+                        let Some(Ok(chunk)) = self.body.as_mut().map(|b| b.take_framed(self.client_buf)) else {
                             return Outcome::Broken(400);
                         };
                         if conn.stream.write_all(&chunk).await.is_err() {
@@ -929,10 +983,16 @@ impl Exchange<'_> {
                 if lists(h.value, "close") {
                     backend_keep = false;
                 }
-                dropped.extend(h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii));
+                dropped.extend(
+                    h.value
+                        .split(|b| *b == b',')
+                        .map(<[u8]>::trim_ascii)
+                        .filter(|n| proxy::connection_may_remove(n)),
+                );
             }
         }
-        let framing = if self.is_head || status == 204 || status == 304 {
+        // The backend's framing follows the method it was sent, not the client's.
+        let framing = if self.upstream_head || status == 204 || status == 304 {
             Framing::None
         } else if chunked {
             Framing::Chunked
@@ -944,8 +1004,11 @@ impl Exchange<'_> {
         // An HTTP/1.0 client gets a chunked body decoded, and the connection closed after it.
         let dechunk = framing == Framing::Chunked && !self.client_keep;
         let body_done = self.body.as_ref().is_none_or(ReqBody::done);
-        let client_keep = self.client_keep && framing != Framing::Close && body_done;
-        backend_keep &= framing != Framing::Close && body_done;
+        // A HEAD client whose request went upstream as another method (X-HTTP-Method-Override)
+        // gets the head alone; the body still on its way makes the backend connection unusable.
+        let head_only = self.is_head && framing != Framing::None;
+        let client_keep = self.client_keep && (head_only || framing != Framing::Close) && body_done;
+        backend_keep &= framing != Framing::Close && body_done && !head_only;
 
         let out = &mut *self.out;
         out.clear();
@@ -970,6 +1033,7 @@ impl Exchange<'_> {
 
         // The body.
         let relayed = match framing {
+            _ if head_only => self.client.write_all(out).await.map(|()| true),
             Framing::None => self.client.write_all(out).await.map(|()| true),
             Framing::Length(n) => relay_length(self.client, out, conn, n).await,
             Framing::Chunked => relay_chunked(self.client, out, conn, dechunk).await,
@@ -1181,11 +1245,13 @@ mod tests {
         assert!(parse_request(&mut partial).unwrap().is_none());
 
         for bad in [
-            &b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
         ] {
             assert!(
                 parse_request(&mut BytesMut::from(bad)).is_err(),
@@ -1193,8 +1259,9 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        let mut close =
-            BytesMut::from(&b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n"[..]);
+        let mut close = BytesMut::from(
+            &b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n"[..],
+        );
         assert!(!parse_request(&mut close).unwrap().unwrap().keep_alive);
         let mut old = BytesMut::from(&b"GET / HTTP/1.0\r\n\r\n"[..]);
         assert!(!parse_request(&mut old).unwrap().unwrap().keep_alive);

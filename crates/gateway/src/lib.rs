@@ -11,6 +11,8 @@ pub mod auth;
 mod chunked;
 pub mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 pub mod identity;
 mod metrics;

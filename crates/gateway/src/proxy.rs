@@ -79,6 +79,15 @@ const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED_AUTHORIZATION: HeaderName = HeaderName::from_static("x-forwarded-authorization");
 const ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
+/// Fields that `Connection` can never remove: message framing, which the gateway writes
+/// itself from what it parsed, and `Host`. Letting a client name `Content-Length` there
+/// would strip the backend request's framing while its body is still relayed (smuggling).
+pub(crate) fn connection_may_remove(name: &[u8]) -> bool {
+    ![&b"content-length"[..], b"transfer-encoding", b"host"]
+        .iter()
+        .any(|p| name.eq_ignore_ascii_case(p))
+}
+
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<String> = headers
@@ -87,7 +96,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| !s.is_empty())
+            .filter(|s| !s.is_empty() && connection_may_remove(s.as_bytes()))
             .collect();
         for h in listed {
             headers.remove(h.as_str());
@@ -295,10 +304,14 @@ pub(crate) async fn plan<'a>(
     };
     let op = route.operation_id.as_str();
     let headers = &mut parts.headers;
-    // Client-supplied user-info headers never reach a backend.
+    // Client-supplied identity headers never reach a backend: the user info the gateway
+    // writes after checking a token, and the caller's original credentials, which the gateway
+    // alone moves to X-Forwarded-Authorization when it authenticates to the backend (stricter
+    // than ESPv2, which passes a client's own X-Forwarded-Authorization through).
     for h in &USERINFO {
         headers.remove(h);
     }
+    headers.remove(FORWARDED_AUTHORIZATION);
     let mut payload = None;
     if !route.cors {
         let providers = jwt_providers(route);
@@ -371,9 +384,7 @@ pub(crate) async fn plan<'a>(
             headers.insert(h, v.clone());
         }
     }
-    if !headers.contains_key(FORWARDED_FOR) {
-        headers.insert(FORWARDED_FOR, ip_header(peer.ip()));
-    }
+    append_forwarded_for(headers, peer.ip());
     if let (Some(aud), Some(tokens)) = (&route.backend.jwt_audience, &gw.id_tokens) {
         match tokens.token(aud).await {
             Ok(t) => {
@@ -400,6 +411,27 @@ pub(crate) async fn plan<'a>(
         protocol: route.backend.protocol,
         deadline: route.backend.deadline,
     })
+}
+
+/// Appends the peer address to `X-Forwarded-For`, as Envoy does: a client can prepend what it
+/// likes, but the last entry, the one a backend should trust, is always the gateway's peer.
+/// Several client fields are joined into one.
+fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
+    let peer = ip_header(ip);
+    let mut values = headers.get_all(&FORWARDED_FOR).iter();
+    let Some(first) = values.next() else {
+        headers.insert(FORWARDED_FOR, peer);
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in values {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    joined.extend_from_slice(b", ");
+    joined.extend_from_slice(peer.as_bytes());
+    let value = HeaderValue::from_bytes(&joined).unwrap_or(peer);
+    headers.insert(FORWARDED_FOR, value);
 }
 
 /// The peer address as a header value, without going through `format!`.

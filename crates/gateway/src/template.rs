@@ -317,16 +317,24 @@ pub fn normalize(path: &str) -> Result<String, &'static str> {
     if !path.starts_with('/') {
         return Err("Path must start with '/'");
     }
-    // Decode unreserved characters only.
+    // Work on bytes: a request target is ASCII (RFC 3986; anything else must be
+    // percent-encoded), and a raw non-ASCII or control byte is refused rather than guessed at.
     let bytes = path.as_bytes();
+    if !bytes.iter().all(u8::is_ascii_graphic) {
+        return Err("Bad Request: the path must be ASCII, with anything else percent-encoded");
+    }
+    // Decode unreserved characters only.
     let mut decoded = String::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = &path[i + 1..i + 3];
-            if let Ok(v) = u8::from_str_radix(hex, 16)
-                && (v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~'))
-            {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(|b| char::from(*b).to_digit(16)),
+                bytes.get(i + 2).and_then(|b| char::from(*b).to_digit(16)),
+            )
+        {
+            let v = (hi * 16 + lo) as u8;
+            if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                 decoded.push(char::from(v));
                 i += 3;
                 continue;
@@ -359,6 +367,24 @@ mod tests {
 
     fn t(s: &str) -> Template {
         Template::parse(s).unwrap()
+    }
+
+    #[test]
+    fn normalize_refuses_non_ascii_without_panicking() {
+        // A '%' followed by a multi-byte character used to slice inside it and panic.
+        for p in [
+            "/%\u{e9}",
+            "/a%\u{e9}x",
+            "/\u{e9}",
+            "/%\u{1F600}",
+            "/a\u{7f}",
+            "/a\tb",
+        ] {
+            assert!(normalize(p).is_err(), "{p:?}");
+        }
+        assert_eq!(normalize("/x/%2e%2E/b%2F%").as_deref(), Ok("/b%2F%"));
+        assert_eq!(normalize("/%41b").as_deref(), Ok("/Ab"));
+        assert_eq!(normalize("/%4").as_deref(), Ok("/%4"));
     }
 
     #[test]

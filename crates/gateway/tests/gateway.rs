@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,8 +12,9 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::routing::any;
+use common::{now, token};
 use gatehouse_gateway::{Gateway, GatewayOptions};
-use gatehouse_tokens::{SigningKey, encode_rs256};
+use gatehouse_tokens::SigningKey;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
@@ -59,20 +62,6 @@ async fn jwks(State(i): State<Issuer>) -> axum::response::Response {
         .map(|k| k.public().jwk())
         .collect();
     axum::Json(json!({ "keys": keys })).into_response()
-}
-
-fn token(key: &SigningKey, claims: Value) -> String {
-    let Value::Object(m) = claims else {
-        unreachable!()
-    };
-    encode_rs256(key, &m).unwrap()
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 struct World {

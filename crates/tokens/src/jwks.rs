@@ -282,7 +282,7 @@ pub fn parse_jwt(token: &str) -> Option<ParsedJwt<'_>> {
     if p.contains('.') {
         return None;
     }
-    let header: Header = serde_json::from_slice(&b64url_decode(h)?).ok()?;
+    let header = Header::decode(h)?;
     let claims: Claims = serde_json::from_slice(&b64url_decode(p)?).ok()?;
     Some(ParsedJwt {
         header,

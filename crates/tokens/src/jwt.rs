@@ -22,6 +22,29 @@ pub struct Header {
     /// Type, if any.
     #[serde(default)]
     pub typ: Option<String>,
+    /// Critical extensions (RFC 7515 §4.1.11). Gatehouse understands none, so a header that
+    /// carries `crit` at all is refused when it is decoded.
+    #[serde(default)]
+    pub crit: Option<Value>,
+}
+
+impl Header {
+    /// Decodes a base64url JOSE header, refusing one with critical extensions: a recipient
+    /// must reject a token whose `crit` lists anything it does not understand.
+    pub fn decode(segment: &str) -> Option<Self> {
+        let header: Self = serde_json::from_slice(&b64url_decode(segment)?).ok()?;
+        header.crit.is_none().then_some(header)
+    }
+}
+
+/// A NumericDate claim (RFC 7519 §2) as whole seconds: `Ok(None)` when absent, `Err` when it
+/// is present but not an integer. A string, float, boolean or out-of-range `exp`/`nbf` must
+/// never read as "absent" (that would make a token that never expires).
+pub fn numeric_date(claims: &Claims, name: &str) -> Result<Option<i64>, VerifyError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or(VerifyError::Malformed),
+    }
 }
 
 /// Why a token was refused.
@@ -41,6 +64,8 @@ pub enum VerifyError {
     Expired,
     #[error("token was issued in the future")]
     IssuedInFuture,
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
     #[error("wrong issuer")]
     Issuer,
     #[error("wrong audience")]
@@ -82,9 +107,7 @@ pub fn decode_unverified(token: &str) -> Result<(Header, Claims), VerifyError> {
     else {
         return Err(VerifyError::Malformed);
     };
-    let header: Header = b64url_decode(h)
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(VerifyError::Malformed)?;
+    let header = Header::decode(h).ok_or(VerifyError::Malformed)?;
     let claims: Claims = b64url_decode(p)
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or(VerifyError::Malformed)?;
@@ -160,16 +183,18 @@ pub fn check_claims(
     now_secs: i64,
     leeway: i64,
 ) -> Result<(), VerifyError> {
-    let num = |name: &str| claims.get(name).and_then(Value::as_i64);
-    match num("exp") {
-        Some(exp) if exp + leeway > now_secs => {}
+    match numeric_date(claims, "exp")? {
+        Some(exp) if exp.saturating_add(leeway) > now_secs => {}
         Some(_) => return Err(VerifyError::Expired),
         None => return Err(VerifyError::Malformed),
     }
-    match num("iat") {
-        Some(iat) if iat <= now_secs + leeway => {}
+    match numeric_date(claims, "iat")? {
+        Some(iat) if iat <= now_secs.saturating_add(leeway) => {}
         Some(_) => return Err(VerifyError::IssuedInFuture),
         None => return Err(VerifyError::Malformed),
+    }
+    if numeric_date(claims, "nbf")?.is_some_and(|nbf| nbf > now_secs.saturating_add(leeway)) {
+        return Err(VerifyError::NotYetValid);
     }
     if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
         return Err(VerifyError::Issuer);
@@ -201,6 +226,59 @@ mod tests {
             unreachable!()
         };
         map
+    }
+
+    /// Signs `header` and `claims` as given (no `kid` injection), for tokens we never mint.
+    fn signed(key: &SigningKey, header: Value, claims: &Claims) -> String {
+        let mut t = b64url(header.to_string().as_bytes());
+        t.push('.');
+        t.push_str(&b64url(
+            Value::Object(claims.clone()).to_string().as_bytes(),
+        ));
+        let sig = key.sign_rs256(t.as_bytes()).unwrap();
+        format!("{t}.{}", b64url(&sig))
+    }
+
+    #[test]
+    fn crit_and_non_integer_dates_are_refused() {
+        let key = SigningKey::generate().unwrap();
+        let v = Verifier::new([key.public().clone()]);
+        let now = 1_700_000_000;
+        let (iss, aud) = ("https://securetoken.google.com/p1", "p1");
+        let good = claims(now);
+        let header = json!({"alg": "RS256", "kid": key.kid(), "typ": "JWT"});
+        assert!(
+            v.verify(&signed(&key, header.clone(), &good), iss, aud, now, 0)
+                .is_ok()
+        );
+        // RFC 7515 §4.1.11: a `crit` we do not understand (any) is refused, even when signed.
+        let crit = json!({"alg": "RS256", "kid": key.kid(), "crit": ["b64"], "b64": false});
+        assert_eq!(
+            v.verify(&signed(&key, crit, &good), iss, aud, now, 0),
+            Err(VerifyError::Malformed)
+        );
+        // A date that is not an integer is not "absent".
+        for (name, value) in [
+            ("exp", json!((now - 10).to_string())),
+            ("exp", json!(now as f64 + 0.5)),
+            ("exp", json!(null)),
+            ("iat", json!("0")),
+            ("nbf", json!((now + 999).to_string())),
+        ] {
+            let mut c = good.clone();
+            c.insert(name.into(), value);
+            assert_eq!(
+                v.verify(&signed(&key, header.clone(), &c), iss, aud, now, 0),
+                Err(VerifyError::Malformed),
+                "{name}"
+            );
+        }
+        let mut early = good.clone();
+        early.insert("nbf".into(), json!(now + 999));
+        assert_eq!(
+            v.verify(&signed(&key, header, &early), iss, aud, now, 0),
+            Err(VerifyError::NotYetValid)
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod keys;
 pub use jwks::{KeySet, KeySetError, ParsedJwt, SignatureError, parse_jwt};
 pub use jwt::{
     Claims, Header, Verifier, VerifyError, check_claims, decode_unverified, encode_rs256,
-    encode_unsigned, verify_with_key,
+    encode_unsigned, numeric_date, verify_with_key,
 };
 pub use keys::{KeyError, PublicKey, SigningKey};
 

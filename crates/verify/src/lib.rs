@@ -48,7 +48,7 @@ pub enum VerifyError {
     Subject,
     #[error("the ID token has expired")]
     Expired,
-    #[error("the ID token was issued in the future (iat or auth_time)")]
+    #[error("the ID token was issued in the future or is not valid yet (iat, auth_time or nbf)")]
     IssuedInFuture,
     #[error("the ID token's kid {0:?} is not one of the issuer's published keys")]
     UnknownKey(String),
@@ -135,13 +135,16 @@ impl IdTokenVerifier {
             Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 128 => s.clone(),
             _ => return Err(VerifyError::Subject),
         };
-        let number = |name: &str| claims.get(name).and_then(Value::as_i64);
-        match number("exp") {
-            Some(exp) if now <= exp + SKEW_SECS => {}
+        // NumericDates must be integers: a string or float `exp` is not "no expiry".
+        let number = |name: &str| {
+            gatehouse_tokens::numeric_date(claims, name).map_err(|_| VerifyError::Malformed)
+        };
+        match number("exp")? {
+            Some(exp) if now <= exp.saturating_add(SKEW_SECS) => {}
             _ => return Err(VerifyError::Expired),
         }
-        for name in ["iat", "auth_time"] {
-            if number(name).is_some_and(|t| t > now + SKEW_SECS) {
+        for name in ["iat", "auth_time", "nbf"] {
+            if number(name)?.is_some_and(|t| t > now.saturating_add(SKEW_SECS)) {
                 return Err(VerifyError::IssuedInFuture);
             }
         }

@@ -90,15 +90,16 @@ impl OidcVerifier {
                 got: c.get("aud").map(ToString::to_string).unwrap_or_default(),
             });
         }
-        match c.get("exp").and_then(Value::as_i64) {
-            Some(exp) if now <= exp + SKEW_SECS => {}
+        let date =
+            |name: &str| gatehouse_tokens::numeric_date(c, name).map_err(|_| OidcError::Expired);
+        match date("exp")? {
+            Some(exp) if now <= exp.saturating_add(SKEW_SECS) => {}
             _ => return Err(OidcError::Expired),
         }
-        if c.get("iat")
-            .and_then(Value::as_i64)
-            .is_some_and(|iat| iat > now + SKEW_SECS)
-        {
-            return Err(OidcError::IssuedInFuture);
+        for name in ["iat", "nbf"] {
+            if date(name)?.is_some_and(|t| t > now.saturating_add(SKEW_SECS)) {
+                return Err(OidcError::IssuedInFuture);
+            }
         }
         if let Some(expected) = nonce
             && c.get("nonce").and_then(Value::as_str) != Some(expected)
