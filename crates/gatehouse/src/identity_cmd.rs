@@ -58,9 +58,11 @@ pub struct IdentityArgs {
     /// Abuse limits: `default` or `off` (benchmarks only).
     #[arg(long, default_value = "default")]
     rate_limits: String,
-    /// Turn on email-enumeration protection for every project at start.
-    #[arg(long)]
-    email_privacy: bool,
+    /// Email-enumeration protection for every project at start: `--email-privacy` turns it
+    /// on, `--email-privacy=false` off. Default: on for production projects, off for
+    /// development ones.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    email_privacy: Option<bool>,
     /// Domains the hosted sign-in page may return to (repeatable; default: localhost,
     /// <project>.firebaseapp.com, <project>.web.app). Settings changed through the config API
     /// and stored take precedence.
@@ -147,9 +149,11 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         p.admin_key = args.admin_key.clone().map(SecretString::from);
         p.unsigned_id_tokens = args.unsigned_id_tokens && p.mode == Mode::Development;
         p.custom_token_signers = signers.clone();
-        p.settings
-            .email_privacy_config
-            .enable_improved_email_privacy = args.email_privacy;
+        if let Some(on) = args.email_privacy {
+            p.settings
+                .email_privacy_config
+                .enable_improved_email_privacy = on;
+        }
         if !args.authorized_domains.is_empty() {
             p.settings.authorized_domains = Some(args.authorized_domains.clone());
         }

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::{Builder, Server, message};
-use gatehouse_identity::RateLimits;
+use gatehouse_identity::{ProjectConfig, RateLimits};
 use serde_json::json;
 
 #[tokio::test]
@@ -100,6 +100,47 @@ async fn behind_a_proxy_limits_apply_per_forwarded_client() {
     assert_eq!(sign_up("203.0.113.2").await, 200);
 }
 
+/// What a caller with API key `key` learns about `e@example.com` (registered, password
+/// `secret1`) and `nobody@example.com` (not registered) with enumeration protection on:
+/// nothing.
+async fn assert_enumeration_protected(s: &Server, key: &str) {
+    for body in [
+        json!({"email": "e@example.com", "password": "wrong-one"}),
+        json!({"email": "nobody@example.com", "password": "wrong-one"}),
+    ] {
+        let (st, b) = s.call("signInWithPassword", key, body).await;
+        assert_eq!(
+            (st, message(&b).as_str()),
+            (400, "INVALID_LOGIN_CREDENTIALS")
+        );
+    }
+    let (st, b) = s
+        .call(
+            "sendOobCode",
+            key,
+            json!({"requestType": "PASSWORD_RESET", "email": "nobody@example.com"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    for who in ["e@example.com", "nobody@example.com"] {
+        let (st, b) = s
+            .call(
+                "createAuthUri",
+                key,
+                json!({"identifier": who, "continueUri": "http://localhost"}),
+            )
+            .await;
+        assert_eq!(st, 200, "{b}");
+        assert!(
+            b.get("registered").is_none()
+                && b.get("signinMethods").is_none()
+                && b.get("allProviders").is_none()
+                && b["sessionId"].is_string(),
+            "{who}: {b}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn email_enumeration_protection() {
     let s = Server::dev().await;
@@ -115,35 +156,55 @@ async fn email_enumeration_protection() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
-    for body in [
-        json!({"email": "e@example.com", "password": "wrong-one"}),
-        json!({"email": "nobody@example.com", "password": "wrong-one"}),
-    ] {
-        let (st, b) = s.call("signInWithPassword", "k", body).await;
-        assert_eq!(
-            (st, message(&b).as_str()),
-            (400, "INVALID_LOGIN_CREDENTIALS")
-        );
-    }
+    assert_enumeration_protected(&s, "k").await;
+}
+
+/// Issue 14, hole 14: a production project says nothing about which addresses have accounts
+/// unless its operator turns protection off, as new Identity Platform projects do.
+#[tokio::test]
+async fn production_projects_protect_against_enumeration_by_default() {
+    let mut p = ProjectConfig::production("demo-project");
+    p.api_keys = vec!["pk".into()];
+    let s = Builder::default().project(p).start().await;
     let (st, b) = s
         .call(
-            "sendOobCode",
-            "k",
-            json!({"requestType": "PASSWORD_RESET", "email": "nobody@example.com"}),
+            "signUp",
+            "pk",
+            json!({"email": "e@example.com", "password": "secret1"}),
         )
         .await;
     assert_eq!(st, 200, "{b}");
-    let (_, b) = s
-        .call(
-            "createAuthUri",
-            "k",
-            json!({"identifier": "e@example.com", "continueUri": "http://localhost"}),
-        )
-        .await;
-    assert!(
-        b.get("registered").is_none() && b["sessionId"].is_string(),
-        "{b}"
-    );
+    assert_enumeration_protected(&s, "pk").await;
+}
+
+#[tokio::test]
+async fn enumeration_protection_can_be_turned_off_and_development_keeps_the_emulators_default() {
+    let mut off = ProjectConfig::production("demo-project");
+    off.api_keys = vec!["pk".into()];
+    off.settings
+        .email_privacy_config
+        .enable_improved_email_privacy = false;
+    for (s, key) in [
+        (Builder::default().project(off).start().await, "pk"),
+        (Server::dev().await, "k"),
+    ] {
+        let (st, b) = s
+            .call(
+                "signInWithPassword",
+                key,
+                json!({"email": "nobody@example.com", "password": "wrong-one"}),
+            )
+            .await;
+        assert_eq!((st, message(&b).as_str()), (400, "EMAIL_NOT_FOUND"));
+        let (_, b) = s
+            .call(
+                "createAuthUri",
+                key,
+                json!({"identifier": "nobody@example.com", "continueUri": "http://localhost"}),
+            )
+            .await;
+        assert_eq!(b["registered"], false, "{b}");
+    }
 }
 
 #[derive(Clone, Default)]

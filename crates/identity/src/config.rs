@@ -55,7 +55,8 @@ impl std::fmt::Debug for ProjectConfig {
 }
 
 impl ProjectConfig {
-    /// A development project with defaults.
+    /// A development project with defaults (e-mail enumeration protection off, as in the
+    /// emulator).
     pub fn development(project_id: &str) -> Self {
         Self {
             project_id: project_id.to_owned(),
@@ -70,10 +71,14 @@ impl ProjectConfig {
         }
     }
 
-    /// A production project with defaults.
+    /// A production project with defaults. Like a new Identity Platform project it has e-mail
+    /// enumeration protection on; set `settings.email_privacy_config` to turn it off.
     pub fn production(project_id: &str) -> Self {
+        let mut settings = ProjectSettings::default();
+        settings.email_privacy_config.enable_improved_email_privacy = true;
         Self {
             mode: Mode::Production,
+            settings,
             ..Self::development(project_id)
         }
     }
@@ -198,7 +203,9 @@ pub struct SignInSettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct EmailPrivacyConfig {
-    /// Email-enumeration protection: sign-in failures say `INVALID_LOGIN_CREDENTIALS` only.
+    /// Email-enumeration protection: sign-in failures say `INVALID_LOGIN_CREDENTIALS` only,
+    /// `createAuthUri` does not say whether an address is registered, and password-reset
+    /// requests for unknown addresses succeed silently. On by default in production projects.
     pub enable_improved_email_privacy: bool,
 }
 
