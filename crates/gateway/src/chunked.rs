@@ -53,6 +53,9 @@ pub struct Decoder {
     digits: usize,
     line: usize,
     trailers: usize,
+    /// Inside a quoted-string of a chunk extension, and after its backslash.
+    quoted: bool,
+    escaped: bool,
 }
 
 impl Default for Decoder {
@@ -69,6 +72,8 @@ impl Decoder {
             digits: 0,
             line: 0,
             trailers: 0,
+            quoted: false,
+            escaped: false,
         }
     }
 
@@ -114,6 +119,8 @@ impl Decoder {
                     } else if b == b';' || b == b' ' || b == b'\t' {
                         self.state = State::Extension;
                         self.line = 0;
+                        self.quoted = false;
+                        self.escaped = false;
                     } else {
                         return Err(ChunkError("bad chunk size"));
                     }
@@ -123,10 +130,30 @@ impl Decoder {
                     if self.line > MAX_LINE {
                         return Err(ChunkError("chunk extension too long"));
                     }
-                    if b == b'\r' {
+                    // RFC 9112 §7.1.1: a quoted-string cannot hold CR, LF or other controls,
+                    // so an unterminated quote before CR LF is malformed, not a line end that
+                    // one parser sees and another does not.
+                    let control = (b < 0x20 && b != b'\t') || b == 0x7f;
+                    if self.escaped {
+                        if control {
+                            return Err(ChunkError("control character in chunk extension"));
+                        }
+                        self.escaped = false;
+                    } else if self.quoted {
+                        match b {
+                            b'\\' => self.escaped = true,
+                            b'"' => self.quoted = false,
+                            _ if control => {
+                                return Err(ChunkError("unterminated quoted chunk extension"));
+                            }
+                            _ => {}
+                        }
+                    } else if b == b'"' {
+                        self.quoted = true;
+                    } else if b == b'\r' {
                         self.state = State::SizeLf;
-                    } else if b == b'\n' || b == 0 {
-                        return Err(ChunkError("bare LF in chunk size line"));
+                    } else if control {
+                        return Err(ChunkError("control character in chunk size line"));
                     }
                 }
                 State::SizeLf => {
@@ -263,8 +290,15 @@ mod tests {
             b"11111111111111111\r\n",
             b"0\r\n\n",
             b"-1\r\n",
+            b"1;a=\"\r\nx\r\n0\r\n\r\n",
+            b"1;a=\"x\\\r\"\r\nx\r\n",
+            b"1;a\x00\r\nx\r\n",
+            b"1;a\nx\r\n",
         ] {
             assert!(Decoder::new().body_len(bad).is_err(), "{bad:?}");
         }
+        // Quoted extensions with escapes and semicolons are fine.
+        let ok = b"1;a=\"x;\\\"y\";b=c\r\nx\r\n0\r\n\r\n";
+        assert_eq!(Decoder::new().body_len(ok), Ok(ok.len()));
     }
 }

@@ -252,6 +252,10 @@ pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16,
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut raw);
     let len = match req.parse(buf) {
+        // The limit holds however the head arrived: in one read or in many.
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+            return Err((431, "Request Header Fields Too Large"));
+        }
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {

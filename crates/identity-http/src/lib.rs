@@ -17,6 +17,12 @@ mod routes;
 
 pub use error::ApiError;
 
+/// Request decoding exactly as the handlers run it, for the fuzz targets in `fuzz/`. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::request::{body_object, decode};
+}
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Instant;

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adversarial;
 mod pg;
 mod smtp;
 mod spawn;

@@ -1,9 +1,15 @@
 //! Helpers shared by the gateway's integration tests.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
 use gatehouse_tokens::{SigningKey, encode_rs256};
-use serde_json::Value;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// `claims` (a JSON object) signed by `key` as an RS256 JWT.
 pub fn token(key: &SigningKey, claims: Value) -> String {
@@ -19,4 +25,217 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// One request as a raw backend parsed it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Trailer fields of a chunked body.
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A keep-alive HTTP/1.1 backend that records every request and every byte it receives.
+/// `GET /leak` answers its head at once and its body 100 ms later, the body being a complete
+/// second response; `GET /extra` answers `ok` and then, 50 ms later, bytes nobody asked for.
+#[derive(Clone, Default)]
+pub struct RawBackend {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+}
+
+pub const LEAK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\nvictim's secret";
+
+impl RawBackend {
+    pub async fn start() -> (String, Self) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let me = Self::default();
+        let b = me.clone();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                tokio::spawn(b.clone().serve(s));
+            }
+        });
+        (format!("http://{addr}"), me)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn raw(&self) -> Vec<u8> {
+        self.raw.lock().unwrap().clone()
+    }
+
+    async fn fill(&self, s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+        let mut tmp = [0u8; 8192];
+        match s.read(&mut tmp).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                buf.extend_from_slice(&tmp[..n]);
+                self.raw.lock().unwrap().extend_from_slice(&tmp[..n]);
+                true
+            }
+        }
+    }
+
+    async fn line(&self, s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+        loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                let line = buf[..i].to_vec();
+                buf.drain(..i + 2);
+                return Some(line);
+            }
+            if !self.fill(s, buf).await {
+                return None;
+            }
+        }
+    }
+
+    async fn serve(self, mut s: TcpStream) {
+        let mut buf = Vec::new();
+        loop {
+            // The head.
+            let (mut seen, len) = loop {
+                let mut raw = [httparse::EMPTY_HEADER; 64];
+                let mut r = httparse::Request::new(&mut raw);
+                match r.parse(&buf) {
+                    Ok(httparse::Status::Complete(n)) => {
+                        let seen = Seen {
+                            method: r.method.unwrap().to_owned(),
+                            path: r.path.unwrap().to_owned(),
+                            headers: r
+                                .headers
+                                .iter()
+                                .map(|h| {
+                                    (
+                                        h.name.to_ascii_lowercase(),
+                                        String::from_utf8_lossy(h.value).into_owned(),
+                                    )
+                                })
+                                .collect(),
+                            body: Vec::new(),
+                            trailers: Vec::new(),
+                        };
+                        break (seen, n);
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if !self.fill(&mut s, &mut buf).await {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            };
+            buf.drain(..len);
+            // The body, framed as this backend reads it.
+            if seen
+                .header("transfer-encoding")
+                .is_some_and(|v| v.contains("chunked"))
+            {
+                loop {
+                    let Some(line) = self.line(&mut s, &mut buf).await else {
+                        return;
+                    };
+                    let size = String::from_utf8_lossy(&line);
+                    let size =
+                        usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+                    if size == 0 {
+                        loop {
+                            let Some(t) = self.line(&mut s, &mut buf).await else {
+                                return;
+                            };
+                            if t.is_empty() {
+                                break;
+                            }
+                            let t = String::from_utf8_lossy(&t).into_owned();
+                            let (k, v) = t.split_once(':').unwrap();
+                            seen.trailers
+                                .push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                        }
+                        break;
+                    }
+                    while buf.len() < size + 2 {
+                        if !self.fill(&mut s, &mut buf).await {
+                            return;
+                        }
+                    }
+                    seen.body.extend_from_slice(&buf[..size]);
+                    buf.drain(..size + 2);
+                }
+            } else if let Some(n) = seen.header("content-length") {
+                let n: usize = n.trim().parse().unwrap();
+                while buf.len() < n {
+                    if !self.fill(&mut s, &mut buf).await {
+                        return;
+                    }
+                }
+                seen.body = buf.drain(..n).collect();
+            }
+            self.seen.lock().unwrap().push(seen.clone());
+            // The answer.
+            let ok = match (seen.method.as_str(), seen.path.as_str()) {
+                ("GET", "/leak") => {
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", LEAK.len());
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    s.write_all(LEAK).await
+                }
+                ("GET", "/extra") => {
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    s.write_all(LEAK).await
+                }
+                (m, p) => {
+                    let body = format!("served {m} {p}");
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let mut out = head.into_bytes();
+                    if m != "HEAD" {
+                        out.extend_from_slice(body.as_bytes());
+                    }
+                    s.write_all(&out).await
+                }
+            };
+            if ok.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A JWKS server for `keys`.
+pub async fn jwks_server(keys: &[&SigningKey]) -> String {
+    let body = json!({"keys": keys.iter().map(|k| k.public().jwk()).collect::<Vec<_>>()});
+    let app = Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { axum::Json(body) }
+        }),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}/jwks")
 }

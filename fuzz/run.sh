@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 30), from a scratch copy of its checked-in
+# seed corpus (seeds/<target>/, plus the reproducers of reported bugs in regressions/<target>/)
+# so a run never writes into the repository, and fails on any crash, timeout or out-of-memory.
+# Prints libFuzzer's final figures per target.
+#
+#   fuzz/run.sh [SECONDS] [TARGET...]
+#
+# Environment: FUZZ_JOBS targets at a time (default 2), FUZZ_WORK scratch dir (default: a new
+# temp dir; it keeps the grown corpora, the logs and any crash artifacts).
+# Used by scripts/test (30 s) and bench/fuzz/run.sh (600 s). Needs nightly Rust; installs
+# cargo-fuzz when missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+seconds=${1:-30}
+shift || true
+jobs=${FUZZ_JOBS:-2}
+work=${FUZZ_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-fuzz.XXXXXX")}
+# Built without a sanitizer: the workspace forbids unsafe code, so what matters is panics,
+# overflow (debug assertions are on), hangs and memory blow-ups, which libFuzzer catches alone;
+# an ASan build is twice as slow to run and to build.
+build_flags=(--sanitizer none)
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "fuzz: needs a nightly Rust toolchain (rustup toolchain install nightly)" >&2
+  exit 1
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+
+started=$(date +%s)
+cargo +nightly fuzz build "${build_flags[@]}"
+built=$(date +%s)
+echo "fuzz: built in $((built - started)) s"
+
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+bin=target/x86_64-unknown-linux-gnu/release
+mkdir -p "$work/logs"
+
+run_one() {
+  local t=$1
+  local corpus=$work/corpus/$t artifacts=$work/artifacts/$t/
+  mkdir -p "$corpus" "$artifacts"
+  cp seeds/"$t"/* "$corpus"/
+  if [ -d regressions/"$t" ]; then
+    cp regressions/"$t"/* "$corpus"/
+  fi
+  "$bin/$t" "$corpus" \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$artifacts" \
+    >"$work/logs/$t.log" 2>&1
+}
+
+declare -A pid_of
+failed=()
+for t in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+    wait -n || true
+  done
+  run_one "$t" &
+  pid_of[$t]=$!
+done
+for t in "${targets[@]}"; do
+  wait "${pid_of[$t]}" || failed+=("$t")
+done
+
+printf '%-18s %12s %8s %7s %7s %7s %7s\n' target execs exec/s cov ft corpus crashes
+for t in "${targets[@]}"; do
+  log=$work/logs/$t.log
+  done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)
+  field() { sed -nE "s/.*[[:space:]]$1: ?([0-9]+).*/\1/p" <<<"$done_line"; }
+  execs=$(sed -nE 's/^stat::number_of_executed_units: ([0-9]+)/\1/p' "$log")
+  rate=$(sed -nE 's/^stat::average_exec_per_sec: +([0-9]+)/\1/p' "$log")
+  crashes=$(find "$work/artifacts/$t" -type f | wc -l)
+  printf '%-18s %12s %8s %7s %7s %7s %7s\n' "$t" "${execs:--}" "${rate:--}" \
+    "$(field cov)" "$(field ft)" "$(find "$work/corpus/$t" -type f | wc -l)" "$crashes"
+done
+echo "fuzz: ${#targets[@]} targets x ${seconds} s in $(($(date +%s) - built)) s; logs, corpora and artifacts in $work"
+
+if [ ${#failed[@]} -gt 0 ]; then
+  for t in "${failed[@]}"; do
+    echo "fuzz: $t FAILED; last lines of $work/logs/$t.log:" >&2
+    tail -n 40 "$work/logs/$t.log" >&2
+    for a in "$work/artifacts/$t"/*; do
+      [ -e "$a" ] && echo "reproduce: (cd fuzz && cargo +nightly fuzz run ${build_flags[*]} $t $a)" >&2
+    done
+  done
+  exit 1
+fi
