@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod cors;
 mod error;
 mod hosted;
 mod keys;
@@ -30,9 +31,8 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use gatehouse_identity::Identity;
 use tokio::net::TcpListener;
 
@@ -60,7 +60,7 @@ pub fn router_with(identity: Identity, options: HttpOptions) -> Router {
         .merge(hosted::router())
         .merge(routes::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn_with_state(identity.clone(), cors::cors))
         .layer(middleware::from_fn(access_log))
         .layer(axum::Extension(options))
         .with_state(identity)
@@ -82,6 +82,9 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        cors::warn_if_exposed(&identity, addr);
+    }
     let app = router_with(identity, options);
     axum::serve(
         listener,
@@ -89,51 +92,6 @@ pub async fn serve_with(
     )
     .with_graceful_shutdown(shutdown)
     .await
-}
-
-/// CORS as the emulator does it: reflect the origin and requested headers; preflight is 204.
-async fn cors(req: Request, next: Next) -> Response {
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let requested = req
-        .headers()
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-        .cloned();
-    let private = req
-        .headers()
-        .contains_key("access-control-request-private-network");
-    let mut res = if req.method() == Method::OPTIONS {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        next.run(req).await
-    };
-    let h = res.headers_mut();
-    if let Some(origin) = origin {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-    } else {
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-    }
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
-    );
-    if let Some(requested) = requested {
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
-    }
-    if private {
-        h.insert(
-            "access-control-allow-private-network",
-            HeaderValue::from_static("true"),
-        );
-    }
-    res
 }
 
 /// One structured line per request: method, path (never the query: API keys and codes live

@@ -325,38 +325,6 @@ async fn bad_input_gets_firebase_errors_not_500s() {
 }
 
 #[tokio::test]
-async fn cors_preflight_reflects_origin_and_headers() {
-    let s = Server::dev().await;
-    let res = s
-        .http
-        .request(
-            reqwest::Method::OPTIONS,
-            format!(
-                "{}/identitytoolkit.googleapis.com/v1/accounts:signUp?key=k",
-                s.url
-            ),
-        )
-        .header("origin", "http://localhost:5173")
-        .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
-            "content-type,x-client-version",
-        )
-        .header("access-control-request-private-network", "true")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
-    let h = res.headers();
-    assert_eq!(h["access-control-allow-origin"], "http://localhost:5173");
-    assert_eq!(
-        h["access-control-allow-headers"],
-        "content-type,x-client-version"
-    );
-    assert_eq!(h["access-control-allow-private-network"], "true");
-}
-
-#[tokio::test]
 async fn imported_hashes_sign_in_and_are_rehashed() {
     let s = Server::dev().await;
     let body = json!({

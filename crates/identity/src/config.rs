@@ -192,6 +192,41 @@ impl ProjectSettings {
     }
 }
 
+impl crate::Identity {
+    /// Whether any served project is in production mode. The server-wide behaviour that cannot
+    /// know the project before a request is read (CORS) is then the strict one.
+    pub fn serves_production(&self) -> bool {
+        self.inner
+            .projects
+            .values()
+            .any(|p| p.mode == Mode::Production)
+    }
+
+    /// The served projects in development mode, sorted.
+    pub fn development_projects(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self
+            .inner
+            .projects
+            .values()
+            .filter(|p| p.mode == Mode::Development)
+            .map(|p| p.project_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Whether a web page at `host` (no port) is on the authorized domains of any served
+    /// project (as [`ProjectSettings::is_authorized_host`] matches).
+    pub async fn is_authorized_host_of_any_project(&self, host: &str) -> bool {
+        self.inner
+            .settings
+            .read()
+            .await
+            .iter()
+            .any(|(project, settings)| settings.is_authorized_host(project, host))
+    }
+}
+
 /// `signIn` settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
