@@ -7,7 +7,9 @@
 #   fuzz/run.sh [SECONDS] [TARGET...]
 #
 # Environment: FUZZ_JOBS targets at a time (default 2), FUZZ_WORK scratch dir (default: a new
-# temp dir; it keeps the grown corpora, the logs and any crash artifacts).
+# temp dir; it keeps the grown corpora, the logs and any crash artifacts), FUZZ_TARGET_DIR the
+# build dir (default outside the checkout, in ~/.cache, so a fresh clone on a machine that has
+# built before rebuilds only what changed: a cold build is the bulk of the cost).
 # Used by scripts/test (30 s) and bench/fuzz/run.sh (600 s). Needs nightly Rust; installs
 # cargo-fuzz when missing.
 set -euo pipefail
@@ -21,6 +23,7 @@ work=${FUZZ_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-fuzz.XXXXXX")}
 # overflow (debug assertions are on), hangs and memory blow-ups, which libFuzzer catches alone;
 # an ASan build is twice as slow to run and to build.
 build_flags=(--sanitizer none)
+target_dir=${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gatehouse/fuzz-target}
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "fuzz: needs a nightly Rust toolchain (rustup toolchain install nightly)" >&2
@@ -31,7 +34,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 started=$(date +%s)
-cargo +nightly fuzz build "${build_flags[@]}"
+cargo +nightly fuzz build "${build_flags[@]}" --target-dir "$target_dir"
 built=$(date +%s)
 echo "fuzz: built in $((built - started)) s"
 
@@ -39,7 +42,7 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
-bin=target/x86_64-unknown-linux-gnu/release
+bin=$target_dir/x86_64-unknown-linux-gnu/release
 mkdir -p "$work/logs"
 
 run_one() {
@@ -87,7 +90,7 @@ if [ ${#failed[@]} -gt 0 ]; then
     echo "fuzz: $t FAILED; last lines of $work/logs/$t.log:" >&2
     tail -n 40 "$work/logs/$t.log" >&2
     for a in "$work/artifacts/$t"/*; do
-      [ -e "$a" ] && echo "reproduce: (cd fuzz && cargo +nightly fuzz run ${build_flags[*]} $t $a)" >&2
+      [ -e "$a" ] && echo "reproduce: $bin/$t $a" >&2
     done
   done
   exit 1
