@@ -45,6 +45,14 @@ fi
 bin=$target_dir/x86_64-unknown-linux-gnu/release
 mkdir -p "$work/logs"
 
+# Fork mode: libFuzzer runs the target in child jobs and reports one figure line per job.
+# FUZZ_KEEP_GOING=1 (the long run) goes on past crashes, timeouts and OOMs and sorts them by
+# message at the end; otherwise the first one stops the target.
+fuzz_flags=(-fork=1 -timeout=10 -rss_limit_mb=2048)
+if [ "${FUZZ_KEEP_GOING:-0}" = 1 ]; then
+  fuzz_flags+=(-ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
+fi
+
 run_one() {
   local t=$1
   local corpus=$work/corpus/$t artifacts=$work/artifacts/$t/
@@ -53,10 +61,8 @@ run_one() {
   if [ -d regressions/"$t" ]; then
     cp regressions/"$t"/* "$corpus"/
   fi
-  "$bin/$t" "$corpus" \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 -artifact_prefix="$artifacts" \
-    >"$work/logs/$t.log" 2>&1
+  "$bin/$t" "$corpus" "${fuzz_flags[@]}" -max_total_time="$seconds" \
+    -artifact_prefix="$artifacts" >"$work/logs/$t.log" 2>&1
 }
 
 declare -A pid_of
@@ -70,28 +76,36 @@ for t in "${targets[@]}"; do
 done
 for t in "${targets[@]}"; do
   wait "${pid_of[$t]}" || failed+=("$t")
+  if [ -n "$(find "$work/artifacts/$t" -type f)" ] && [[ ! " ${failed[*]} " =~ " $t " ]]; then
+    failed+=("$t")
+  fi
 done
 
-printf '%-18s %12s %8s %7s %7s %7s %7s\n' target execs exec/s cov ft corpus crashes
+# The last job line: "#EXECS: cov: N ft: N corp: N exec/s: N oom/timeout/crash: a/b/c time: Ns ...".
+printf '%-18s %12s %8s %7s %7s %7s %9s\n' target execs exec/s cov ft corpus crashes
 for t in "${targets[@]}"; do
-  log=$work/logs/$t.log
-  done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)
-  field() { sed -nE "s/.*[[:space:]]$1: ?([0-9]+).*/\1/p" <<<"$done_line"; }
-  execs=$(sed -nE 's/^stat::number_of_executed_units: ([0-9]+)/\1/p' "$log")
-  rate=$(sed -nE 's/^stat::average_exec_per_sec: +([0-9]+)/\1/p' "$log")
-  crashes=$(find "$work/artifacts/$t" -type f | wc -l)
-  printf '%-18s %12s %8s %7s %7s %7s %7s\n' "$t" "${execs:--}" "${rate:--}" \
-    "$(field cov)" "$(field ft)" "$(find "$work/corpus/$t" -type f | wc -l)" "$crashes"
+  last=$(grep -E '^#[0-9]+: cov: ' "$work/logs/$t.log" | tail -1 || true)
+  field() { sed -nE "s/.*[[:space:]]$1:? ([0-9]+).*/\1/p" <<<"$last"; }
+  execs=$(sed -nE 's/^#([0-9]+):.*/\1/p' <<<"$last")
+  secs=$(sed -nE 's/.* time: ([0-9]+)s.*/\1/p' <<<"$last")
+  rate=-
+  if [ -n "$execs" ] && [ "${secs:-0}" -gt 0 ]; then rate=$((execs / secs)); fi
+  printf '%-18s %12s %8s %7s %7s %7s %9s\n' "$t" "${execs:--}" "$rate" "$(field cov)" \
+    "$(field ft)" "$(find "$work/corpus/$t" -type f | wc -l)" \
+    "$(find "$work/artifacts/$t" -type f | wc -l)"
 done
 echo "fuzz: ${#targets[@]} targets x ${seconds} s in $(($(date +%s) - built)) s; logs, corpora and artifacts in $work"
 
 if [ ${#failed[@]} -gt 0 ]; then
   for t in "${failed[@]}"; do
-    echo "fuzz: $t FAILED; last lines of $work/logs/$t.log:" >&2
-    tail -n 40 "$work/logs/$t.log" >&2
+    echo "fuzz: $t FAILED (log: $work/logs/$t.log); crashes by message:" >&2
     for a in "$work/artifacts/$t"/*; do
-      [ -e "$a" ] && echo "reproduce: $bin/$t $a" >&2
-    done
+      [ -e "$a" ] || continue
+      msg=$({ "$bin/$t" "$a" 2>&1 || true; } | grep -A1 -m1 'panicked at' | tail -1 | cut -c1-140)
+      echo "${msg:-(no panic message: a timeout or an OOM)}"
+    done | sort | uniq -c | sort -rn >&2
+    first=$(find "$work/artifacts/$t" -type f | head -1)
+    [ -n "$first" ] && echo "reproduce: $bin/$t $first" >&2
   done
   exit 1
 fi
