@@ -7,12 +7,19 @@
 //! Every input is also tried as a chunked body, and an accepted chunked request's body is.
 #![no_main]
 
+use std::sync::Once;
+
 use gatehouse_fuzz::chunked::{self, Decoded};
 use gatehouse_fuzz::http1::{self, Framing, Persistence, Reading};
 use gatehouse_gateway::fuzzing::{decode_chunked, parse_request_head};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    static ORACLES_CHECKED: Once = Once::new();
+    ORACLES_CHECKED.call_once(|| {
+        http1::self_check();
+        chunked::self_check();
+    });
     check_chunked(data);
     let gateway = parse_request_head(data);
     let oracle = http1::read_head(data);
