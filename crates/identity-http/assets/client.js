@@ -13,6 +13,7 @@
   const POPUP_CLOSE_GRACE_MS = 1000; // the result may still be in flight when the popup closes
   const MESSAGE_TYPE = 'gatehouse:auth-result';
   const HASH_PREFIX = '#__gatehouse_auth=';
+  const NONCE_BYTES = 24;
   const FATAL_REFRESH_ERRORS = {
     TOKEN_EXPIRED: 'auth/user-token-expired',
     USER_DISABLED: 'auth/user-disabled',
@@ -29,6 +30,12 @@
   const instances = new Map();
 
   const authError = (code, message = code) => Object.assign(new Error(message), { code });
+
+  // A fresh random nonce, base64url (32 characters).
+  function randomNonce() {
+    const bytes = crypto.getRandomValues(new Uint8Array(NONCE_BYTES));
+    return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  }
 
   function decodeJwtPayload(jwt) {
     const part = String(jwt).split('.')[1] || '';
@@ -49,6 +56,8 @@
   function createAuth(apiKey, authUrl, projectId) {
     const authOrigin = new URL(authUrl).origin;
     const storageKey = `gatehouse:authUser:${apiKey}`;
+    // The nonce of the redirect sign-in this tab started (sessionStorage: this tab only).
+    const nonceKey = `gatehouse:redirectNonce:${apiKey}`;
     const sessions = new WeakMap(); // User -> {tokens, refreshing}
     const listeners = new Set();
     let current = null;
@@ -231,10 +240,43 @@
       return `${authUrl}/__/auth/signin?${params}`;
     }
 
+    // The result comes back in this page's fragment with the nonce stored here; a result
+    // without it (planted in a link: login CSRF) is ignored.
     function signInWithRedirect(options = {}) {
       const redirectUrl = location.href.split('#')[0];
-      location.assign(signinUrl('redirect', options, { redirectUrl }));
+      const nonce = randomNonce();
+      try {
+        sessionStorage.setItem(nonceKey, nonce);
+      } catch {
+        return Promise.reject(
+          authError('auth/web-storage-unsupported', 'Redirect sign-in needs sessionStorage.'),
+        );
+      }
+      location.assign(signinUrl('redirect', options, { redirectUrl, nonce }));
       return new Promise(() => {}); // the page is navigating away
+    }
+
+    // The redirect result in `raw` (the fragment after HASH_PREFIX), if this tab is waiting for
+    // it: its nonce must be the one stored when the redirect started, and works once.
+    function takeRedirectResult(raw) {
+      let expected = null;
+      try {
+        expected = sessionStorage.getItem(nonceKey);
+        sessionStorage.removeItem(nonceKey);
+      } catch {
+        // no sessionStorage: no redirect was started here
+      }
+      let payload = null;
+      try {
+        payload = JSON.parse(decodeURIComponent(raw));
+      } catch {
+        // not a result
+      }
+      if (!expected || typeof payload?.nonce !== 'string' || payload.nonce !== expected) {
+        console.warn('GatehouseAuth: ignored a sign-in result that this page did not ask for');
+        return null;
+      }
+      return completeSignIn(payload.result);
     }
 
     function signInWithPopup(options = {}) {
@@ -304,7 +346,7 @@
       const raw = location.hash.slice(HASH_PREFIX.length);
       history.replaceState(history.state, '', location.pathname + location.search);
       try {
-        redirectResult = Promise.resolve(completeSignIn(JSON.parse(decodeURIComponent(raw))));
+        redirectResult = Promise.resolve(takeRedirectResult(raw));
       } catch (err) {
         redirectResult = Promise.reject(err.code ? err : authError('auth/internal-error', err.message));
         redirectResult.catch(() => {}); // reported through getRedirectResult()

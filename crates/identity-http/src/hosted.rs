@@ -6,6 +6,11 @@
 //! button per federated provider. It hands the result back only to an origin on the
 //! project's authorized-domains list (`window.opener.postMessage` to exactly that origin, or
 //! a redirect to a URL on it); anything else gets a visible refusal.
+//!
+//! A redirect hands the result back in the URL fragment together with the `nonce` the client
+//! stored when it started the redirect; the client accepts a result only with the nonce it is
+//! waiting for, so a result planted in a link (login CSRF) is ignored. A redirect sign-in
+//! without a nonce is refused here.
 
 use std::net::SocketAddr;
 
@@ -52,6 +57,7 @@ struct SigninQuery {
     origin: Option<String>,
     redirect_url: Option<String>,
     provider_id: Option<String>,
+    nonce: Option<String>,
 }
 
 /// The page with its configuration; `<`, `>` and `&` are escaped so nothing in it can end the
@@ -136,14 +142,25 @@ pub(crate) async fn check_return(
     Ok((origin, redirect))
 }
 
-/// A sign-in request checked: the caller of its API key, the mode, and where the result may
-/// go. A problem is the refusal page to answer with.
+/// The nonce a redirect sign-in must carry: what the client generates (16 to 128 URL-safe
+/// characters), so it can travel in a query and a fragment as it is.
+fn valid_nonce(nonce: &str) -> bool {
+    (16..=128).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A sign-in request checked: the caller of its API key, the mode, where the result may go,
+/// and (redirect mode) the nonce to hand back with it. A problem is the refusal page to answer
+/// with.
 struct Checked {
     caller: gatehouse_identity::Caller,
     api_key: String,
     mode: &'static str,
     origin: String,
     redirect: Option<String>,
+    nonce: Option<String>,
 }
 
 async fn check_request(
@@ -186,12 +203,24 @@ async fn check_request(
     )
     .await
     .map_err(|message| refusal(&message, StatusCode::FORBIDDEN))?;
+    let nonce = match (mode, q.nonce.as_deref()) {
+        ("redirect", Some(n)) if valid_nonce(n) => Some(n.to_owned()),
+        ("redirect", _) => {
+            return Err(refusal(
+                "Redirect sign-in needs the nonce of the page that started it (16 to 128 \
+                 characters A-Z, a-z, 0-9, - and _); start the sign-in from the app again.",
+                StatusCode::BAD_REQUEST,
+            ));
+        }
+        _ => None,
+    };
     Ok(Checked {
         caller,
         api_key,
         mode,
         origin,
         redirect,
+        nonce,
     })
 }
 
@@ -200,24 +229,19 @@ async fn signin(
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     Query(q): Query<SigninQuery>,
 ) -> Response {
-    let Checked {
-        caller,
-        api_key,
-        mode,
-        origin,
-        redirect,
-    } = match check_request(&identity, peer, &q).await {
+    let checked = match check_request(&identity, peer, &q).await {
         Ok(c) => c,
         Err(refused) => return refused,
     };
     let config = json!({
-        "apiKey": api_key,
-        "projectId": caller.project_id(),
-        "mode": mode,
-        "origin": origin,
-        "redirectUrl": redirect,
+        "apiKey": checked.api_key,
+        "projectId": checked.caller.project_id(),
+        "mode": checked.mode,
+        "origin": checked.origin,
+        "redirectUrl": checked.redirect,
+        "nonce": checked.nonce,
         "providerId": q.provider_id,
-        "providers": providers(&identity, &caller, &api_key, mode, &origin, redirect.as_deref()),
+        "providers": providers(&identity, &checked),
         "result": null,
         "error": null,
     });
@@ -225,25 +249,21 @@ async fn signin(
 }
 
 /// The project's enabled providers, each with the URL that starts its sign-in.
-fn providers(
-    identity: &Identity,
-    caller: &gatehouse_identity::Caller,
-    api_key: &str,
-    mode: &str,
-    origin: &str,
-    redirect: Option<&str>,
-) -> Vec<Value> {
+fn providers(identity: &Identity, checked: &Checked) -> Vec<Value> {
     identity
-        .providers(&caller.project)
+        .providers(&checked.caller.project)
         .into_iter()
         .map(|p| {
             let mut q = url::form_urlencoded::Serializer::new(String::new());
             q.append_pair("providerId", &p.provider_id)
-                .append_pair("apiKey", api_key)
-                .append_pair("mode", mode)
-                .append_pair("origin", origin);
-            if let Some(r) = redirect {
+                .append_pair("apiKey", &checked.api_key)
+                .append_pair("mode", checked.mode)
+                .append_pair("origin", &checked.origin);
+            if let Some(r) = &checked.redirect {
                 q.append_pair("redirectUrl", r);
+            }
+            if let Some(n) = &checked.nonce {
+                q.append_pair("nonce", n);
             }
             json!({
                 "providerId": p.provider_id,
@@ -267,6 +287,7 @@ async fn federated_start(
         mode,
         origin,
         redirect: redirect_url,
+        nonce,
     } = match check_request(&identity, peer, &q).await {
         Ok(c) => c,
         Err(refused) => return refused,
@@ -279,6 +300,7 @@ async fn federated_start(
         mode: mode.to_owned(),
         origin,
         redirect_url,
+        nonce,
     };
     match identity
         .start_federated(&caller, &provider_id, return_to)
@@ -396,6 +418,7 @@ async fn federated_handler(
         "mode": to.mode,
         "origin": to.origin,
         "redirectUrl": to.redirect_url,
+        "nonce": to.nonce,
         "providerId": null,
         "providers": [],
         "result": {

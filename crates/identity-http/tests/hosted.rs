@@ -33,9 +33,14 @@ async fn server() -> Server {
 }
 
 async fn signin(s: &Server, query: &str) -> (u16, String, reqwest::header::HeaderMap) {
+    auth_page(s, &format!("signin?{query}")).await
+}
+
+/// `GET /__/auth/<page>`: status, body and headers.
+async fn auth_page(s: &Server, page: &str) -> (u16, String, reqwest::header::HeaderMap) {
     let res = s
         .http
-        .get(format!("{}/__/auth/signin?{query}", s.url))
+        .get(format!("{}/__/auth/{page}", s.url))
         .send()
         .await
         .unwrap();
@@ -107,7 +112,7 @@ async fn only_authorized_origins_get_the_page() {
     // Redirect mode on the same origin.
     let (status, html, _) = signin(
         &s,
-        "apiKey=k&mode=redirect&origin=http://localhost:5000&redirectUrl=http%3A%2F%2Flocalhost%3A5000%2Fvote%3Fa%3D1",
+        "apiKey=k&mode=redirect&origin=http://localhost:5000&redirectUrl=http%3A%2F%2Flocalhost%3A5000%2Fvote%3Fa%3D1&nonce=n0nce-from-the-app-123",
     )
     .await;
     assert_eq!(status, 200);
@@ -188,4 +193,51 @@ async fn authorized_domains_are_a_project_setting() {
             .starts_with("application/javascript")
     );
     assert!(res.text().await.unwrap().contains("GatehouseAuth"));
+}
+
+/// Issue 14, hole 16 (login CSRF), the server's half: the page hands a redirect result back
+/// only with the nonce of the page that started the redirect, so the client can tell a result
+/// it asked for from one an attacker planted in a link.
+#[tokio::test]
+async fn redirect_sign_in_needs_the_starting_pages_nonce_and_echoes_it() {
+    let mut p = ProjectConfig::development("demo-project");
+    p.providers.push(gatehouse_identity::IdpConfig::oidc(
+        "corp",
+        "https://op.example",
+        "client",
+        secrecy::SecretString::from("secret"),
+    ));
+    let s = Builder::default().project(p).start().await;
+    let redirect = "apiKey=k&mode=redirect&origin=http://localhost:5000&redirectUrl=http%3A%2F%2Flocalhost%3A5000%2Fapp";
+    for (path, extra) in [
+        ("signin", ""),
+        ("signin", "&nonce="),
+        ("signin", "&nonce=short"),
+        (
+            "signin",
+            "&nonce=%3Cscript%3Ealert(1)%3C%2Fscript%3Exxxxxxxx",
+        ),
+        ("federated/start", "&providerId=oidc.corp"),
+    ] {
+        let (status, html, _) = auth_page(&s, &format!("{path}?{redirect}{extra}")).await;
+        assert_eq!(status, 400, "{path}{extra}");
+        let c = config(&html);
+        assert!(
+            c["error"].as_str().is_some_and(|e| e.contains("nonce")),
+            "{path}{extra}: {c}"
+        );
+    }
+
+    let nonce = "Yq3-_vJc8kQ2xN5tW7zA9b";
+    let (status, html, _) = signin(&s, &format!("{redirect}&nonce={nonce}")).await;
+    assert_eq!(status, 200, "{html}");
+    let c = config(&html);
+    assert_eq!(c["nonce"], nonce);
+    // The provider buttons carry it on through the provider's round trip.
+    let start = c["providers"][0]["startUrl"].as_str().unwrap();
+    assert!(start.contains(&format!("nonce={nonce}")), "{start}");
+
+    // Popups answer by postMessage to the opener's origin and need none.
+    let (status, _, _) = signin(&s, "apiKey=k&mode=popup&origin=http://localhost:5000").await;
+    assert_eq!(status, 200);
 }

@@ -319,6 +319,10 @@ pub struct ReturnTo {
     pub mode: String,
     pub origin: String,
     pub redirect_url: Option<String>,
+    /// Redirect mode: the nonce of the page that started the sign-in, handed back with the
+    /// result so that page can tell it from a result planted in a link (login CSRF).
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// A code flow in progress (stored by the hash of its `state`).
