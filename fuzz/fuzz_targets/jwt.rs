@@ -3,8 +3,8 @@
 //! the input as their header or payload. The parsers agree with each other, a present
 //! NumericDate is never read as absent, and nothing the fixed key did not sign ever verifies.
 //!
-//! Input: one mode byte, then the text (mode 0), or an index byte and 3-byte edits (mode 1:
-//! op, position, byte), or the header or payload JSON (modes 2 and 3).
+//! Input: one mode byte, then the text (mode 0), or an index byte and 4-byte edits (mode 1:
+//! op, position as big-endian u16, byte), or the header or payload JSON (modes 2 and 3).
 #![no_main]
 
 use std::collections::HashMap;
@@ -73,11 +73,11 @@ fuzz_target!(|data: &[u8]| {
             let mut t = f.tokens[usize::from(pick) % f.tokens.len()]
                 .clone()
                 .into_bytes();
-            for e in edits.chunks_exact(3) {
-                let at = usize::from(e[1]) * 3 % (t.len() + 1);
+            for e in edits.chunks_exact(4) {
+                let at = usize::from(u16::from_be_bytes([e[1], e[2]])) % (t.len() + 1);
                 match e[0] % 3 {
-                    0 if at < t.len() => t[at] = e[2],
-                    1 => t.insert(at, e[2]),
+                    0 if at < t.len() => t[at] = e[3],
+                    1 => t.insert(at, e[3]),
                     _ if at < t.len() => {
                         t.remove(at);
                     }
