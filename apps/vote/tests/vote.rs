@@ -183,9 +183,11 @@ async fn under_the_runner_on_managed_postgres_with_the_credentials_secret() {
     ))
     .await
     .unwrap();
+    let master = std::sync::Arc::new(Key::generate().unwrap());
     let iam = Iam::new(
         store.clone(),
         std::sync::Arc::new(gatehouse_keyring::SystemClock),
+        master.clone(),
         IamConfig {
             cache_ttl: Duration::ZERO,
             ..IamConfig::default()
@@ -193,7 +195,7 @@ async fn under_the_runner_on_managed_postgres_with_the_credentials_secret() {
     )
     .await
     .unwrap();
-    let secrets = Secrets::new(store, iam.clone(), Key::generate().unwrap())
+    let secrets = Secrets::new(store, iam.clone(), master)
         .await
         .unwrap();
     let runner = Runner::new(

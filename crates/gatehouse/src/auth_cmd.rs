@@ -89,6 +89,9 @@ enum AuthCommand {
         data_dir: PathBuf,
         #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// The master key IAM's signing keys are wrapped with (default: `<data-dir>/master.key`).
+        #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE")]
+        master_key_file: Option<PathBuf>,
     },
 }
 
@@ -180,6 +183,7 @@ pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
             service_account,
             data_dir,
             database_url,
+            master_key_file,
         } => {
             let claims: Value = match claims {
                 Some(c) => serde_json::from_str(c).context("--claims must be a JSON object")?,
@@ -188,10 +192,16 @@ pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
             if !claims.is_object() {
                 bail!("--claims must be a JSON object");
             }
+            let master = crate::state::master_key(
+                master_key_file.as_deref(),
+                data_dir,
+                crate::state::IfNoMasterKey::Generate,
+            )?;
             let store = crate::open_store(data_dir, database_url.as_deref()).await?;
             let iam = gatehouse_iam::Iam::new(
                 store,
                 std::sync::Arc::new(gatehouse_identity::SystemClock),
+                master,
                 gatehouse_iam::IamConfig::default(),
             )
             .await

@@ -35,6 +35,20 @@ pub(crate) struct StoreArgs {
     /// Base URL of the IAM server (`token_uri` and cert URLs in key files).
     #[arg(long, env = "GATEHOUSE_IAM_URL", global = true)]
     pub(crate) public_url: Option<String>,
+    /// The master key (32 bytes, base64) that signing keys and secret data keys are wrapped
+    /// with. Default: `<data-dir>/master.key` (generated on first use, except by `secrets`).
+    #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE", global = true)]
+    pub(crate) master_key_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The master key (see [`crate::state::master_key`]).
+    pub(crate) fn master_key(
+        &self,
+        if_none: crate::state::IfNoMasterKey,
+    ) -> anyhow::Result<Arc<gatehouse_secrets::Key>> {
+        crate::state::master_key(self.master_key_file.as_deref(), &self.data_dir, if_none)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -217,13 +231,14 @@ struct BindingArgs {
 }
 
 async fn iam(args: &StoreArgs, public_url: String, rotation: i64) -> anyhow::Result<Iam> {
+    let master = args.master_key(crate::state::IfNoMasterKey::Generate)?;
     let store = crate::open_store(&args.data_dir, args.database_url.as_deref()).await?;
     let config = IamConfig {
         public_url,
         key_rotation_secs: rotation,
         cache_ttl: Duration::from_secs(1),
     };
-    Iam::new(store, Arc::new(SystemClock), config)
+    Iam::new(store, Arc::new(SystemClock), master, config)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
 }

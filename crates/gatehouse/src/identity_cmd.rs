@@ -75,9 +75,15 @@ pub struct IdentityArgs {
     /// Federated identity providers (Google, OpenID Connect): a YAML list, see docs/identity.md.
     #[arg(long, env = "GATEHOUSE_IDP_CONFIG")]
     idp_config: Option<PathBuf>,
-    /// The secrets master key, when --idp-config reads client secrets from Secret Manager.
-    #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE")]
-    secrets_master_key_file: Option<PathBuf>,
+    /// The master key (32 bytes, base64) that signing keys and secret data keys are wrapped
+    /// with. Default: `<data-dir>/master.key`, generated on first use unless a project is in
+    /// production mode.
+    #[arg(
+        long = "master-key-file",
+        alias = "secrets-master-key-file",
+        env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE"
+    )]
+    master_key_file: Option<PathBuf>,
     /// Trusted reverse-proxy hops in front of this server: the client address used for abuse
     /// limits is taken that many entries from the right of X-Forwarded-For (0: the peer address).
     #[arg(long, default_value_t = 0, env = "GATEHOUSE_TRUSTED_PROXY_HOPS")]
@@ -174,6 +180,15 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
             "unsigned ID tokens are on for development projects: anyone can forge tokens they accept"
         );
     }
+    let master = crate::state::master_key(
+        args.master_key_file.as_deref(),
+        &args.data_dir,
+        if projects.iter().any(|p| p.mode == Mode::Production) {
+            crate::state::IfNoMasterKey::Refuse
+        } else {
+            crate::state::IfNoMasterKey::Generate
+        },
+    )?;
     let store = crate::open_store(&args.data_dir, args.database_url.as_deref()).await?;
     store.set_account_cache_ttl(Duration::from_millis(args.account_cache_ms));
     let listener = TcpListener::bind(&args.listen)
@@ -201,26 +216,16 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
     let iam = gatehouse_iam::Iam::new(
         store.clone(),
         Arc::new(SystemClock),
+        master.clone(),
         gatehouse_iam::IamConfig::default(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(path) = &args.idp_config {
-        let secrets = match &args.secrets_master_key_file {
-            Some(f) => {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("reading {}", f.display()))?;
-                let key = gatehouse_secrets::Key::from_base64(&text)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                Some(
-                    gatehouse_secrets::Secrets::new(store.clone(), iam.clone(), key)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?,
-                )
-            }
-            None => None,
-        };
-        crate::idp_config::load(path, &mut projects, secrets.as_ref()).await?;
+        let secrets = gatehouse_secrets::Secrets::new(store.clone(), iam.clone(), master.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::idp_config::load(path, &mut projects, Some(&secrets)).await?;
     }
     let identity = Identity::new(IdentityOptions {
         store,
@@ -237,6 +242,7 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}")),
         key_rotation_secs: args.key_rotation_secs,
+        master_key: master,
         authority: Some(Arc::new(crate::authority::IamAuthority(iam))),
     })
     .await

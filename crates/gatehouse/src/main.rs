@@ -10,7 +10,10 @@ mod identity_cmd;
 mod idp_config;
 mod run_cmd;
 mod secrets_cmd;
+mod state;
 mod up;
+
+pub(crate) use state::open_store;
 
 use clap::{Parser, Subcommand};
 
@@ -151,28 +154,6 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// Opens the database: `database_url`, or an embedded SQLite file in `data_dir`.
-pub(crate) async fn open_store(
-    data_dir: &std::path::Path,
-    database_url: Option<&str>,
-) -> anyhow::Result<gatehouse_store::Store> {
-    use anyhow::Context as _;
-    let url = match database_url {
-        Some(u) => u.to_owned(),
-        None => {
-            std::fs::create_dir_all(data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
-            format!(
-                "sqlite://{}?mode=rwc",
-                data_dir.join("gatehouse.db").display()
-            )
-        }
-    };
-    gatehouse_store::Store::connect(&url)
-        .await
-        .context("opening the database")
 }
 
 /// Writes a secret file readable only by its owner; with `create_new` an existing file is

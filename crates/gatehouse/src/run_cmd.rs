@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use gatehouse_iam::{Iam, IamConfig};
 use gatehouse_identity::SystemClock;
 use gatehouse_run::{RunConfig, Runner, ServiceSpec};
-use gatehouse_secrets::{Key, Secrets};
+use gatehouse_secrets::Secrets;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -38,9 +38,6 @@ enum RunCommand {
         /// `password_secret`, `tcp_port`); repeatable; started before the services.
         #[arg(long = "sql")]
         sql: Vec<PathBuf>,
-        /// The secrets master key, when services use `secrets:`.
-        #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE")]
-        master_key_file: Option<PathBuf>,
         /// Address ingresses bind to.
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
@@ -258,22 +255,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!(count = specs.len(), "specs are valid");
             Ok(())
         }
-        RunCommand::Deploy {
-            specs,
-            sql,
-            master_key_file,
-            bind,
-        } => {
+        RunCommand::Deploy { specs, sql, bind } => {
             let project = args
                 .project
                 .clone()
                 .context("give --project (or set GATEHOUSE_PROJECT)")?;
             let specs: Vec<ServiceSpec> = specs.iter().map(read_spec).collect::<Result<_, _>>()?;
+            let master = args
+                .store
+                .master_key(crate::state::IfNoMasterKey::Generate)?;
             let store =
                 crate::open_store(&args.store.data_dir, args.store.database_url.as_deref()).await?;
             let iam = Iam::new(
                 store.clone(),
                 Arc::new(SystemClock),
+                master.clone(),
                 IamConfig {
                     public_url: args
                         .store
@@ -285,19 +281,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let secrets = match master_key_file {
-                Some(f) => {
-                    let text = std::fs::read_to_string(f)
-                        .with_context(|| format!("reading {}", f.display()))?;
-                    let key = Key::from_base64(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
-                    Some(
-                        Secrets::new(store, iam.clone(), key)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("{e}"))?,
-                    )
-                }
-                None => None,
-            };
+            let secrets = Some(
+                Secrets::new(store, iam.clone(), master)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
             let runner = Runner::new(
                 iam.clone(),
                 secrets,

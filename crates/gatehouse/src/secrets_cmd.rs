@@ -5,22 +5,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::extract::Request;
 use clap::{Args, Subcommand};
 use gatehouse_iam::{Iam, IamConfig, Principal};
 use gatehouse_identity::SystemClock;
 use gatehouse_secrets::{Key, NewPayload, Secrets};
 use tokio::net::TcpListener;
+
+use crate::state::IfNoMasterKey;
 use tower::ServiceExt as _;
 
 #[derive(Debug, Args)]
 pub struct SecretsArgs {
     #[command(flatten)]
     store: crate::iam_cmd::StoreArgs,
-    /// File holding the master key (32 bytes, base64) that wraps every secret's data key.
-    #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE", global = true)]
-    master_key_file: Option<PathBuf>,
     /// The project (for commands that take a bare secret name).
     #[arg(long, env = "GATEHOUSE_PROJECT", global = true)]
     project: Option<String>,
@@ -52,7 +51,8 @@ enum SecretsCommand {
     ///
     /// Example: gatehouse secrets generate-master-key master.key
     GenerateMasterKey { file: PathBuf },
-    /// Re-wrap every data key under a new master key (payloads are not touched).
+    /// Re-wrap every data key (secrets' and signing keys') under a new master key, in one
+    /// transaction (payloads and private keys are not re-encrypted).
     ///
     /// Example: gatehouse secrets --master-key-file master.key rotate-master-key --new-key-file new-master.key
     RotateMasterKey {
@@ -131,19 +131,6 @@ enum VersionsCommand {
     },
 }
 
-fn read_master(path: Option<&PathBuf>) -> anyhow::Result<Key> {
-    let text = match (path, std::env::var("GATEHOUSE_SECRETS_MASTER_KEY")) {
-        (Some(p), _) => std::fs::read_to_string(p)
-            .with_context(|| format!("reading the master key file {}", p.display()))?,
-        (None, Ok(v)) if !v.trim().is_empty() => v,
-        _ => bail!(
-            "no secrets master key: give --master-key-file FILE (make one with \
-             `gatehouse secrets generate-master-key FILE`) or set GATEHOUSE_SECRETS_MASTER_KEY"
-        ),
-    };
-    Key::from_base64(&text).map_err(|e| anyhow::anyhow!("the secrets master key is unusable: {e}"))
-}
-
 fn read_data(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
         use std::io::Read as _;
@@ -170,14 +157,22 @@ pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let master = read_master(args.master_key_file.as_ref())?;
+    let master = args.store.master_key(IfNoMasterKey::Refuse)?;
     let store = crate::open_store(&args.store.data_dir, args.store.database_url.as_deref()).await?;
     if let SecretsCommand::RotateMasterKey { new_key_file } = &args.command {
-        let new = read_master(Some(new_key_file))?;
-        let n = Secrets::rotate_master_key(&store, &master, &new)
+        let new = crate::state::master_key(
+            Some(new_key_file),
+            &args.store.data_dir,
+            IfNoMasterKey::Refuse,
+        )?;
+        let (secrets, signing_keys) = Secrets::rotate_master_key(&store, &master, &new)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        print(&serde_json::json!({"rewrapped": n, "fingerprint": new.fingerprint()}));
+        print(&serde_json::json!({
+            "rewrapped": secrets,
+            "signingKeys": signing_keys,
+            "fingerprint": new.fingerprint(),
+        }));
         return Ok(());
     }
     let public_url = match &args.command {
@@ -187,6 +182,7 @@ pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
     let iam = Iam::new(
         store.clone(),
         Arc::new(SystemClock),
+        master.clone(),
         IamConfig {
             public_url: public_url.unwrap_or_else(|| "http://127.0.0.1:8087".into()),
             ..IamConfig::default()

@@ -15,7 +15,8 @@ fn gatehouse(args: &[String]) -> Spawned {
     Spawned::start(Path::new(env!("CARGO_BIN_EXE_gatehouse")), args).expect("gatehouse starts")
 }
 
-fn identity(url: &str, dir: &Path) -> Spawned {
+/// Replicas on one database share its master key.
+fn identity(url: &str, dir: &Path, master_key: &Path) -> Spawned {
     gatehouse(
         &[
             "identity",
@@ -31,7 +32,11 @@ fn identity(url: &str, dir: &Path) -> Spawned {
         ]
         .map(str::to_owned)
         .into_iter()
-        .chain([dir.display().to_string()])
+        .chain([
+            dir.display().to_string(),
+            "--master-key-file".into(),
+            master_key.display().to_string(),
+        ])
         .collect::<Vec<_>>(),
     )
 }
@@ -61,8 +66,15 @@ fn identity_and_gateway_replicas_on_one_postgres() {
     let pg = PgCluster::start().expect("ephemeral PostgreSQL");
     let url = pg.create_database("replicas").unwrap();
     let dir = TempDir::new("replicas").unwrap();
-    let a = identity(&url, &dir.path().join("a"));
-    let b = identity(&url, &dir.path().join("b"));
+    let master_key = dir.path().join("master.key");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["secrets", "generate-master-key"])
+        .arg(&master_key)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let a = identity(&url, &dir.path().join("a"), &master_key);
+    let b = identity(&url, &dir.path().join("b"), &master_key);
     let (a, b) = (a.url(), b.url());
 
     // A backend for the gateways.

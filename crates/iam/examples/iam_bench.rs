@@ -68,7 +68,8 @@ async fn main() {
         "sqlite"
     };
     let store = Store::connect(&url).await.unwrap();
-    let iam = Iam::new(store, Arc::new(SystemClock), IamConfig::default())
+    let master = Arc::new(gatehouse_iam::MasterKey::generate().unwrap());
+    let iam = Iam::new(store, Arc::new(SystemClock), master, IamConfig::default())
         .await
         .unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

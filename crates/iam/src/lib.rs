@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse_keyring::{Clock, Keyring, Purpose};
+
+/// The database's master key, which the signing keys are sealed under.
+pub use gatehouse_keyring::envelope::Key as MasterKey;
 use gatehouse_store::{
     AuditRecord, ProjectRecord, ServiceAccountKeyRecord, ServiceAccountRecord, Store,
 };
@@ -328,12 +331,18 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 impl Iam {
-    /// Loads (or creates) the signing keys and starts the audit writer. Must run inside a
-    /// tokio runtime.
-    pub async fn new(store: Store, clock: Arc<dyn Clock>, config: IamConfig) -> Result<Self> {
+    /// Loads (or creates) the signing keys, sealed under `master_key` (the database's master
+    /// key), and starts the audit writer. Must run inside a tokio runtime.
+    pub async fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        master_key: Arc<MasterKey>,
+        config: IamConfig,
+    ) -> Result<Self> {
         let keyring = Keyring::load(
             store.clone(),
             clock.clone(),
+            master_key,
             config.key_rotation_secs,
             &[GOOGLE_ID_TOKEN, ACCESS_TOKEN],
         )

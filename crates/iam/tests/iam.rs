@@ -26,7 +26,13 @@ async fn iam_on(store: Store) -> (Iam, Arc<ManualClock>) {
         // No caching: every change is seen at once.
         cache_ttl: Duration::ZERO,
     };
-    (Iam::new(store, clock.clone(), config).await.unwrap(), clock)
+    let master = Arc::new(gatehouse_iam::MasterKey::generate().unwrap());
+    (
+        Iam::new(store, clock.clone(), master, config)
+            .await
+            .unwrap(),
+        clock,
+    )
 }
 
 fn claims(v: Value) -> Claims {

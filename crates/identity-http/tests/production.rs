@@ -210,6 +210,7 @@ async fn unsigned_id_tokens_are_opt_in_and_refused_in_production() {
         smtp: None,
         public_url: "http://x".into(),
         key_rotation_secs: 3600,
+        master_key: std::sync::Arc::new(gatehouse_identity::MasterKey::generate().unwrap()),
         authority: None,
     })
     .await

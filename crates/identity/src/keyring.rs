@@ -8,6 +8,8 @@ use gatehouse_store::Store;
 use gatehouse_tokens::Claims;
 
 pub use gatehouse_keyring::KeySet;
+/// The database's master key, which the signing keys are sealed under.
+pub use gatehouse_keyring::envelope::Key as MasterKey;
 
 use crate::{Clock, Error, Result};
 
@@ -52,12 +54,24 @@ fn internal(e: gatehouse_keyring::Error) -> Error {
 pub struct Keyring(gatehouse_keyring::Keyring);
 
 impl Keyring {
-    /// Loads the keys from the store, creating the first ones if there are none.
-    pub async fn load(store: Store, clock: Arc<dyn Clock>, rotation_secs: i64) -> Result<Self> {
-        gatehouse_keyring::Keyring::load(store, clock, rotation_secs, &[ID_TOKEN, SESSION_COOKIE])
-            .await
-            .map(Self)
-            .map_err(internal)
+    /// Loads the keys from the store (sealed under `master_key`, the database's master key),
+    /// creating the first ones if there are none.
+    pub async fn load(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        master_key: Arc<MasterKey>,
+        rotation_secs: i64,
+    ) -> Result<Self> {
+        gatehouse_keyring::Keyring::load(
+            store,
+            clock,
+            master_key,
+            rotation_secs,
+            &[ID_TOKEN, SESSION_COOKIE],
+        )
+        .await
+        .map(Self)
+        .map_err(internal)
     }
 
     /// The current key set of a purpose.

@@ -36,7 +36,7 @@ pub use federated::{
     binding_cookie,
 };
 pub use gatehouse_keyring::{Clock, ManualClock, SystemClock};
-pub use keyring::{KeyPurpose, Keyring};
+pub use keyring::{KeyPurpose, Keyring, MasterKey};
 pub use limits::Limits;
 pub use mail::Mailer;
 pub use requests::*;
@@ -94,6 +94,8 @@ pub struct IdentityOptions {
     pub public_url: String,
     /// How often signing keys rotate, in seconds.
     pub key_rotation_secs: i64,
+    /// The database's master key: the signing keys are stored sealed under it.
+    pub master_key: Arc<MasterKey>,
     /// IAM: admin credentials and custom-token signers beyond the static configuration.
     pub authority: Option<Arc<dyn Authority>>,
 }
@@ -130,6 +132,7 @@ impl Identity {
             smtp,
             public_url,
             key_rotation_secs,
+            master_key,
             authority,
         } = options;
         let default_project = projects
@@ -154,7 +157,8 @@ impl Identity {
             settings.insert(project.project_id.clone(), current);
             by_id.insert(project.project_id.clone(), Arc::new(project));
         }
-        let keyring = Keyring::load(store.clone(), clock.clone(), key_rotation_secs).await?;
+        let keyring =
+            Keyring::load(store.clone(), clock.clone(), master_key, key_rotation_secs).await?;
         let mailer = smtp.map(Mailer::new).transpose()?;
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())

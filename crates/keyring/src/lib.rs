@@ -6,18 +6,30 @@
 //! retired. The next key is created a quarter of a rotation period before the current one
 //! retires, so it is published (and in every verifier's cache) before it signs anything. All
 //! replicas read the same table and pick the same signer.
+//!
+//! Keys are stored sealed under the master key (see [`envelope`] and [`master`]), as Secret
+//! Manager payloads are: a keyring cannot be loaded without the master key, and the database
+//! alone (a copy, a backup, a dump) holds no usable private key. Rows stored in plaintext by
+//! earlier versions are sealed when a keyring first loads with the master key, before anything
+//! is signed. No SQL here (that is `gatehouse_store`), no HTTP.
 
 #![forbid(unsafe_code)]
 
 mod clock;
+pub mod envelope;
+pub mod master;
+mod sealed;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use sealed::{rewrap_signing_keys, seal_plaintext_keys};
 
 use std::sync::{Arc, RwLock};
 
 use gatehouse_store::{SigningKeyRecord, Store};
 use gatehouse_tokens::{Claims, SigningKey, Verifier, encode_rs256};
 use serde_json::{Map, Value, json};
+
+use envelope::Key;
 
 /// Errors of the keyring.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +38,13 @@ pub enum Error {
     Store(#[from] gatehouse_store::Error),
     #[error("signing key: {0}")]
     Key(String),
+    /// The master key given is not the one the database's keys are wrapped with.
+    #[error(
+        "the master key does not match the one the stored keys are wrapped with \
+         (stored key fingerprint {stored}, given {given}); every process on one database needs \
+         the same master key"
+    )]
+    WrongMasterKey { stored: String, given: String },
 }
 
 /// Result alias for this crate.
@@ -75,6 +94,7 @@ impl KeySet {
 pub struct Keyring {
     store: Store,
     clock: Arc<dyn Clock>,
+    master: Arc<Key>,
     rotation_ms: i64,
     sets: Arc<Vec<(Purpose, RwLock<Arc<KeySet>>)>>,
 }
@@ -83,22 +103,30 @@ impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
             .field("rotation_ms", &self.rotation_ms)
+            .field("master_key", &self.master.fingerprint())
             .finish_non_exhaustive()
     }
 }
 
 impl Keyring {
     /// Loads the keys of every purpose from the store, creating the first ones if there are none.
+    ///
+    /// `master` must be the database's master key ([`Error::WrongMasterKey`] otherwise; a new
+    /// database records it). Keys still stored in plaintext, of any purpose, are sealed under it
+    /// first, in one transaction.
     pub async fn load(
         store: Store,
         clock: Arc<dyn Clock>,
+        master: Arc<Key>,
         rotation_secs: i64,
         purposes: &[Purpose],
     ) -> Result<Self> {
+        master::bind(&store, &master).await?;
+        seal_plaintext_keys(&store, &master).await?;
         let rotation_ms = rotation_secs.max(60) * 1000;
         let mut sets = Vec::with_capacity(purposes.len());
         for p in purposes {
-            let set = load_set(&store, clock.as_ref(), rotation_ms, *p, None)
+            let set = load_set(&store, clock.as_ref(), &master, rotation_ms, *p, None)
                 .await?
                 .ok_or_else(|| Error::Key("no signing key".into()))?;
             sets.push((*p, RwLock::new(Arc::new(set))));
@@ -106,6 +134,7 @@ impl Keyring {
         Ok(Self {
             store,
             clock,
+            master,
             rotation_ms,
             sets: Arc::new(sets),
         })
@@ -162,6 +191,7 @@ impl Keyring {
             let set = load_set(
                 &self.store,
                 self.clock.as_ref(),
+                &self.master,
                 self.rotation_ms,
                 *purpose,
                 Some(&current),
@@ -181,6 +211,7 @@ impl Keyring {
 async fn load_set(
     store: &Store,
     clock: &dyn Clock,
+    master: &Key,
     rotation_ms: i64,
     purpose: Purpose,
     current: Option<&KeySet>,
@@ -196,15 +227,30 @@ async fn load_set(
         let key = SigningKey::generate().map_err(|e| Error::Key(e.to_string()))?;
         // A brand-new key starts signing now only if nothing else can.
         let start = newest_retire.map_or(now, |r| r.max(now));
+        let (wrapped_key, sealed_pkcs8) =
+            sealed::seal(master, key.kid(), purpose.name, key.pkcs8_der())?;
         let record = SigningKeyRecord {
             kid: key.kid().to_owned(),
             purpose: purpose.name.to_owned(),
-            private_der: key.pkcs8_der().to_vec(),
+            wrapped_key,
+            sealed_pkcs8,
             created_at: start,
             retire_at: start + rotation_ms,
             expires_at: start + rotation_ms + purpose.max_token_ms + 600_000,
         };
-        store.insert_signing_key(&record).await?;
+        match store
+            .insert_signing_key(&record, &master.fingerprint())
+            .await
+        {
+            Err(gatehouse_store::Error::Conflict("master key")) => {
+                return Err(Error::Key(
+                    "the master key was rotated while this process ran; restart it with the \
+                     new master key"
+                        .into(),
+                ));
+            }
+            other => other?,
+        }
         tracing::info!(
             kid = record.kid,
             purpose = purpose.name,
@@ -221,7 +267,7 @@ async fn load_set(
     {
         return Ok(None);
     }
-    build_set(&records, now, purpose).map(Some)
+    build_set(master, &records, now, purpose).map(Some)
 }
 
 /// The signer: the oldest key that has started and not yet retired; else the newest one.
@@ -233,12 +279,15 @@ fn pick_signer(records: &[SigningKeyRecord], now: i64) -> Option<&SigningKeyReco
         .or_else(|| records.iter().max_by_key(|r| r.created_at))
 }
 
-fn build_set(records: &[SigningKeyRecord], now: i64, purpose: Purpose) -> Result<KeySet> {
+fn build_set(
+    master: &Key,
+    records: &[SigningKeyRecord],
+    now: i64,
+    purpose: Purpose,
+) -> Result<KeySet> {
     let mut keys = Vec::with_capacity(records.len());
     for r in records {
-        let key = SigningKey::from_pkcs8(r.kid.clone(), &r.private_der)
-            .map_err(|e| Error::Key(e.to_string()))?;
-        keys.push((r, Arc::new(key)));
+        keys.push((r, Arc::new(sealed::open(master, r)?)));
     }
     let signer_kid = pick_signer(records, now)
         .map(|r| r.kid.clone())

@@ -74,9 +74,11 @@ async fn world() -> World {
     ))
     .await
     .unwrap();
+    let master = Arc::new(Key::generate().unwrap());
     let iam = Iam::new(
         store.clone(),
         Arc::new(SystemClock),
+        master.clone(),
         IamConfig {
             cache_ttl: Duration::ZERO,
             ..IamConfig::default()
@@ -84,9 +86,7 @@ async fn world() -> World {
     )
     .await
     .unwrap();
-    let secrets = Secrets::new(store, iam.clone(), Key::generate().unwrap())
-        .await
-        .unwrap();
+    let secrets = Secrets::new(store, iam.clone(), master).await.unwrap();
     let runner = Runner::new(
         iam.clone(),
         Some(secrets.clone()),

@@ -10,9 +10,10 @@
 pub mod crypto;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gatehouse_iam::{Error, Iam, Principal, Result};
-use gatehouse_store::{SecretRecord, SecretVersionRecord, Store};
+use gatehouse_store::{Rewrapped, SecretRecord, SecretVersionRecord, Store};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -20,9 +21,6 @@ pub use crypto::{Key, crc32c};
 
 /// Largest payload Secret Manager accepts.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
-/// What the master-key check row encrypts.
-const CHECK_TEXT: &[u8] = b"gatehouse secrets master key check";
-const CHECK_AAD: &str = "gatehouse/secrets_master";
 
 /// A secret as the API shows it.
 #[derive(Debug, Clone)]
@@ -227,7 +225,7 @@ fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>>
 pub struct Secrets {
     store: Store,
     iam: Iam,
-    master: std::sync::Arc<Key>,
+    master: Arc<Key>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -242,74 +240,62 @@ impl Secrets {
     /// Opens Secret Manager over `store` with `master`. The first start records which master
     /// key the data is under; later starts with another key fail here, before anything is
     /// written.
-    pub async fn new(store: Store, iam: Iam, master: Key) -> Result<Self> {
-        match store.secrets_master().await? {
-            Some((key_id, check)) => {
-                let ok = master
-                    .open(&check, CHECK_AAD)
-                    .is_ok_and(|t| t.as_slice() == CHECK_TEXT);
-                if !ok {
-                    return Err(Error::FailedPrecondition(format!(
-                        "the secrets master key does not match the one the secrets are stored under \
-                         (stored key fingerprint {key_id}, given {})",
-                        master.fingerprint()
-                    )));
-                }
+    pub async fn new(store: Store, iam: Iam, master: impl Into<Arc<Key>>) -> Result<Self> {
+        let master = master.into();
+        match gatehouse_keyring::master::bind(&store, &master).await {
+            Ok(()) => {}
+            Err(gatehouse_keyring::Error::WrongMasterKey { stored, given }) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "the secrets master key does not match the one the secrets are stored under \
+                     (stored key fingerprint {stored}, given {given})"
+                )));
             }
-            None => {
-                let check = master.seal(CHECK_TEXT, CHECK_AAD).map_err(internal)?;
-                match store
-                    .init_secrets_master(&master.fingerprint(), &check)
-                    .await
-                {
-                    // Another process recorded one at the same moment: check against it.
-                    Err(gatehouse_store::Error::Conflict(_)) => {
-                        return Box::pin(Self::new(store, iam, master)).await;
-                    }
-                    other => other?,
-                }
-            }
+            Err(gatehouse_keyring::Error::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(internal(e)),
         }
-        Ok(Self {
-            store,
-            iam,
-            master: std::sync::Arc::new(master),
-        })
+        Ok(Self { store, iam, master })
     }
 
-    /// Re-wraps every data key from `old` to `new` (payloads are not touched) in one
-    /// transaction. `old` must be the current master key. Returns how many secrets there are.
-    pub async fn rotate_master_key(store: &Store, old: &Key, new: &Key) -> Result<usize> {
-        let Some((key_id, check)) = store.secrets_master().await? else {
+    /// Re-wraps every data key from `old` to `new` in one transaction: the secrets' data keys
+    /// and the signing keys' (payloads and private keys are not re-encrypted; signing keys still
+    /// in plaintext are sealed first). `old` must be the current master key. Returns how many
+    /// secrets and signing keys there are.
+    pub async fn rotate_master_key(store: &Store, old: &Key, new: &Key) -> Result<(usize, usize)> {
+        let Some((key_id, check)) = store.master_key_check().await? else {
             return Err(Error::FailedPrecondition(
-                "no secrets have been stored yet; there is nothing to rotate".into(),
+                "nothing has been stored under a master key yet; there is nothing to rotate".into(),
             ));
         };
-        if old.open(&check, CHECK_AAD).is_err() {
+        if !gatehouse_keyring::master::opens_check(old, &check) {
             return Err(Error::FailedPrecondition(format!(
                 "the old master key is not the current one (stored key fingerprint {key_id})"
             )));
         }
         for _ in 0..3 {
             let all = store.all_secrets().await?;
-            let mut rewrapped = Vec::with_capacity(all.len());
+            let mut rewrapped = Rewrapped::default();
             for s in &all {
                 let aad = key_aad(&s.project_id, &s.secret_id);
                 let data_key = old.unwrap_key(&s.wrapped_key, &aad).map_err(internal)?;
-                rewrapped.push((
+                rewrapped.secrets.push((
                     s.project_id.clone(),
                     s.secret_id.clone(),
                     new.wrap(&data_key, &aad).map_err(internal)?,
                 ));
             }
-            let new_check = new.seal(CHECK_TEXT, CHECK_AAD).map_err(internal)?;
+            rewrapped.signing_keys = gatehouse_keyring::rewrap_signing_keys(store, old, new)
+                .await
+                .map_err(internal)?;
+            let new_check = gatehouse_keyring::master::check_value(new).map_err(internal)?;
             match store
-                .rewrap_secrets(&key_id, &new.fingerprint(), &new_check, &rewrapped)
+                .rewrap_master_key(&key_id, &new.fingerprint(), &new_check, &rewrapped)
                 .await
             {
-                Ok(()) => return Ok(all.len()),
-                // A secret was created meanwhile: read again.
-                Err(gatehouse_store::Error::Conflict("secrets changed during rotation")) => {
+                Ok(()) => return Ok((all.len(), rewrapped.signing_keys.len())),
+                // A secret or signing key was created meanwhile: read again.
+                Err(gatehouse_store::Error::Conflict(
+                    "secrets changed during rotation" | "signing keys changed during rotation",
+                )) => {
                     continue;
                 }
                 Err(e) => return Err(e.into()),

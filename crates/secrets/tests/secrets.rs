@@ -27,9 +27,12 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Vec<u8>>,
 {
+    let master = Arc::new(Key::generate().unwrap());
+    let master_text = master.to_base64();
     let iam = Iam::new(
         store.clone(),
         Arc::new(SystemClock),
+        master.clone(),
         IamConfig {
             cache_ttl: std::time::Duration::ZERO,
             ..IamConfig::default()
@@ -37,8 +40,6 @@ where
     )
     .await
     .unwrap();
-    let master = Key::generate().unwrap();
-    let master_text = master.to_base64();
     let secrets = Secrets::new(store.clone(), iam.clone(), master)
         .await
         .unwrap();
@@ -277,7 +278,8 @@ where
         Secrets::rotate_master_key(&store, &old, &new_master)
             .await
             .unwrap(),
-        1
+        // One secret; IAM's two signing keys (ID tokens, access tokens).
+        (1, 2)
     );
     let rotated = Secrets::new(
         store.clone(),

@@ -12,11 +12,13 @@ mod cache;
 mod iam;
 mod identity;
 mod keys;
+mod master;
 mod secrets;
 
 pub use iam::{AuditRecord, ProjectRecord, ServiceAccountKeyRecord, ServiceAccountRecord};
 pub use identity::{IdentityLink, IdpFlowRecord, OobCodeRecord, RefreshTokenRecord, UserRecord};
-pub use keys::SigningKeyRecord;
+pub use keys::{PlaintextSigningKey, SealedSigningKey, SigningKeyRecord};
+pub use master::Rewrapped;
 pub use secrets::{SecretRecord, SecretVersionRecord};
 
 use std::str::FromStr;
@@ -135,6 +137,18 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         self.pool.execute("SELECT 1").await?;
         Ok(())
+    }
+
+    /// After plaintext was overwritten: moves the SQLite write-ahead log into the database file
+    /// and truncates it, so the replaced pages do not linger in the log (`secure_delete` zeroes
+    /// them in the database file). Best effort; PostgreSQL keeps old row versions until
+    /// `VACUUM` (see docs/operations.md).
+    pub(crate) async fn scrub_log(&self) {
+        if self.backend == Backend::Sqlite
+            && let Err(e) = self.pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await
+        {
+            tracing::warn!(error = %e, "could not checkpoint the write-ahead log");
+        }
     }
 
     /// Closes the pool, waiting for connections to be returned.

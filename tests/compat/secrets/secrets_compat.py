@@ -194,8 +194,10 @@ class Gatehouse:
         return json.loads(lines[-1])
 
     def iam(self, *args):
-        """`gatehouse iam --data-dir D --public-url URL ARGS`; returns the last JSON line."""
-        full = ("iam", "--data-dir", self.data_dir, "--public-url", self.url, *args)
+        """`gatehouse iam --data-dir D --master-key-file MK --public-url URL ARGS`; returns the
+        last JSON line. (IAM's signing keys are wrapped with the same master key.)"""
+        full = ("iam", "--data-dir", self.data_dir, "--master-key-file", self.master_key_file,
+                "--public-url", self.url, *args)
         return self.last_json(self._check(self.run(*full), full).stdout)
 
     def secrets_cmd(self, *args, project=PROJECT, master_key_file=None, input_bytes=None):

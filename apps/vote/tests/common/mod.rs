@@ -121,6 +121,7 @@ pub async fn identity_with(oidc: bool) -> Idp {
         smtp: None,
         public_url: url.clone(),
         key_rotation_secs: 3600,
+        master_key: Arc::new(gatehouse_identity::MasterKey::generate().unwrap()),
         authority: None,
     })
     .await

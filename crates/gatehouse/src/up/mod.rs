@@ -20,7 +20,7 @@ use gatehouse_identity::{
     Caller, Identity, IdentityOptions, ProjectConfig, RateLimits, SignUpRequest, SystemClock,
 };
 use gatehouse_run::{RunConfig, Runner};
-use gatehouse_secrets::{Key, NewPayload, Secrets};
+use gatehouse_secrets::{NewPayload, Secrets};
 use secrecy::SecretString;
 use sha2::Digest as _;
 use tokio::net::TcpListener;
@@ -45,8 +45,8 @@ pub struct UpArgs {
     /// `postgres://...`: keep state in PostgreSQL instead of SQLite.
     #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// The secrets master key (required in production mode; development generates
-    /// `<data-dir>/master.key`).
+    /// The master key that signing keys and secret data keys are wrapped with (required in
+    /// production mode; development generates `<data-dir>/master.key`).
     #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
     /// `json`: the plan, the applied changes and the URLs as JSON lines (for scripts).
@@ -316,8 +316,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    crate::state::private_dir(&args.data_dir)?;
     let store = crate::open_store(&args.data_dir, args.database_url.as_deref()).await?;
     let want = desired(&m)?;
     let changes = plan(&want, &store.up_state().await?);
@@ -372,10 +371,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         );
     }
 
-    // IAM and Secret Manager over the same store.
+    // IAM and Secret Manager over the same store, under one master key.
+    let key = crate::state::master_key(
+        args.master_key_file.as_deref(),
+        &args.data_dir,
+        if prod {
+            crate::state::IfNoMasterKey::Refuse
+        } else {
+            crate::state::IfNoMasterKey::Generate
+        },
+    )?;
     let iam = Iam::new(
         store.clone(),
         Arc::new(SystemClock),
+        key.clone(),
         IamConfig {
             public_url: iam_url.clone(),
             ..IamConfig::default()
@@ -383,25 +392,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let key = match &args.master_key_file {
-        Some(f) => Key::from_base64(
-            &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-        None if prod => {
-            bail!("production mode needs --master-key-file (gatehouse secrets generate-master-key)")
-        }
-        None => {
-            let path = args.data_dir.join("master.key");
-            if !path.exists() {
-                let k = Key::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
-                crate::write_private(&path, &k.to_base64(), true)?;
-            }
-            Key::from_base64(&std::fs::read_to_string(&path)?)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-        }
-    };
-    let secrets = Secrets::new(store.clone(), iam.clone(), key)
+    let secrets = Secrets::new(store.clone(), iam.clone(), key.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
@@ -462,6 +453,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         smtp,
         public_url: identity_url.clone(),
         key_rotation_secs: 21_600,
+        master_key: key,
         authority: Some(Arc::new(crate::authority::IamAuthority(iam.clone()))),
     })
     .await

@@ -70,6 +70,7 @@ impl Builder {
             smtp: self.smtp,
             public_url: public_url.to_owned(),
             key_rotation_secs: self.rotation_secs,
+            master_key: Arc::new(gatehouse_identity::MasterKey::generate().unwrap()),
             authority: None,
         })
         .await
