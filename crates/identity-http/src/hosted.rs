@@ -436,3 +436,24 @@ async fn federated_handler(
     });
     render(&config, StatusCode::OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::valid_nonce;
+
+    #[test]
+    fn nonces_are_16_to_128_url_safe_characters() {
+        assert!(valid_nonce("Yq3-_vJc8kQ2xN5t"));
+        assert!(valid_nonce(&"a".repeat(128)));
+        for bad in [
+            "",
+            "short",
+            &"a".repeat(129),
+            "Yq3-_vJc8kQ2xN5t=",
+            "Yq3-_vJc8kQ2xN5t#x",
+            "Yq3 _vJc8kQ2xN5t",
+        ] {
+            assert!(!valid_nonce(bad), "{bad:?}");
+        }
+    }
+}

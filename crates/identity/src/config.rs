@@ -324,3 +324,52 @@ impl std::fmt::Debug for SmtpConfig {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_continue_url_must_be_http_on_an_authorized_domain() {
+        let settings = ProjectSettings {
+            authorized_domains: Some(vec!["example.com".into(), "10.0.0.7".into()]),
+            ..ProjectSettings::default()
+        };
+        let check = |url: &str| match settings.check_continue_url("p", url) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.message(),
+        };
+        for ok in [
+            "https://example.com/done",
+            "http://app.example.com:8080/x?y=1#z",
+            "https://EXAMPLE.com./",
+            "http://10.0.0.7/",
+        ] {
+            assert_eq!(check(ok), "ok", "{ok}");
+        }
+        for unauthorized in [
+            "https://evil.example/",
+            "https://example.com.evil.example/",
+            "https://evilexample.com/",
+            "https://example.com@evil.example/",
+            "https://evil.example\\@example.com/",
+            "http://110.0.0.7/",
+            "http://localhost/",
+        ] {
+            assert_eq!(
+                check(unauthorized),
+                "UNAUTHORIZED_DOMAIN : Domain not allowlisted by project",
+                "{unauthorized}"
+            );
+        }
+        for invalid in [
+            "javascript:alert(1)//example.com",
+            "data:text/html,x",
+            "file:///etc/passwd",
+            "example.com/done",
+            "",
+        ] {
+            assert_eq!(check(invalid), "INVALID_CONTINUE_URI", "{invalid}");
+        }
+    }
+}
