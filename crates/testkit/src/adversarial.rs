@@ -66,6 +66,7 @@ impl HttpCase {
             .replace("{canary}", &canary)
             .replace("{many_fields}", &many)
             .replace("{big_value}", &"a".repeat(80 * 1024))
+            .replace("{huge_value}", &"a".repeat(1024 * 1024))
             .replace("{host}", host)
             .replace("{path}", path);
         text.chars()
