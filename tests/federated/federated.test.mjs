@@ -142,9 +142,11 @@ const unsignedJwt = (claims) => `${b64json({ alg: 'none', typ: 'JWT' })}.${b64js
 const ghCookies = new Map();
 
 /** GET start without following the redirect; resolves to { status, location, params, html }. */
-async function start({ providerId = 'oidc.corp', apiKey = 'k', mode = 'popup', origin = RETURN_ORIGIN, redirectUrl } = {}) {
+async function start({ providerId = 'oidc.corp', apiKey = 'k', mode = 'popup', origin = RETURN_ORIGIN, redirectUrl, nonce = randomBytes(16).toString('base64url') } = {}) {
   const q = new URLSearchParams({ providerId, apiKey, mode, origin });
   if (redirectUrl) q.set('redirectUrl', redirectUrl);
+  // A redirect flow carries the starting page's nonce (login CSRF protection).
+  if (mode === 'redirect') q.set('nonce', nonce);
   const res = await realFetch(`${GH}/__/auth/federated/start?${q}`, { redirect: 'manual', signal: AbortSignal.timeout(20_000) });
   for (const line of res.headers.getSetCookie()) {
     const [pair] = line.split(';');
