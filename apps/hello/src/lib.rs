@@ -68,9 +68,20 @@ pub fn router() -> Router {
     Router::new().fallback(hello)
 }
 
-/// Serves on `0.0.0.0:port` until SIGTERM / Ctrl-C.
+/// The address to listen on: what the runner says in `GATEHOUSE_BIND_ADDR` (its namespace's
+/// `0.0.0.0`, or `127.0.0.1` when it has no namespaces to give), else `0.0.0.0` as a Cloud Run
+/// container binds. The headers this app trusts are safe only if nobody reaches it around the
+/// ingress.
+pub fn bind_addr(value: Option<&str>) -> std::net::IpAddr {
+    value
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+/// Serves on `GATEHOUSE_BIND_ADDR` (default `0.0.0.0`) port `port` until SIGTERM / Ctrl-C.
 pub async fn serve(port: u16) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    let addr = bind_addr(std::env::var("GATEHOUSE_BIND_ADDR").ok().as_deref());
+    let listener = tokio::net::TcpListener::bind((addr, port)).await?;
     let line = json!({"severity": "INFO", "message": format!("hello: listening on port {port}")});
     let _ = writeln!(std::io::stdout().lock(), "{line}");
     axum::serve(listener, router())
@@ -91,6 +102,13 @@ pub async fn serve(port: u16) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binds_where_the_runner_says() {
+        assert_eq!(bind_addr(None).to_string(), "0.0.0.0");
+        assert_eq!(bind_addr(Some("127.0.0.1")).to_string(), "127.0.0.1");
+        assert_eq!(bind_addr(Some("nonsense")).to_string(), "0.0.0.0");
+    }
 
     #[tokio::test]
     async fn shows_the_user_and_the_invoker() {

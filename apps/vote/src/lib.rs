@@ -328,6 +328,12 @@ async fn not_found(req: Request) -> Response {
 pub async fn run_from_env() -> std::process::ExitCode {
     let env: HashMap<String, String> = std::env::vars().collect();
     let port: u16 = env.get("PORT").and_then(|p| p.parse().ok()).unwrap_or(8080);
+    // Where the runner says (`GATEHOUSE_BIND_ADDR`: its namespace's 0.0.0.0, or 127.0.0.1
+    // without one), else 0.0.0.0 as on Cloud Run.
+    let host: std::net::IpAddr = env
+        .get("GATEHOUSE_BIND_ADDR")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let settings = match Settings::from_env(env).await {
         Ok(s) => s,
         Err(e) => {
@@ -342,7 +348,7 @@ pub async fn run_from_env() -> std::process::ExitCode {
             "Error while connecting to the Cloud SQL database. Check that your username and password are correct, that the Cloud SQL proxy is running (locally), and that the PostgreSQL instance/database exists and is ready for use: {e}"
         ));
     }
-    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+    let listener = match tokio::net::TcpListener::bind((host, port)).await {
         Ok(l) => l,
         Err(e) => {
             logging::error(&format!("vote: cannot listen on port {port}: {e}"));

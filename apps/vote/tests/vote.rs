@@ -195,9 +195,7 @@ async fn under_the_runner_on_managed_postgres_with_the_credentials_secret() {
     )
     .await
     .unwrap();
-    let secrets = Secrets::new(store, iam.clone(), master)
-        .await
-        .unwrap();
+    let secrets = Secrets::new(store, iam.clone(), master).await.unwrap();
     let runner = Runner::new(
         iam.clone(),
         Some(secrets.clone()),
@@ -207,6 +205,9 @@ async fn under_the_runner_on_managed_postgres_with_the_credentials_secret() {
             bind_host: "127.0.0.1".into(),
             data_root: dir.path().join("data"),
             socket_root: dir.path().join("cloudsql"),
+            isolation: gatehouse_run::IsolationMode::Auto,
+            // The identity server, reachable from inside the instance's namespace.
+            forward: vec![idp.url.trim_start_matches("http://").parse().unwrap()],
         },
     );
     let sa = iam

@@ -295,8 +295,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     bind_host: bind.clone(),
                     data_root: args.store.data_dir.clone(),
                     socket_root: args.store.data_dir.join("cloudsql"),
+                    isolation: gatehouse_run::IsolationMode::Auto,
+                    forward: Vec::new(),
                 },
             );
+            match runner.isolation().warning() {
+                Some(w) => eprintln!("{w}"),
+                None => eprintln!("{}", runner.isolation().summary()),
+            }
             let control = gatehouse_run::admin::serve(runner.clone())
                 .await
                 .context("control socket")?;

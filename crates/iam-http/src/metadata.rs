@@ -6,6 +6,12 @@
 //! requests that went through a proxy (`X-Forwarded-For`) are refused; every response carries
 //! `Metadata-Flavor: Google`; leaves are `application/text`, tokens and `?recursive=true`
 //! documents `application/json`.
+//!
+//! A server on an address other processes can reach (the runner's fallback without network
+//! namespaces) can demand a per-instance credential: with [`MetadataConfig::path_token`] set,
+//! every path must start with `/<token>` (google-auth and friends build their URLs from
+//! `GCE_METADATA_HOST`, so `host:port/<token>` there is all an instance needs); anything else
+//! is refused before it is looked at.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +24,7 @@ use gatehouse_iam::{Iam, Result};
 use serde_json::{Value, json};
 
 /// What a metadata server says about its instance.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MetadataConfig {
     /// The service account behind `default`.
     pub account: String,
@@ -28,6 +34,35 @@ pub struct MetadataConfig {
     pub instance_id: String,
     /// Scopes reported for the account.
     pub scopes: Vec<String>,
+    /// A credential every request's path must start with (`/<token>/computeMetadata/...`).
+    pub path_token: Option<String>,
+}
+
+impl std::fmt::Debug for MetadataConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataConfig")
+            .field("account", &self.account)
+            .field("region", &self.region)
+            .field("instance_id", &self.instance_id)
+            .field("scopes", &self.scopes)
+            .field(
+                "path_token",
+                &self.path_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// `path` without its leading `/<token>`, if it starts with it (compared in constant time).
+fn strip_token<'p>(path: &'p str, token: &str) -> Option<&'p str> {
+    use subtle::ConstantTimeEq as _;
+    let rest = path.strip_prefix('/')?;
+    let (first, rest) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let same: bool = first.as_bytes().ct_eq(token.as_bytes()).into();
+    same.then_some(if rest.is_empty() { "/" } else { rest })
 }
 
 impl MetadataConfig {
@@ -45,6 +80,7 @@ impl MetadataConfig {
             region: region.to_owned(),
             instance_id: id,
             scopes: vec!["https://www.googleapis.com/auth/cloud-platform".into()],
+            path_token: None,
         }
     }
 }
@@ -130,7 +166,19 @@ fn listing(entries: &[&str]) -> Response {
 }
 
 async fn handle(State(s): State<Arc<Server>>, req: Request) -> Response {
-    let path = req.uri().path().to_owned();
+    let path = match &s.config.path_token {
+        None => req.uri().path().to_owned(),
+        Some(token) => match strip_token(req.uri().path(), token) {
+            Some(rest) => rest.to_owned(),
+            None => {
+                return html_error(
+                    StatusCode::FORBIDDEN,
+                    "Your client does not have permission to get URL from this server. \
+                     This metadata endpoint belongs to one instance.",
+                );
+            }
+        },
+    };
     let flavor_ok = req
         .headers()
         .get("metadata-flavor")
@@ -379,5 +427,34 @@ impl Server {
             cache.insert(audience.to_owned(), (token.clone(), now + 3600 - 300));
         }
         Ok(Some(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_token_is_required_and_stripped() {
+        let t = "s3cr3tT0ken";
+        assert_eq!(strip_token("/s3cr3tT0ken", t), Some("/"));
+        assert_eq!(strip_token("/s3cr3tT0ken/", t), Some("/"));
+        assert_eq!(
+            strip_token("/s3cr3tT0ken/computeMetadata/v1/x", t),
+            Some("/computeMetadata/v1/x")
+        );
+        for wrong in [
+            "/",
+            "",
+            "/computeMetadata/v1/instance/service-accounts/default/token",
+            "/s3cr3tT0ke/computeMetadata/v1",
+            "/s3cr3tT0kenX/computeMetadata/v1",
+            "//s3cr3tT0ken/computeMetadata/v1",
+        ] {
+            assert_eq!(strip_token(wrong, t), None, "{wrong}");
+        }
+        let mut c = MetadataConfig::new("a@p.iam.gserviceaccount.com", "r");
+        c.path_token = Some(t.into());
+        assert!(!format!("{c:?}").contains(t));
     }
 }

@@ -17,29 +17,17 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_iam::{Iam, Principal};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::Service;
 
 pub(crate) struct Shared {
     iam: Iam,
     resource: String,
-    client: Client<HttpConnector, Body>,
 }
 
 impl Shared {
     pub(crate) fn new(iam: Iam, resource: String) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        Self {
-            iam,
-            resource,
-            client: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(64)
-                .build(http),
-        }
+        Self { iam, resource }
     }
 }
 
@@ -261,10 +249,11 @@ async fn handle(
         return (StatusCode::BAD_REQUEST, "bad request path").into_response();
     };
     parts.uri = uri;
-    let res = shared
-        .client
-        .request(Request::from_parts(parts, body))
-        .await;
+    // Connections are made where the instance lives (inside its namespace), pooled per instance.
+    let Some(client) = lease.instance.client() else {
+        return (StatusCode::BAD_GATEWAY, "the instance did not answer").into_response();
+    };
+    let res = client.request(Request::from_parts(parts, body)).await;
     let res = match res {
         Ok(r) => r,
         Err(e) => {

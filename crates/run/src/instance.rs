@@ -1,8 +1,11 @@
-//! One instance: a child process with Cloud Run's environment on a private loopback port,
-//! its output turned into structured log lines, readiness checks, restarts with backoff after
-//! a crash, and a graceful stop (SIGTERM to its process group, SIGKILL after the grace period).
+//! One instance: a child process with Cloud Run's environment in its sandbox (a network
+//! namespace of its own where the host allows it, else a private loopback port; see
+//! [`crate::isolation`]), its output turned into structured log lines, readiness checks,
+//! restarts with backoff after a crash, and a graceful stop (SIGTERM to its process group,
+//! SIGKILL after the grace period), after which the sandbox is taken down.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
@@ -14,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use crate::isolation::{InstanceClient, Isolation, MetadataSource, Net, Sandbox};
 use crate::logs::LogSink;
 
 /// How an instance is started.
@@ -28,6 +32,14 @@ pub struct Launch {
     pub health_path: Option<String>,
     pub grace: Duration,
     pub log: Arc<LogSink>,
+    /// What the runner can do to keep instances apart.
+    pub isolation: Arc<Isolation>,
+    /// The service's account, served on a metadata endpoint of each instance's own.
+    pub metadata: Option<MetadataSource>,
+    /// Host services reachable from inside the instance's namespace at the same address.
+    pub forward: Vec<SocketAddr>,
+    /// The uid and gid the process runs as (the service's own, when the runner is root).
+    pub user: Option<(u32, u32)>,
 }
 
 /// A running (or restarting) instance.
@@ -45,6 +57,10 @@ pub struct Instance {
     pub started_ms: u64,
     stop: watch::Sender<bool>,
     done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The ingress's connections to it, made where it lives; gone when it stops.
+    client: std::sync::Mutex<Option<InstanceClient>>,
+    pid: AtomicU32,
+    netns: AtomicU64,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -76,6 +92,9 @@ impl Instance {
             started_ms: now_ms(),
             stop,
             done: tokio::sync::Mutex::new(None),
+            client: std::sync::Mutex::new(None),
+            pid: AtomicU32::new(0),
+            netns: AtomicU64::new(0),
         });
         let task = tokio::spawn(supervise(me.clone(), launch, stop_rx));
         if let Ok(mut d) = me.done.try_lock() {
@@ -84,7 +103,22 @@ impl Instance {
         me
     }
 
-    /// `127.0.0.1:<port>` when ready to take requests.
+    /// The client the ingress sends this instance's requests with.
+    pub(crate) fn client(&self) -> Option<InstanceClient> {
+        self.client.lock().ok()?.clone()
+    }
+
+    /// The process id of its current process (0 when none).
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::Acquire)
+    }
+
+    /// The inode of its network namespace, if it has one.
+    pub fn netns_inode(&self) -> Option<u64> {
+        Some(self.netns.load(Ordering::Acquire)).filter(|&i| i != 0)
+    }
+
+    /// `127.0.0.1:<port>` (in its namespace, if any) when ready to take requests.
     pub fn ready_addr(&self) -> Option<u16> {
         self.ready
             .load(Ordering::Acquire)
@@ -128,7 +162,50 @@ impl Instance {
     }
 }
 
-fn spawn(launch: &Launch, port: u16) -> std::io::Result<Child> {
+/// Starts the process where the sandbox says (a child forked on the namespace's thread starts
+/// inside the namespace).
+async fn spawn_in(launch: &Launch, sandbox: &Sandbox, port: u16) -> std::io::Result<Child> {
+    let as_user = |user| async move {
+        match &sandbox.net {
+            Net::Host => spawn(launch, &sandbox.env, user, port),
+            Net::Netns(ns) => {
+                let (launch, env) = (launch.clone(), sandbox.env.clone());
+                ns.run(move || spawn(&launch, &env, user, port)).await?
+            }
+        }
+    };
+    match as_user(sandbox.user).await {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && sandbox.user.is_some() => {
+            // The program sits where the service's user cannot reach it (e.g. under /root):
+            // run it as the runner's user, and say loudly what that costs.
+            let uid = sandbox.user.map_or(0, |(u, _)| u);
+            let program = launch.argv.first().map_or("", String::as_str);
+            let why = format!(
+                "WARNING: uid {uid} (this service's own user) cannot execute {program}; the \
+                 instance runs as the runner's user instead, so other services' instances may \
+                 read its environment (secrets) and it theirs. Make the program and every \
+                 directory above it world-readable and -executable."
+            );
+            launch
+                .log
+                .event("WARNING", &launch.revision, Some(&launch.instance), &why);
+            tracing::warn!(
+                service = launch.service,
+                instance = launch.instance,
+                "{why}"
+            );
+            as_user(None).await
+        }
+        other => other,
+    }
+}
+
+fn spawn(
+    launch: &Launch,
+    extra_env: &[(String, String)],
+    user: Option<(u32, u32)>,
+    port: u16,
+) -> std::io::Result<Child> {
     let (program, args) = launch
         .argv
         .split_first()
@@ -138,12 +215,17 @@ fn spawn(launch: &Launch, port: u16) -> std::io::Result<Child> {
         .env_clear()
         .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME" || k == "LANG"))
         .envs(&launch.env)
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .env("PORT", port.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some((uid, gid)) = user {
+        // As root, std also drops the supplementary groups.
+        cmd.uid(uid).gid(gid);
+    }
     let mut child = cmd.spawn()?;
     for (stream, pipe) in [
         (
@@ -180,12 +262,8 @@ fn spawn(launch: &Launch, port: u16) -> std::io::Result<Child> {
 }
 
 /// Ready when the port accepts connections, or the health path answers 2xx.
-async fn probe(port: u16, health: Option<&str>) -> bool {
-    let Ok(Ok(mut s)) = tokio::time::timeout(
-        Duration::from_secs(1),
-        tokio::net::TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
+async fn probe(net: &Net, port: u16, health: Option<&str>) -> bool {
+    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(1), net.connect(port)).await
     else {
         return false;
     };
@@ -208,13 +286,88 @@ fn signal_group(child: &Child, signal: Signal) {
     }
 }
 
-async fn supervise(me: Arc<Instance>, launch: Launch, mut stop: watch::Receiver<bool>) {
+/// Logs a failed start, waits out the backoff (doubling it); `true` when stopped meanwhile.
+async fn failed(
+    launch: &Launch,
+    what: &str,
+    e: &std::io::Error,
+    backoff: &mut Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    launch.log.event(
+        "ERROR",
+        &launch.revision,
+        Some(&launch.instance),
+        &format!("{what}: {e}"),
+    );
+    tracing::error!(service = launch.service, instance = launch.instance, error = %e, "{what}");
+    tokio::select! {
+        () = tokio::time::sleep(*backoff) => {}
+        _ = stop.changed() => return true,
+    }
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    false
+}
+
+async fn supervise(me: Arc<Instance>, launch: Launch, stop: watch::Receiver<bool>) {
+    let mut sandbox = None;
+    run(&me, &launch, stop, &mut sandbox).await;
+    // Down with the process: its client's connections, its endpoints, its namespace.
+    if let Ok(mut c) = me.client.lock() {
+        c.take();
+    }
+    drop(sandbox);
+    me.netns.store(0, Ordering::Release);
+}
+
+async fn run(
+    me: &Arc<Instance>,
+    launch: &Launch,
+    mut stop: watch::Receiver<bool>,
+    sandbox: &mut Option<Sandbox>,
+) {
     let mut backoff = Duration::from_millis(500);
     loop {
         if *stop.borrow() {
             return;
         }
-        let port = match free_port() {
+        if sandbox.is_none() {
+            match Sandbox::prepare(
+                &launch.isolation,
+                &launch.instance,
+                launch.metadata.as_ref(),
+                &launch.forward,
+                launch.user,
+            )
+            .await
+            {
+                Ok(s) => {
+                    if let Net::Netns(ns) = &s.net {
+                        me.netns.store(ns.inode, Ordering::Release);
+                    }
+                    if let Ok(mut c) = me.client.lock() {
+                        *c = Some(s.client());
+                    }
+                    *sandbox = Some(s);
+                }
+                Err(e) => {
+                    if failed(
+                        launch,
+                        "instance sandbox failed",
+                        &e,
+                        &mut backoff,
+                        &mut stop,
+                    )
+                    .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(sb) = sandbox.as_ref() else { continue };
+        let port = match sb.port.map_or_else(free_port, Ok) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(service = launch.service, error = %e, "no free port");
@@ -222,25 +375,25 @@ async fn supervise(me: Arc<Instance>, launch: Launch, mut stop: watch::Receiver<
                 continue;
             }
         };
-        let mut child = match spawn(&launch, port) {
+        let mut child = match spawn_in(launch, sb, port).await {
             Ok(c) => c,
             Err(e) => {
-                launch.log.event(
-                    "ERROR",
-                    &launch.revision,
-                    Some(&launch.instance),
-                    &format!("instance failed to start: {e}"),
-                );
-                tracing::error!(service = launch.service, instance = launch.instance, error = %e, "instance failed to start");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return,
+                if failed(
+                    launch,
+                    "instance failed to start",
+                    &e,
+                    &mut backoff,
+                    &mut stop,
+                )
+                .await
+                {
+                    return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         me.port.store(port, Ordering::Release);
+        me.pid.store(child.id().unwrap_or(0), Ordering::Release);
         launch.log.event(
             "INFO",
             &launch.revision,
@@ -257,7 +410,7 @@ async fn supervise(me: Arc<Instance>, launch: Launch, mut stop: watch::Receiver<
         // Readiness, while watching for an early exit or a stop.
         let started = tokio::time::Instant::now();
         let exited = loop {
-            if probe(port, launch.health_path.as_deref()).await {
+            if probe(&sb.net, port, launch.health_path.as_deref()).await {
                 me.ready.store(true, Ordering::Release);
                 backoff = Duration::from_millis(500);
                 break None;

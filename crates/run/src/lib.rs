@@ -2,17 +2,21 @@
 //! container contract (`PORT`, `K_*`, secrets as environment variables resolved at start, a
 //! metadata endpoint bound to the service's account), behind an ingress that checks the caller's
 //! Google-style ID token and `roles/run.invoker` before anything reaches the process. A redeploy
-//! starts a new revision, waits for it, moves traffic and stops the old one.
+//! starts a new revision, waits for it, moves traffic and stops the old one. Instances are
+//! reachable only through the ingress where the host allows it ([`isolation`]).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 mod ingress;
 pub mod instance;
+pub mod isolation;
 pub mod logs;
+mod netns;
 pub mod spec;
 pub mod sql;
 
+pub use isolation::{Isolation, IsolationMode};
 pub use spec::{ServiceSpec, SpecError};
 pub use sql::{SqlInstance, SqlInstanceSpec, SqlUser};
 
@@ -24,10 +28,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use gatehouse_iam::{Iam, Principal};
-use gatehouse_iam_http::metadata::{self, MetadataConfig};
 use gatehouse_secrets::Secrets;
 
 use crate::instance::{Instance, Launch};
+use crate::isolation::MetadataSource;
 use crate::logs::LogSink;
 
 /// Where services run.
@@ -42,6 +46,12 @@ pub struct RunConfig {
     /// The `/cloudsql` directory: instance sockets live under it, services get it as
     /// `DB_SOCKET_PATH`.
     pub socket_root: std::path::PathBuf,
+    /// Network namespaces per instance when possible ([`IsolationMode::Auto`]), or never.
+    pub isolation: IsolationMode,
+    /// Host services (e.g. the identity and IAM servers) every instance may reach: inside an
+    /// instance's namespace they answer at `127.0.0.1:<same port>`, so their URLs work there
+    /// unchanged. SQL instances' TCP ports are added for the services that use them.
+    pub forward: Vec<SocketAddr>,
 }
 
 /// Why a deploy failed.
@@ -261,9 +271,7 @@ pub struct Service {
     pub revision: ArcSwap<Revision>,
     revisions: AtomicU64,
     pub log: Arc<LogSink>,
-    metadata_addr: Option<SocketAddr>,
     ingress: tokio::task::JoinHandle<()>,
-    metadata: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -281,21 +289,42 @@ pub struct Runner {
     iam: Iam,
     secrets: Option<Secrets>,
     config: RunConfig,
+    isolation: Arc<Isolation>,
     services: Arc<Mutex<HashMap<String, Arc<Service>>>>,
     sql: Arc<Mutex<HashMap<String, Arc<SqlInstance>>>>,
     deploying: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Runner {
+    /// A runner; decides once how instances are isolated, and warns when they cannot be.
     pub fn new(iam: Iam, secrets: Option<Secrets>, config: RunConfig) -> Self {
+        let isolation = Isolation::detect(config.isolation);
+        match isolation.warning() {
+            Some(w) => tracing::warn!("{w}"),
+            None => tracing::info!("{}", isolation.summary()),
+        }
         Self {
             iam,
             secrets,
             config,
+            isolation: Arc::new(isolation),
             services: Arc::new(Mutex::new(HashMap::new())),
             sql: Arc::new(Mutex::new(HashMap::new())),
             deploying: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// How instances are isolated here.
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
+    }
+
+    /// The uid and gid a service's instances run as (`None`: as the runner's user). What
+    /// the runner prepares for a service to write (e.g. a SQLite directory) must be theirs.
+    pub fn service_user(&self, service: &str) -> Option<(u32, u32)> {
+        self.isolation
+            .separate_users
+            .then(|| isolation::service_user(&self.config.project, service))
     }
 
     /// The service resource name IAM bindings use.
@@ -377,6 +406,7 @@ impl Runner {
                 }
             }
         }
+        let mut forward = self.config.forward.clone();
         for wanted in &spec.cloudsql_instances {
             let instance = self.sql_instance(wanted).ok_or_else(|| {
                 DeployError::Refused(format!(
@@ -403,6 +433,9 @@ impl Runner {
                     instance.connection_name
                 )));
             }
+            if let Some(port) = instance.spec.tcp_port {
+                forward.push(SocketAddr::from(([127, 0, 0, 1], port)));
+            }
         }
         if !spec.cloudsql_instances.is_empty() {
             env.insert(
@@ -428,31 +461,12 @@ impl Runner {
         env.insert("K_SERVICE".into(), spec.name.clone());
         env.insert("K_CONFIGURATION".into(), spec.name.clone());
         env.insert("K_REVISION".into(), revision_name.clone());
-        // The metadata endpoint is the service's, across revisions.
-        let (metadata_addr, metadata_task) = match (&existing, &spec.service_account) {
-            (Some(s), Some(_)) if s.metadata_addr.is_some() => (s.metadata_addr, None),
-            (_, Some(account)) => {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .map_err(|e| DeployError::Failed(e.to_string()))?;
-                let addr = l
-                    .local_addr()
-                    .map_err(|e| DeployError::Failed(e.to_string()))?;
-                let app = metadata::router(
-                    self.iam.clone(),
-                    MetadataConfig::new(account, &self.config.region),
-                );
-                let task = tokio::spawn(async move {
-                    let _ = axum::serve(l, app).await;
-                });
-                (Some(addr), Some(task))
-            }
-            _ => (None, None),
-        };
-        if let Some(addr) = metadata_addr {
-            env.insert("GCE_METADATA_HOST".into(), addr.to_string());
-            env.insert("GCE_METADATA_IP".into(), addr.to_string());
-        }
+        // Each instance gets a metadata endpoint of its own, for the service's account.
+        let metadata = spec.service_account.as_ref().map(|account| MetadataSource {
+            iam: self.iam.clone(),
+            account: account.clone(),
+            region: self.config.region.clone(),
+        });
         let log = match &existing {
             Some(s) => s.log.clone(),
             None => Arc::new(
@@ -471,6 +485,10 @@ impl Runner {
                 health_path: spec.health_check_path.clone(),
                 grace: Duration::from_secs(spec.termination_grace_secs),
                 log: log.clone(),
+                isolation: self.isolation.clone(),
+                metadata,
+                forward,
+                user: self.service_user(&spec.name),
             },
             &spec,
         );
@@ -480,9 +498,6 @@ impl Runner {
             .await;
         if !ready {
             revision.stop().await;
-            if let Some(t) = metadata_task {
-                t.abort();
-            }
             log.event(
                 "ERROR",
                 &revision_name,
@@ -537,9 +552,7 @@ impl Runner {
                         revision: ArcSwap::new(revision),
                         revisions: AtomicU64::new(number),
                         log,
-                        metadata_addr,
                         ingress: task,
-                        metadata: metadata_task,
                     }
                 });
                 if let Ok(mut m) = self.services.lock() {
@@ -558,9 +571,6 @@ impl Runner {
         };
         service.ingress.abort();
         service.revision.load().stop().await;
-        if let Some(m) = &service.metadata {
-            m.abort();
-        }
         true
     }
 

@@ -6,150 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use gatehouse_iam::{Iam, IamConfig};
-use gatehouse_keyring::SystemClock;
-use gatehouse_run::{DeployError, RunConfig, Runner, ServiceSpec};
-use gatehouse_secrets::{Key, NewPayload, Secrets};
-use gatehouse_store::Store;
-use gatehouse_testkit::TempDir;
+use common::{assert_instance_id_token, db_pass, get, python, spec, world, write_app};
+use gatehouse_run::{DeployError, ServiceSpec};
 use serde_json::Value;
-
-const APP: &str = r#"
-import http.server, json, os, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        if self.path == "/crash":
-            os._exit(3)
-        if self.path.startswith("/slow"):
-            import time
-            time.sleep(int(self.path.split("ms=", 1)[1]) / 1000)
-        if self.path.startswith("/idtoken"):
-            import google.auth.transport.requests, google.oauth2.id_token
-            aud = self.path.split("aud=", 1)[1]
-            out = {"token": google.oauth2.id_token.fetch_id_token(google.auth.transport.requests.Request(), aud)}
-        else:
-            keys = ["K_SERVICE", "K_REVISION", "K_CONFIGURATION", "DB_PASS", "GCE_METADATA_HOST", "PORT", "GREETING"]
-            out = {"env": {k: os.environ.get(k) for k in keys}, "headers": {k.lower(): v for k, v in self.headers.items()}, "pid": os.getpid()}
-        body = json.dumps(out).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        sys.stderr.write("request " + self.path + "\n")
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"#;
-
-/// A Python with google-auth: the IAM compat suite's venv.
-fn python() -> PathBuf {
-    let p =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/compat/iam/.venv/bin/python");
-    assert!(
-        p.is_file(),
-        "the workload needs python with google-auth: run `tests/compat/setup.sh`"
-    );
-    p
-}
-
-struct World {
-    iam: Iam,
-    secrets: Secrets,
-    runner: Runner,
-    app: PathBuf,
-    _dir: TempDir,
-}
-
-async fn world() -> World {
-    let dir = TempDir::new("run").unwrap();
-    let store = Store::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("run.db").display()
-    ))
-    .await
-    .unwrap();
-    let master = Arc::new(Key::generate().unwrap());
-    let iam = Iam::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        master.clone(),
-        IamConfig {
-            cache_ttl: Duration::ZERO,
-            ..IamConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let secrets = Secrets::new(store, iam.clone(), master).await.unwrap();
-    let runner = Runner::new(
-        iam.clone(),
-        Some(secrets.clone()),
-        RunConfig {
-            project: "run-proj".into(),
-            region: "us-central1".into(),
-            bind_host: "127.0.0.1".into(),
-            data_root: dir.path().join("data"),
-            socket_root: dir.path().join("cloudsql"),
-        },
-    );
-    let app = dir.path().join("app.py");
-    std::fs::write(&app, APP).unwrap();
-    World {
-        iam,
-        secrets,
-        runner,
-        app,
-        _dir: dir,
-    }
-}
-
-fn spec(w: &World, yaml: &str) -> ServiceSpec {
-    let py = python();
-    ServiceSpec::parse(&format!(
-        "command: [{:?}, {:?}]\n{yaml}",
-        py.display().to_string(),
-        w.app.display().to_string()
-    ))
-    .unwrap()
-}
-
-/// The secret `db-pass` in `run-proj` with one version.
-async fn db_pass(w: &World, data: &[u8]) {
-    let local = gatehouse_iam::Principal::Local;
-    w.secrets
-        .create_secret(
-            &local,
-            "run-proj",
-            "db-pass",
-            &serde_json::json!({"replication": {"automatic": {}}}),
-        )
-        .await
-        .unwrap();
-    w.secrets
-        .add_version(
-            &local,
-            "projects/run-proj/secrets/db-pass",
-            NewPayload { data, crc32c: None },
-        )
-        .await
-        .unwrap();
-}
-
-async fn get(url: &str, headers: &[(&str, String)]) -> (u16, Value) {
-    let mut req = reqwest::Client::new().get(url);
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_and_public_services_secrets_restarts_and_redeploys() {
@@ -300,21 +165,13 @@ async fn private_and_public_services_secrets_restarts_and_redeploys() {
     assert_eq!(body["headers"]["authorization"], "Bearer app-level-token");
 
     // google-auth inside the service gets an ID token for the service's own account.
-    let (status, body) = get(
-        &format!("{url}/idtoken?aud=https://callee.example"),
+    assert_instance_id_token(
+        &w,
+        &url,
         &[("authorization", format!("Bearer {good}"))],
+        &runtime.email,
     )
     .await;
-    assert_eq!(status, 200, "{body}");
-    let claims = w
-        .iam
-        .verify_id_token(
-            body["token"].as_str().unwrap(),
-            &["https://callee.example".into()],
-        )
-        .await
-        .unwrap();
-    assert_eq!(claims["email"], runtime.email.as_str());
 
     // A crashed instance is restarted and serves again.
     let pid = get(&url, &[("authorization", format!("Bearer {good}"))])
@@ -420,7 +277,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+http.server.ThreadingHTTPServer((os.environ.get("GATEHOUSE_BIND_ADDR", "0.0.0.0"), int(os.environ["PORT"])), H).serve_forever()
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,7 +322,7 @@ async fn managed_postgres_over_the_cloudsql_socket() {
     assert!(instance.socket_dir.join(".s.PGSQL.5432").exists());
 
     let app = w.app.with_file_name("db_app.py");
-    std::fs::write(&app, DB_APP).unwrap();
+    write_app(&app, DB_APP);
     let spec_for = |sa: &str| {
         ServiceSpec::parse(&format!(
             "name: vote\ncommand: [{:?}, {:?}]\nservice_account: {sa}\nallow_unauthenticated: true\n\

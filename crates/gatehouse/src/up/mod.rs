@@ -513,8 +513,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             bind_host: host.clone(),
             data_root: args.data_dir.clone(),
             socket_root: args.data_dir.join("cloudsql"),
+            isolation: gatehouse_run::IsolationMode::Auto,
+            // Services reach the identity and IAM servers at their URLs, inside their
+            // network namespaces too.
+            forward: [&identity_url, &iam_url]
+                .iter()
+                .filter_map(|u| u.strip_prefix("http://")?.parse().ok())
+                .collect(),
         },
     );
+    match runner.isolation().warning() {
+        Some(w) => eprintln!("{w}"),
+        None => eprintln!("{}", runner.isolation().summary()),
+    }
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let sqlite_fallback: BTreeSet<String> = if postgres_installed() || prod {
         BTreeSet::new()
