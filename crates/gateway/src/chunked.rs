@@ -13,8 +13,19 @@ const MAX_TRAILERS: usize = 16 * 1024;
 enum State {
     /// Hex digits of a chunk size.
     Size,
-    /// After the size: whitespace or `;extension` up to CR.
-    Extension,
+    /// Whitespace after the size or after an extension (before `;` or CR).
+    ExtBws,
+    /// After `;`: whitespace, then an extension name.
+    ExtNameStart,
+    ExtName,
+    /// Whitespace after an extension name (before `=`, `;` or CR).
+    ExtAfterName,
+    /// After `=`: whitespace, then a token or a quoted-string.
+    ExtValueStart,
+    ExtToken,
+    ExtQuoted,
+    /// After a backslash inside a quoted-string.
+    ExtQuotedEscape,
     /// The LF that ends the size line.
     SizeLf,
     /// `remaining` data bytes.
@@ -24,8 +35,12 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer line.
-    Trailer,
+    /// A trailer field's name, up to its colon.
+    TrailerName,
+    /// A trailer field's value, up to CR.
+    TrailerValue,
+    /// The LF that ends a trailer line.
+    TrailerLf,
     /// The LF of the final empty line.
     EndLf,
     Done,
@@ -53,15 +68,27 @@ pub struct Decoder {
     digits: usize,
     line: usize,
     trailers: usize,
-    /// Inside a quoted-string of a chunk extension, and after its backslash.
-    quoted: bool,
-    escaped: bool,
 }
 
 impl Default for Decoder {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// RFC 9110 `tchar`: the bytes of a token (field and extension names, token values).
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whitespace allowed around extension parts (BWS).
+fn ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Field-value and quoted-pair bytes: visible ASCII, space, tab and obs-text.
+fn vchar(b: u8) -> bool {
+    ws(b) || (0x21..=0x7e).contains(&b) || b >= 0x80
 }
 
 impl Decoder {
@@ -72,14 +99,37 @@ impl Decoder {
             digits: 0,
             line: 0,
             trailers: 0,
-            quoted: false,
-            escaped: false,
         }
     }
 
     /// Whether the whole body (last chunk and trailers) has been seen.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// The state after a byte of a chunk extension (RFC 9112 §7.1.1), read strictly: any
+    /// byte the grammar has no place for is an error, so no two readers can disagree about
+    /// where the size line ends.
+    fn extension(&self, b: u8) -> Result<State, ChunkError> {
+        use State::*;
+        let bad = Err(ChunkError("malformed chunk extension"));
+        Ok(match (self.state, b) {
+            (ExtQuoted, b'\\') => ExtQuotedEscape,
+            (ExtQuoted, b'"') => ExtBws,
+            (ExtQuoted, b) if vchar(b) => ExtQuoted,
+            (ExtQuotedEscape, b) if vchar(b) => ExtQuoted,
+            (ExtQuoted | ExtQuotedEscape, _) => return bad,
+            (ExtBws | ExtName | ExtAfterName | ExtToken, b'\r') => SizeLf,
+            (ExtBws | ExtName | ExtAfterName | ExtToken, b';') => ExtNameStart,
+            (ExtName | ExtAfterName, b'=') => ExtValueStart,
+            (ExtBws | ExtAfterName | ExtNameStart | ExtValueStart, b) if ws(b) => self.state,
+            (ExtName, b) if ws(b) => ExtAfterName,
+            (ExtToken, b) if ws(b) => ExtBws,
+            (ExtNameStart | ExtName, b) if tchar(b) => ExtName,
+            (ExtValueStart | ExtToken, b) if tchar(b) => ExtToken,
+            (ExtValueStart, b'"') => ExtQuoted,
+            _ => return bad,
+        })
     }
 
     /// Consumes framing bytes from the front of `buf` until a data run or the end, or returns
@@ -116,45 +166,30 @@ impl Decoder {
                         return Err(ChunkError("chunk size missing"));
                     } else if b == b'\r' {
                         self.state = State::SizeLf;
-                    } else if b == b';' || b == b' ' || b == b'\t' {
-                        self.state = State::Extension;
+                    } else if b == b';' || ws(b) {
+                        self.state = if b == b';' {
+                            State::ExtNameStart
+                        } else {
+                            State::ExtBws
+                        };
                         self.line = 0;
-                        self.quoted = false;
-                        self.escaped = false;
                     } else {
                         return Err(ChunkError("bad chunk size"));
                     }
                 }
-                State::Extension => {
+                State::ExtBws
+                | State::ExtNameStart
+                | State::ExtName
+                | State::ExtAfterName
+                | State::ExtValueStart
+                | State::ExtToken
+                | State::ExtQuoted
+                | State::ExtQuotedEscape => {
                     self.line += 1;
                     if self.line > MAX_LINE {
                         return Err(ChunkError("chunk extension too long"));
                     }
-                    // RFC 9112 §7.1.1: a quoted-string cannot hold CR, LF or other controls,
-                    // so an unterminated quote before CR LF is malformed, not a line end that
-                    // one parser sees and another does not.
-                    let control = (b < 0x20 && b != b'\t') || b == 0x7f;
-                    if self.escaped {
-                        if control {
-                            return Err(ChunkError("control character in chunk extension"));
-                        }
-                        self.escaped = false;
-                    } else if self.quoted {
-                        match b {
-                            b'\\' => self.escaped = true,
-                            b'"' => self.quoted = false,
-                            _ if control => {
-                                return Err(ChunkError("unterminated quoted chunk extension"));
-                            }
-                            _ => {}
-                        }
-                    } else if b == b'"' {
-                        self.quoted = true;
-                    } else if b == b'\r' {
-                        self.state = State::SizeLf;
-                    } else if control {
-                        return Err(ChunkError("control character in chunk size line"));
-                    }
+                    self.state = self.extension(b)?;
                 }
                 State::SizeLf => {
                     if b != b'\n' {
@@ -179,24 +214,27 @@ impl Decoder {
                     }
                     self.state = State::Size;
                 }
-                State::TrailerStart => {
-                    self.trailers += 1;
-                    if b == b'\r' {
-                        self.state = State::EndLf;
-                    } else if b == b'\n' {
-                        return Err(ChunkError("bare LF in trailers"));
-                    } else {
-                        self.state = State::Trailer;
-                    }
-                }
-                State::Trailer => {
+                State::TrailerStart
+                | State::TrailerName
+                | State::TrailerValue
+                | State::TrailerLf => {
                     self.trailers += 1;
                     if self.trailers > MAX_TRAILERS {
                         return Err(ChunkError("trailers too long"));
                     }
-                    if b == b'\n' {
-                        self.state = State::TrailerStart;
-                    }
+                    // Each trailer line is a field (name, colon, value) ending in CR LF; the
+                    // empty line ends the body. Nothing else, so no reader can end it elsewhere.
+                    self.state = match (self.state, b) {
+                        (State::TrailerStart, b'\r') => State::EndLf,
+                        (State::TrailerStart | State::TrailerName, b) if tchar(b) => {
+                            State::TrailerName
+                        }
+                        (State::TrailerName, b':') => State::TrailerValue,
+                        (State::TrailerValue, b'\r') => State::TrailerLf,
+                        (State::TrailerValue, b) if vchar(b) => State::TrailerValue,
+                        (State::TrailerLf, b'\n') => State::TrailerStart,
+                        _ => return Err(ChunkError("malformed trailer field")),
+                    };
                 }
                 State::EndLf => {
                     if b != b'\n' {
@@ -297,8 +335,36 @@ mod tests {
         ] {
             assert!(Decoder::new().body_len(bad).is_err(), "{bad:?}");
         }
-        // Quoted extensions with escapes and semicolons are fine.
-        let ok = b"1;a=\"x;\\\"y\";b=c\r\nx\r\n0\r\n\r\n";
-        assert_eq!(Decoder::new().body_len(ok), Ok(ok.len()));
+        // Extensions and trailers outside RFC 9112's grammar (found by the differential fuzz
+        // target: a proxy that reads them by the RFC would end the body elsewhere).
+        for bad in [
+            &b"3 garbage\r\nabc\r\n0\r\n\r\n"[..],
+            b"3;\r\nabc\r\n0\r\n\r\n",
+            b"3;a=\r\nabc\r\n0\r\n\r\n",
+            b"3;a b\r\nabc\r\n0\r\n\r\n",
+            b"0\r\nx: a\nb: c\r\n\r\n",
+            b"0\r\nx: a\rb: c\r\n\r\n",
+            b"0\r\nGET /admin HTTP/1.1\r\n\r\n",
+            b"0\r\n folded: x\r\n\r\n",
+            b"0\r\n: x\r\n\r\n",
+        ] {
+            assert!(
+                Decoder::new().body_len(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Extensions by the grammar, with whitespace, tokens and quoted-strings, and trailers.
+        for ok in [
+            &b"1;a=\"x;\\\"y\";b=c\r\nx\r\n0\r\n\r\n"[..],
+            b"1 ; a = b ;c\t\r\nx\r\n0;last\r\nX-T: v  w\r\nY:\r\n\r\n",
+        ] {
+            assert_eq!(
+                Decoder::new().body_len(ok),
+                Ok(ok.len()),
+                "{}",
+                String::from_utf8_lossy(ok)
+            );
+        }
     }
 }

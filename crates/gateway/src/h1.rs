@@ -247,6 +247,42 @@ fn lists(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// Whether a request-target is one the gateway can route without guessing (RFC 9112 §3.2):
+/// origin-form, absolute-form with an http(s) scheme, or `*` for OPTIONS; printable ASCII with
+/// no fragment (a client never sends one, and dropping it would route something else).
+fn request_target_ok(method: &Method, target: &[u8]) -> bool {
+    if target.is_empty() || !target.iter().all(u8::is_ascii_graphic) || target.contains(&b'#') {
+        return false;
+    }
+    let scheme = |s: &[u8]| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s);
+    target[0] == b'/'
+        || scheme(b"http://")
+        || scheme(b"https://")
+        || (target == b"*" && method == Method::OPTIONS)
+}
+
+/// Whether a Host value is a valid `uri-host [":" port]` (RFC 9110 §7.2): reg-name or IP
+/// literal characters only, no userinfo, no whitespace. Empty is allowed (a target without
+/// an authority).
+fn host_ok(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    let (host, port) = match value.iter().rposition(|b| *b == b':') {
+        Some(i) if !value[i..].contains(&b']') => (&value[..i], &value[i + 1..]),
+        _ => (value, &b""[..]),
+    };
+    let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    let host_ok = if host.first() == Some(&b'[') {
+        host.len() > 2
+            && host.last() == Some(&b']')
+            && host[1..host.len() - 1]
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
+    } else {
+        host.iter().all(reg_name)
+    };
+    host_ok && port.iter().all(u8::is_ascii_digit) && port.len() <= 5
+}
+
 /// Parses the head at the front of `buf`: `Ok(None)` when more bytes are needed.
 pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16, &'static str)> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -270,7 +306,11 @@ pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16,
     };
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| (400, "Bad Request"))?;
-    let path = offset(buf, req.path.unwrap_or_default().as_bytes());
+    let target = req.path.unwrap_or_default().as_bytes();
+    if !request_target_ok(&method, target) {
+        return Err((400, "Bad Request"));
+    }
+    let path = offset(buf, target);
     let mut fields = Vec::with_capacity(req.headers.len());
     let mut framing = Framing::None;
     let mut keep_alive = version == Version::HTTP_11;
@@ -281,6 +321,9 @@ pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16,
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            if !host_ok(h.value) {
+                return Err((400, "Bad Request"));
+            }
         }
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = std::str::from_utf8(h.value.trim_ascii())
@@ -1256,6 +1299,15 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
             b"GET / HTTP/1.1\r\n\r\n",
+            // Found by the differential fuzz target.
+            b"GET / HTTP/1.1\r\nHost: a b@c\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h:8x\r\n\r\n",
+            b"GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET h~://gw.example HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET gw.example:80 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
         ] {
             assert!(
                 parse_request(&mut BytesMut::from(bad)).is_err(),
@@ -1267,6 +1319,18 @@ mod tests {
             &b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n"[..],
         );
         assert!(!parse_request(&mut close).unwrap().unwrap().keep_alive);
+        for ok in [
+            &b"GET http://gw.example/a HTTP/1.1\r\nHost: gw.example\r\n\r\n"[..],
+            b"OPTIONS * HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+        ] {
+            assert!(
+                parse_request(&mut BytesMut::from(ok)).unwrap().is_some(),
+                "{}",
+                String::from_utf8_lossy(ok)
+            );
+        }
         let mut old = BytesMut::from(&b"GET / HTTP/1.0\r\n\r\n"[..]);
         assert!(!parse_request(&mut old).unwrap().unwrap().keep_alive);
     }

@@ -323,22 +323,27 @@ pub fn normalize(path: &str) -> Result<String, &'static str> {
     if !bytes.iter().all(u8::is_ascii_graphic) {
         return Err("Bad Request: the path must be ASCII, with anything else percent-encoded");
     }
-    // Decode unreserved characters only.
+    // Decode unreserved characters only. Every '%' must start a well-formed escape: a stray
+    // one would let a decoded character complete a new escape (`%2%65` → `%2e`), so a second
+    // decoder (the backend's) would see something the router never did.
     let mut decoded = String::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let (Some(hi), Some(lo)) = (
+        if bytes[i] == b'%' {
+            let (Some(hi), Some(lo)) = (
                 bytes.get(i + 1).and_then(|b| char::from(*b).to_digit(16)),
                 bytes.get(i + 2).and_then(|b| char::from(*b).to_digit(16)),
-            )
-        {
+            ) else {
+                return Err("Bad Request: malformed percent-encoding in the path");
+            };
             let v = (hi * 16 + lo) as u8;
             if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                 decoded.push(char::from(v));
-                i += 3;
-                continue;
+            } else {
+                decoded.push_str(&path[i..i + 3]);
             }
+            i += 3;
+            continue;
         }
         decoded.push(char::from(bytes[i]));
         i += 1;
@@ -382,9 +387,12 @@ mod tests {
         ] {
             assert!(normalize(p).is_err(), "{p:?}");
         }
-        assert_eq!(normalize("/x/%2e%2E/b%2F%").as_deref(), Ok("/b%2F%"));
+        assert_eq!(normalize("/x/%2e%2E/b%2F").as_deref(), Ok("/b%2F"));
         assert_eq!(normalize("/%41b").as_deref(), Ok("/Ab"));
-        assert_eq!(normalize("/%4").as_deref(), Ok("/%4"));
+        // A '%' that starts no escape is refused: `%2%65` would decode into a new `%2e`.
+        for p in ["/%4", "/a%", "/public/%2%65%2%65/admin", "/%zz"] {
+            assert!(normalize(p).is_err(), "{p}");
+        }
     }
 
     #[test]
