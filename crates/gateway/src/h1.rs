@@ -271,6 +271,10 @@ fn host_ok(value: &[u8]) -> bool {
         _ => (value, &b""[..]),
     };
     let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    // A '%' only as a pct-encoded triplet.
+    let escapes_ok = host.iter().enumerate().all(|(i, b)| {
+        *b != b'%' || (host.get(i + 1..i + 3)).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
     let host_ok = if host.first() == Some(&b'[') {
         host.len() > 2
             && host.last() == Some(&b']')
@@ -280,7 +284,7 @@ fn host_ok(value: &[u8]) -> bool {
     } else {
         host.iter().all(reg_name)
     };
-    host_ok && port.iter().all(u8::is_ascii_digit) && port.len() <= 5
+    host_ok && escapes_ok && port.iter().all(u8::is_ascii_digit) && port.len() <= 5
 }
 
 /// Parses the head at the front of `buf`: `Ok(None)` when more bytes are needed.
@@ -1303,6 +1307,8 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a b@c\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: u@h\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h:8x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h.test%\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h%4\r\n\r\n",
             b"GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
             b"GET h~://gw.example HTTP/1.1\r\nHost: x\r\n\r\n",
