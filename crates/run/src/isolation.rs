@@ -109,9 +109,18 @@ impl Isolation {
     }
 }
 
-/// The fixed unprivileged uid (and gid) a service's instances run as: a stable hash of
-/// project and service into `[2^30, 2^31)`, far from real and subordinate ids.
-pub(crate) fn service_user(project: &str, service: &str) -> (u32, u32) {
+/// The uid and gid a service's instances run as when the runner runs as root (`None`
+/// otherwise: they run as the runner's user). What is prepared for a service to write (e.g.
+/// a SQLite directory) must be theirs.
+pub fn service_user(project: &str, service: &str) -> Option<(u32, u32)> {
+    nix::unistd::Uid::effective()
+        .is_root()
+        .then(|| service_ids(project, service))
+}
+
+/// The fixed unprivileged uid (and gid) of a service: a stable hash of project and service
+/// into `[2^30, 2^31)`, far from real and subordinate ids.
+pub(crate) fn service_ids(project: &str, service: &str) -> (u32, u32) {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in project
         .bytes()
@@ -346,10 +355,10 @@ mod tests {
 
     #[test]
     fn service_users_are_stable_unprivileged_and_distinct() {
-        let (a, _) = service_user("p", "hello");
-        assert_eq!(service_user("p", "hello").0, a);
+        let (a, _) = service_ids("p", "hello");
+        assert_eq!(service_ids("p", "hello").0, a);
         assert!((1 << 30..1 << 31).contains(&a));
-        assert_ne!(service_user("p", "vote").0, a);
-        assert_ne!(service_user("q", "hello").0, a);
+        assert_ne!(service_ids("p", "vote").0, a);
+        assert_ne!(service_ids("q", "hello").0, a);
     }
 }

@@ -324,7 +324,7 @@ impl Runner {
     pub fn service_user(&self, service: &str) -> Option<(u32, u32)> {
         self.isolation
             .separate_users
-            .then(|| isolation::service_user(&self.config.project, service))
+            .then(|| isolation::service_ids(&self.config.project, service))
     }
 
     /// The service resource name IAM bindings use.

@@ -951,15 +951,30 @@ fn prepare_spec(
         spec.cloudsql_instances.clear();
         spec.secrets
             .retain(|k, _| k != "CLOUD_SQL_CREDENTIALS_SECRET");
-        let dir = data_dir.join("sqlite");
+        // A directory per service: as root the service runs as a user of its own, and its
+        // database file and journals must be that user's.
+        let dir = data_dir.join("sqlite").join(&spec.name);
         std::fs::create_dir_all(&dir)?;
-        spec.env.insert(
-            "DATABASE_URL".into(),
-            format!(
-                "sqlite://{}",
-                dir.join(format!("{}.db", spec.name)).display()
-            ),
-        );
+        let db = dir.join(format!("{}.db", spec.name));
+        let before = data_dir.join("sqlite").join(format!("{}.db", spec.name));
+        if before.is_file() && !db.exists() {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::rename(
+                    format!("{}{suffix}", before.display()),
+                    format!("{}{suffix}", db.display()),
+                );
+            }
+        }
+        if let Some((uid, gid)) = gatehouse_run::isolation::service_user(&m.project.id, &spec.name)
+        {
+            for path in std::iter::once(dir.clone())
+                .chain(std::fs::read_dir(&dir)?.flatten().map(|e| e.path()))
+            {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        spec.env
+            .insert("DATABASE_URL".into(), format!("sqlite://{}", db.display()));
     }
     Ok(spec)
 }
