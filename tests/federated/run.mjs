@@ -17,7 +17,7 @@
 // 6. stops everything (also on failure, SIGINT/SIGTERM, and after a hard 5-minute cap) and exits
 //    with the test run's exit code. On failure it prints the tail of Gatehouse's and the OPs' logs.
 //    The temporary directory is removed unless the run failed or --keep was given.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, statSync, createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -230,8 +230,12 @@ async function main() {
 `);
 
   gatehouseLogPath = path.join(work, 'gatehouse.log');
+  // A production project needs the master key its signing keys are sealed under.
+  const masterKey = path.join(work, 'master.key');
+  execFileSync(BIN, ['secrets', 'generate-master-key', masterKey]);
   const gh = startGatehouse([
     'identity',
+    '--master-key-file', masterKey,
     '--project', DEV,
     '--project', `${PROD}:production`,
     '--api-key', `${PROD_KEY}=${PROD}`,
