@@ -108,13 +108,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    // SIGHUP: re-read the config; a bad file keeps the current one.
+    // SIGHUP: re-read the config; a bad file keeps the current one. The handler is installed
+    // before "listening" is logged: a SIGHUP that arrives first must not kill the process.
     let on_hup = gateway.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
         while hup.recv().await.is_some() {
             match on_hup.reload().await {
                 Ok(v) => tracing::info!(version = v, "reloaded config"),
