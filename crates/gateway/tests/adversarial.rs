@@ -10,11 +10,9 @@
 mod common;
 
 use common::{RawBackend, jwks_server, now, token};
-use gatehouse_gateway::{Gateway, GatewayOptions};
 use gatehouse_testkit::adversarial::{self, CANARY_PATH, Expect, Material};
 use gatehouse_tokens::SigningKey;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 const ISS: &str = "https://issuer.adversarial.example";
 const AUD: &str = "adversarial-aud";
@@ -45,17 +43,7 @@ paths:
       security: [{{fb: []}}]
 "#
     );
-    let gw = Gateway::new(&config, None, GatewayOptions::default(), None)
-        .await
-        .unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        gatehouse_gateway::serve(gw, l, std::future::pending())
-            .await
-            .unwrap();
-    });
-    addr.to_string()
+    common::serve_config(&config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

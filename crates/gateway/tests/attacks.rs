@@ -11,11 +11,10 @@ mod common;
 use std::time::Duration;
 
 use common::{RawBackend, jwks_server, now, token};
-use gatehouse_gateway::{Gateway, GatewayOptions};
 use gatehouse_tokens::{SigningKey, b64url};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const ISS: &str = "https://shared-issuer.example";
 
@@ -58,17 +57,7 @@ paths:
       security: [{{b: []}}]
 "#
     );
-    let gw = Gateway::new(&config, None, GatewayOptions::default(), None)
-        .await
-        .unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        gatehouse_gateway::serve(gw, l, std::future::pending())
-            .await
-            .unwrap();
-    });
-    addr.to_string()
+    common::serve_config(&config).await
 }
 
 struct World {

@@ -239,3 +239,23 @@ pub async fn jwks_server(keys: &[&SigningKey]) -> String {
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     format!("http://{addr}/jwks")
 }
+
+/// Serves `config` with a real gateway on 127.0.0.1:0; returns its `host:port`.
+pub async fn serve_config(config: &str) -> String {
+    let gw = gatehouse_gateway::Gateway::new(
+        config,
+        None,
+        gatehouse_gateway::GatewayOptions::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        gatehouse_gateway::serve(gw, l, std::future::pending())
+            .await
+            .unwrap();
+    });
+    addr.to_string()
+}
