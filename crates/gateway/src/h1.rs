@@ -645,8 +645,14 @@ async fn write_response(
 
 fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
+    // A status is three digits (httparse and `http::StatusCode` both guarantee it).
+    let status = status.clamp(100, 999);
+    out.extend_from_slice(&[
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
