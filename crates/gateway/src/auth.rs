@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use gatehouse_tokens::{SignatureError, numeric_date, parse_jwt};
 pub use gatehouse_verify::RemoteKeys as Jwks;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
+use smallvec::SmallVec;
 use serde_json::Value;
 
 use crate::config::{JwtLocation, Provider, normalize_audience};
@@ -85,6 +86,8 @@ struct Verified {
     exp: Option<i64>,
     nbf: Option<i64>,
     audiences: Vec<String>,
+    /// The payload segment as the user-info header value: a cache hit clones a reference.
+    payload: HeaderValue,
 }
 
 /// JWT verification for all providers of a config.
@@ -152,8 +155,8 @@ impl Authenticator {
         provider: &Provider,
         headers: &'a HeaderMap,
         query: Option<&'a str>,
-    ) -> Vec<Cow<'a, str>> {
-        let mut found = Vec::new();
+    ) -> SmallVec<[Cow<'a, str>; 2]> {
+        let mut found = SmallVec::new();
         for loc in &provider.locations {
             match loc {
                 JwtLocation::Header { name, prefix } => {
@@ -189,7 +192,7 @@ impl Authenticator {
         provider_ids: &[usize],
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<String, AuthFailure> {
+    ) -> Result<HeaderValue, AuthFailure> {
         let mut failures = Vec::new();
         for &id in provider_ids {
             let Some((provider, jwks)) = self.providers.get(id) else {
@@ -213,7 +216,7 @@ impl Authenticator {
         jwks: &Jwks,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<String, AuthFailure> {
+    ) -> Result<HeaderValue, AuthFailure> {
         let tokens = Self::extract(provider, headers, query);
         if tokens.is_empty() {
             return Err(AuthFailure::Missing);
@@ -231,7 +234,7 @@ impl Authenticator {
         provider: &Provider,
         jwks: &Jwks,
         token: &str,
-    ) -> Result<String, AuthFailure> {
+    ) -> Result<HeaderValue, AuthFailure> {
         let now = now_secs();
         let bit = provider_bit(id);
         // Cache hit for this provider: re-check time and audience; skip parsing and the
@@ -239,12 +242,12 @@ impl Authenticator {
         let hit = self.verified.lock().ok().and_then(|c| {
             c.get(token).filter(|v| v.providers & bit != 0).map(|v| {
                 check_time(v.exp, v.nbf, now)?;
-                check_audience(&provider.audiences, &v.audiences)
+                check_audience(&provider.audiences, &v.audiences)?;
+                Ok(v.payload.clone())
             })
         });
         if let Some(checked) = hit {
-            checked?;
-            return Ok(token.split('.').nth(1).unwrap_or_default().to_owned());
+            return checked;
         }
         let jwt = match parse_jwt(token) {
             Some(j) => j,
@@ -280,6 +283,9 @@ impl Authenticator {
             Err(SignatureError::NoKey) => return Err(AuthFailure::NoKey),
             Err(SignatureError::BadSignature) => return Err(AuthFailure::BadSignature),
         }
+        // A verified payload is base64url; anything a header cannot carry is refused.
+        let payload = HeaderValue::from_str(jwt.payload)
+            .map_err(|_| AuthFailure::BadPart("Jwt payload is an invalid Base64"))?;
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= TOKEN_CACHE_MAX {
                 cache.clear();
@@ -294,12 +300,13 @@ impl Authenticator {
                             exp,
                             nbf,
                             audiences,
+                            payload: payload.clone(),
                         },
                     );
                 }
             }
         }
-        Ok(jwt.payload.to_owned())
+        Ok(payload)
     }
 }
 

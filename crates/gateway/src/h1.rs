@@ -215,8 +215,10 @@ pub(crate) struct ReqHead {
     pub(crate) keep_alive: bool,
 }
 
+// One value per request, moved once: boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Incoming {
-    Request(Box<ReqHead>),
+    Request(ReqHead),
     /// The client speaks HTTP/2 with prior knowledge.
     H2,
     /// Closed, idle too long, or shutting down.
@@ -427,7 +429,7 @@ async fn read_request(
     loop {
         if !buf.is_empty() {
             match parse_request(buf) {
-                Ok(Some(head)) => return Incoming::Request(Box::new(head)),
+                Ok(Some(head)) => return Incoming::Request(head),
                 Ok(None) if buf.len() > MAX_HEAD => {
                     return Incoming::Reject(431, "Request Header Fields Too Large");
                 }
@@ -474,6 +476,7 @@ pub(crate) async fn serve_connection(
 ) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(4 * 1024);
+    let mut upstream_head = Vec::with_capacity(1024);
     let mut backend: Option<UpConn> = None;
     let mut idle = Timer::new();
     let mut deadline = Timer::new();
@@ -501,7 +504,7 @@ pub(crate) async fn serve_connection(
             mut parts,
             framing,
             keep_alive,
-        } = *head;
+        } = head;
         let started = Instant::now();
         let is_head = parts.method == Method::HEAD;
         let mut body = ReqBody::new(framing);
@@ -526,6 +529,7 @@ pub(crate) async fn serve_connection(
                         client: &mut stream,
                         client_buf: &mut buf,
                         out: &mut out,
+                        head: &mut upstream_head,
                         body: &mut body,
                         is_head,
                         upstream_head: false,
@@ -749,6 +753,8 @@ struct Exchange<'a> {
     client: &'a mut TcpStream,
     client_buf: &'a mut BytesMut,
     out: &'a mut Vec<u8>,
+    /// The request head for the backend (a buffer kept for the connection's life).
+    head: &'a mut Vec<u8>,
     body: &'a mut Option<ReqBody>,
     /// The client asked with HEAD: it gets no body.
     is_head: bool,
@@ -785,11 +791,25 @@ impl Exchange<'_> {
         backend: &mut Option<UpConn>,
         timer: &mut Timer,
     ) -> bool {
+        // The head buffer is lent out for the exchange and given back for the next one.
+        let mut head = std::mem::take(self.head);
+        head.clear();
+        let keep = self.exchange(&mut head, plan, backend, timer).await;
+        *self.head = head;
+        keep
+    }
+
+    async fn exchange(
+        &mut self,
+        head: &mut Vec<u8>,
+        plan: Plan<'_>,
+        backend: &mut Option<UpConn>,
+        timer: &mut Timer,
+    ) -> bool {
         let op = plan.op;
         let authority = &plan.origin["http://".len()..];
         self.upstream_head = plan.method == Method::HEAD;
         // The request head for the backend.
-        let mut head = Vec::with_capacity(1024);
         head.extend_from_slice(plan.method.as_str().as_bytes());
         head.push(b' ');
         head.extend_from_slice(plan.target.as_bytes());
@@ -799,18 +819,18 @@ impl Exchange<'_> {
             if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
                 continue;
             }
-            field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+            field(head, name.as_str().as_bytes(), value.as_bytes());
         }
         if !plan.headers.contains_key(header::HOST) {
-            field(&mut head, b"host", authority.as_bytes());
+            field(head, b"host", authority.as_bytes());
         }
         match self.body {
-            Some(ReqBody::Chunked(_)) => field(&mut head, b"transfer-encoding", b"chunked"),
+            Some(ReqBody::Chunked(_)) => field(head, b"transfer-encoding", b"chunked"),
             Some(ReqBody::Length(n)) => {
-                field(&mut head, b"content-length", n.to_string().as_bytes())
+                field(head, b"content-length", n.to_string().as_bytes())
             }
             None if plan.headers.contains_key(header::CONTENT_LENGTH) => {
-                field(&mut head, b"content-length", b"0");
+                field(head, b"content-length", b"0");
             }
             None => {}
         }
@@ -846,7 +866,7 @@ impl Exchange<'_> {
             let due = tokio::time::Instant::from_std(upstream_started) + plan.deadline;
             let result = {
                 let relay = self.relay(
-                    &head,
+                    head,
                     &mut conn,
                     &mut response_started,
                     op,

@@ -89,6 +89,10 @@ pub(crate) fn connection_may_remove(name: &[u8]) -> bool {
 }
 
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first: most messages carry none, and a removal is a lookup each.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<String> = headers
             .get_all(header::CONNECTION)
@@ -170,19 +174,6 @@ fn key_required(route: &Route) -> bool {
             .all(|r| r.iter().any(|s| matches!(s, Scheme::ApiKey(_))))
 }
 
-fn jwt_providers(route: &Route) -> Vec<usize> {
-    let mut out = Vec::new();
-    for req in &route.security {
-        for s in req {
-            if let Scheme::Jwt(i) = s
-                && !out.contains(i)
-            {
-                out.push(*i);
-            }
-        }
-    }
-    out
-}
 
 /// Builds the backend path and query.
 fn translate(route: &Route, path: &str, query: Option<&str>, vars: &[(String, String)]) -> String {
@@ -247,15 +238,23 @@ pub(crate) async fn plan<'a>(
     peer: Peer,
     started: Instant,
 ) -> Result<Plan<'a>, Response<Body>> {
+    // One pass over the names finds what needs work; most requests need none of it.
+    let (mut underscore, mut override_method, mut identity) = (false, false, false);
+    for k in parts.headers.keys() {
+        underscore |= k.as_str().contains('_');
+        override_method |= *k == METHOD_OVERRIDE;
+        identity |= *k == FORWARDED_AUTHORIZATION || USERINFO.contains(k);
+    }
     // X-HTTP-Method-Override re-selects the route.
-    if let Some(m) = parts
-        .headers
-        .remove(METHOD_OVERRIDE)
-        .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
+    if override_method
+        && let Some(m) = parts
+            .headers
+            .remove(METHOD_OVERRIDE)
+            .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
     {
         parts.method = m;
     }
-    if parts.headers.keys().any(|k| k.as_str().contains('_')) {
+    if underscore {
         return Err(local(
             gw,
             "",
@@ -311,15 +310,16 @@ pub(crate) async fn plan<'a>(
     // writes after checking a token, and the caller's original credentials, which the gateway
     // alone moves to X-Forwarded-Authorization when it authenticates to the backend (stricter
     // than ESPv2, which passes a client's own X-Forwarded-Authorization through).
-    for h in &USERINFO {
-        headers.remove(h);
+    if identity {
+        for h in &USERINFO {
+            headers.remove(h);
+        }
+        headers.remove(FORWARDED_AUTHORIZATION);
     }
-    headers.remove(FORWARDED_AUTHORIZATION);
     let mut payload = None;
     if !route.cors {
-        let providers = jwt_providers(route);
-        if !providers.is_empty() {
-            match loaded.auth.authenticate(&providers, headers, query).await {
+        if !route.jwt_providers.is_empty() {
+            match loaded.auth.authenticate(&route.jwt_providers, headers, query).await {
                 Ok(p) => payload = Some(p),
                 Err(f) => {
                     gw.metrics.auth_failure(f.reason());
@@ -380,9 +380,7 @@ pub(crate) async fn plan<'a>(
     {
         headers.insert(header::HOST, v);
     }
-    if let Some(p) = payload
-        && let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(p))
-    {
+    if let Some(v) = payload {
         for h in USERINFO {
             headers.insert(h, v.clone());
         }
