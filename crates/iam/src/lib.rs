@@ -146,6 +146,12 @@ impl Iam {
         Ok(iam)
     }
 
+    /// The clock every decision, token and record of this IAM world is timed by (Secret
+    /// Manager, built over this IAM, reads it too).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
     pub(crate) fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
     }

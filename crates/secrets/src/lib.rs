@@ -29,6 +29,7 @@ mod view;
 use std::sync::Arc;
 
 use gatehouse_iam::{Error, Iam, Result};
+use gatehouse_keyring::Clock;
 use gatehouse_store::Store;
 
 pub use crypto::{Key, crc32c};
@@ -43,6 +44,8 @@ pub struct Secrets {
     store: Store,
     iam: Iam,
     master: Arc<Key>,
+    /// The IAM service's clock: secrets, versions and audit records share one time.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -56,7 +59,7 @@ impl std::fmt::Debug for Secrets {
 impl Secrets {
     /// Opens Secret Manager over `store` with `master`. The first start records which master
     /// key the data is under; later starts with another key fail here, before anything is
-    /// written.
+    /// written. Times (`createTime`, `destroyTime`) come from `iam`'s clock.
     pub async fn new(store: Store, iam: Iam, master: impl Into<Arc<Key>>) -> Result<Self> {
         let master = master.into();
         match gatehouse_keyring::master::bind(&store, &master).await {
@@ -70,7 +73,13 @@ impl Secrets {
             Err(gatehouse_keyring::Error::Store(e)) => return Err(e.into()),
             Err(e) => return Err(rules::internal(e)),
         }
-        Ok(Self { store, iam, master })
+        let clock = iam.clock().clone();
+        Ok(Self {
+            store,
+            iam,
+            master,
+            clock,
+        })
     }
 
     /// The IAM service the checks go through.
@@ -79,9 +88,8 @@ impl Secrets {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+impl Secrets {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::crypto::key_aad;
 use crate::filter::Filter;
 use crate::rules::{check_labels, internal, new_etag, stale_etag, string_map, valid_secret_id};
-use crate::{Key, SecretView, Secrets, now_ms};
+use crate::{Key, SecretView, Secrets};
 
 impl Secrets {
     /// `CreateSecret`.
@@ -57,7 +57,7 @@ impl Secrets {
         let record = SecretRecord {
             project_id: project_id.clone(),
             secret_id: secret_id.to_owned(),
-            created_at: now_ms(),
+            created_at: self.now_ms(),
             labels: json!(labels).to_string(),
             annotations: json!(annotations).to_string(),
             replication: replication.to_string(),

@@ -10,7 +10,7 @@ use crate::crypto::{key_aad, payload_aad};
 use crate::filter::Filter;
 use crate::rules::{internal, new_etag, stale_etag};
 use crate::{
-    Accessed, MAX_PAYLOAD, NewPayload, SecretName, SecretView, Secrets, VersionView, crc32c, now_ms,
+    Accessed, MAX_PAYLOAD, NewPayload, SecretName, SecretView, Secrets, VersionView, crc32c,
 };
 
 impl Secrets {
@@ -43,7 +43,7 @@ impl Secrets {
             .unwrap_key(&view.record.wrapped_key, &key_aad(&project_id, &n.secret))
             .map_err(internal)?;
         let mut sealed = None;
-        let now = now_ms();
+        let now = self.now_ms();
         let stored = self
             .store
             .add_secret_version(&project_id, &n.secret, |number| {
@@ -257,7 +257,7 @@ impl Secrets {
             )));
         }
         let new_etag = new_etag();
-        let now = now_ms();
+        let now = self.now_ms();
         match self
             .store
             .set_secret_version_state(&v, state, &new_etag, now)
