@@ -1,5 +1,6 @@
 //! Policies (read cached, written with etags, edited one binding at a time) and permission
-//! checks: a resource's policy or an ancestor's grants the permission. Every check is audited.
+//! checks: a resource's policy or an ancestor's grants the permission. Every decision about a
+//! caller is audited.
 
 use std::sync::Arc;
 

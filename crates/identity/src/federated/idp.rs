@@ -307,7 +307,6 @@ impl Identity {
         }
     }
 
-    /// Finds, links or creates the account for a verified provider identity and issues our
     /// The response of `accounts:signInWithIdp` (`VerifyAssertionResponse`).
     pub fn idp_response(&self, out: &IdpSignedIn, return_credential: bool) -> Value {
         let p = &out.profile;

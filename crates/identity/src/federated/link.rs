@@ -23,6 +23,7 @@ pub struct IdpSignedIn {
 }
 
 impl Identity {
+    /// Finds, links or creates the account for a verified provider identity and issues our
     /// tokens (see the module docs for the rules).
     pub(crate) async fn sign_in_federated(
         &self,
