@@ -6,8 +6,12 @@
 //! signing-key rotation, and abuse limits. Errors carry Firebase's error codes, since those are
 //! the domain's vocabulary.
 //!
-//! Must not: speak HTTP (that is `gatehouse-identity-http`) or write SQL (that is
-//! `gatehouse-store`).
+//! Federated sign-in (OpenID Connect providers, Google among them) lives in `federated`, split
+//! by concern: provider configuration, discovery, the hosted page's code flow,
+//! `accounts:signInWithIdp`, and account linking.
+//!
+//! Must not: speak HTTP to its callers (that is `gatehouse-identity-http`; the only HTTP here
+//! is outbound, to identity providers) or write SQL (that is `gatehouse-store`).
 
 #![forbid(unsafe_code)]
 

@@ -11,7 +11,10 @@
 //! Manager payloads are: a keyring cannot be loaded without the master key, and the database
 //! alone (a copy, a backup, a dump) holds no usable private key. Rows stored in plaintext by
 //! earlier versions are sealed when a keyring first loads with the master key, before anything
-//! is signed. No SQL here (that is `gatehouse_store`), no HTTP.
+//! is signed.
+//!
+//! Must not: write SQL (that is `gatehouse-store`), speak HTTP (publication endpoints are the
+//! HTTP crates'), or know what the keys sign (claims are the callers': identity, IAM).
 
 #![forbid(unsafe_code)]
 

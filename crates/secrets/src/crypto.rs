@@ -11,6 +11,16 @@ pub fn crc32c(data: &[u8]) -> u32 {
     CRC.checksum(data)
 }
 
+/// The associated data a secret's data key is wrapped with: the key opens for that secret only.
+pub(crate) fn key_aad(project_id: &str, secret_id: &str) -> String {
+    format!("projects/{project_id}/secrets/{secret_id}")
+}
+
+/// The associated data a payload is sealed with: the ciphertext opens for that version only.
+pub(crate) fn payload_aad(project_id: &str, secret_id: &str, version: i64) -> String {
+    format!("projects/{project_id}/secrets/{secret_id}/versions/{version}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use gatehouse_iam::{Error, Iam, IamConfig, Principal};
-use gatehouse_keyring::SystemClock;
+use gatehouse_keyring::{ManualClock, SystemClock};
 use gatehouse_secrets::{Key, NewPayload, Secrets, crc32c};
 use gatehouse_store::Store;
 use gatehouse_testkit::{PgCluster, TempDir};
@@ -483,4 +483,86 @@ async fn postgres() {
         }
     })
     .await;
+}
+
+/// Secret Manager keeps time by its IAM's clock: `createTime`, `destroyTime`, "newest first"
+/// and the audit log follow it, whatever the wall clock says.
+#[tokio::test]
+async fn times_come_from_the_iam_clock() {
+    // 2023-11-14T22:13:20Z.
+    const T0: i64 = 1_700_000_000_000;
+    let dir = TempDir::new("secrets-clock").unwrap();
+    let file = dir.path().join("s.db");
+    let store = Store::connect(&format!("sqlite://{}?mode=rwc", file.display()))
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let master = Arc::new(Key::generate().unwrap());
+    let iam = Iam::new(
+        store.clone(),
+        clock.clone(),
+        master.clone(),
+        IamConfig::default(),
+    )
+    .await
+    .unwrap();
+    let secrets = Secrets::new(store, iam.clone(), master).await.unwrap();
+    let local = Principal::Local;
+    let body = json!({"replication": {"automatic": {}}});
+
+    let first = secrets
+        .create_secret(&local, "clock-proj", "aa-first", &body)
+        .await
+        .unwrap();
+    assert_eq!(first.to_json()["createTime"], "2023-11-14T22:13:20.000Z");
+    clock.advance(1_500);
+    let second = secrets
+        .create_secret(&local, "clock-proj", "zz-second", &body)
+        .await
+        .unwrap();
+    assert_eq!(second.to_json()["createTime"], "2023-11-14T22:13:21.500Z");
+    let listed: Vec<String> = secrets
+        .list_secrets(&local, "clock-proj", None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.record.secret_id.clone())
+        .collect();
+    assert_eq!(listed, ["zz-second", "aa-first"]);
+
+    clock.advance(2_000);
+    let version = secrets
+        .add_version(
+            &local,
+            "projects/clock-proj/secrets/zz-second",
+            payload(PAYLOAD_1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(version.to_json()["createTime"], "2023-11-14T22:13:23.500Z");
+    assert!(version.to_json().get("destroyTime").is_none());
+
+    clock.advance(250);
+    let destroyed = secrets
+        .set_state(
+            &local,
+            "projects/clock-proj/secrets/zz-second/versions/1",
+            "DESTROYED",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        destroyed.to_json()["destroyTime"],
+        "2023-11-14T22:13:23.750Z"
+    );
+    assert_eq!(
+        destroyed.to_json()["createTime"],
+        "2023-11-14T22:13:23.500Z"
+    );
+
+    let log = iam.audit_log(100).await.unwrap();
+    assert!(log.iter().any(|r| r.at == T0 + 3_750
+        && r.permission == "secretmanager.versions.destroy"
+        && r.resource == "projects/clock-proj/secrets/zz-second/versions/1"));
 }

@@ -1,10 +1,13 @@
 //! Storage for Gatehouse: one SQL code path over embedded SQLite (the default) and PostgreSQL.
 //!
 //! Owns the schema (embedded migrations, one directory per backend), the connection pool and
-//! every SQL statement. It knows nothing of HTTP and makes no domain decisions: callers pass
-//! fully formed records and get records back. All statements are plain `$N`-placeholder SQL
-//! that both backends accept through sqlx's `Any` driver; times are epoch milliseconds and
-//! flags are 0/1 integers so that the portable `Any` types suffice.
+//! every SQL statement. All statements are plain `$N`-placeholder SQL that both backends accept
+//! through sqlx's `Any` driver; times are epoch milliseconds and flags are 0/1 integers so that
+//! the portable `Any` types suffice.
+//!
+//! Must not: make domain decisions (callers pass fully formed records and get records back;
+//! what the database itself enforces, unique constraints and optimistic versions, comes back
+//! as [`Error::Conflict`]) or speak HTTP.
 
 #![forbid(unsafe_code)]
 

@@ -2,8 +2,10 @@
 //! set and as an x509 certificate map.
 //!
 //! This is the one token library of Gatehouse: identity mints with it, and everything that
-//! checks a token (identity itself, the gateway, services) verifies with it. It holds no
-//! storage and speaks no HTTP: callers load keys from wherever they keep them and hand them in.
+//! checks a token (identity itself, the gateway, services) verifies with it.
+//!
+//! Must not: store or fetch keys, or speak HTTP: callers load keys from wherever they keep them
+//! (`gatehouse-keyring`, `gatehouse-verify`'s remote key sets) and hand them in.
 //!
 //! Verification is deliberately narrow: only `RS256` is accepted, the key is chosen by `kid`
 //! from a set the caller trusts, and `none`/`HS*` tokens are refused before any key is touched,

@@ -4,6 +4,13 @@
 //! 128 characters (the uid), and `exp` / `iat` / `auth_time` consistent with now. The keys come
 //! from Gatehouse's identity server or from Google's real endpoint — the same paths — so one
 //! binary works against either.
+//!
+//! Owns the checks and the cached remote key sets ([`RemoteKeys`], shared with the gateway), and
+//! the verification of upstream OpenID Connect ID tokens ([`OidcVerifier`], for federation).
+//!
+//! Must not: keep state beyond those caches (no store, no sessions), mint tokens (that is the
+//! issuer's, with `gatehouse-tokens`), or implement JWT cryptography itself (that is
+//! `gatehouse-tokens`).
 
 #![forbid(unsafe_code)]
 
