@@ -23,9 +23,7 @@ sampled every 100 ms during each run, VmHWM at the end).
 
 import argparse
 import base64
-import datetime
 import http.client
-import importlib.util
 import json
 import os
 import platform
@@ -41,26 +39,20 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
-# /proc, wrk-output and process helpers shared with the identity benchmark.
-_spec = importlib.util.spec_from_file_location("identity_bench", os.path.join(ROOT, "bench", "identity", "bench.py"))
-ib = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ib)
-proc_stat_cpu, proc_tree, cpu_ticks, status_kb = ib.proc_stat_cpu, ib.proc_tree, ib.cpu_ticks, ib.status_kb
-parse_wrk, port_open, RssSampler, Server = ib.parse_wrk, ib.port_open, ib.RssSampler, ib.Server
+sys.path.insert(0, os.path.dirname(HERE))
+from common import (  # noqa: E402
+    TCK, RssSampler, Server, ToolWait, close_results, command_output, cpu_ticks, emit, env_int,
+    ksoftirqd_pids, load, machine_meta, open_results, parse_wrk, port_open, proc_stat_cpu, proc_tree,
+    say, status_kb, stop_all, utc_mtime, wait_quiet, write_section as _write_section,
+)
 
-TCK = os.sysconf("SC_CLK_TCK")
 ISS = "https://issuer.peerbench.test/"  # as the peer tokens (bench-peers/mint_jwt.py)
 AUD = "peerbench-api"
 KID = "bench-key-1"
 FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
-BUSY_TOOLS = {"rustc", "cargo", "cc1", "cc1plus", "pytest", "node"}
 TOKEN_CACHE_MAX = 10_000  # crates/gateway/src/auth.rs
 # Medians from /work/shared/bench-peers/README.md (2026-11-21), same series and method.
 PEER_README = {"a": 135_147, "b": 62_488, "c": 21_717}
-
-
-def env_int(name, default):
-    return int(os.environ.get(name, default))
 
 
 BASE = env_int("BENCH_PORT_BASE", 18180)
@@ -96,72 +88,6 @@ SERIES = [
      {"path": "/", "token": "valid", "threads": 0}),
 ]
 LABEL = {s[0]: s[1] for s in SERIES}
-
-OUT = None
-
-
-def emit(rec):
-    rec = {"t": round(time.time(), 3), **rec}
-    OUT.write(json.dumps(rec, separators=(",", ":")) + "\n")
-    OUT.flush()
-
-
-def say(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- waiting for a quiet machine
-
-def busy_tools():
-    """Names of running processes that mean "someone is building or testing" (not ours)."""
-    me = os.getpid()
-    found = set()
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == me:
-            continue
-        try:
-            comm = open(f"/proc/{d}/comm").read().strip()
-            cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if comm in BUSY_TOOLS or comm.startswith("cargo"):
-            found.add(comm)
-        elif "pytest" in cmd and comm.startswith(("python", "pytest", "py.test")):
-            found.add("pytest")
-    return sorted(found)
-
-
-class ToolWait:
-    """Bounded wait (total budget) for compilers / test runners, polling every 20 s."""
-
-    def __init__(self, budget):
-        self.deadline = time.time() + budget
-        self.seen = set()
-        self.waited = 0.0
-
-    def wait(self, settle=False):
-        """settle: also require a second empty poll 20 s later (CI jobs run steps back to back)."""
-        t0 = time.time()
-        announced = False
-        while True:
-            running = busy_tools()
-            if not running and settle and time.time() < self.deadline:
-                time.sleep(20)
-                running = busy_tools()
-            if not running:
-                self.waited += time.time() - t0
-                return True
-            self.seen.update(running)
-            if time.time() >= self.deadline:
-                say(f"  still running after the wait budget: {running}; measuring anyway")
-                self.waited += time.time() - t0
-                return False
-            if not announced:
-                say(f"  waiting for {running} to finish (poll every 20 s, until "
-                    f"{datetime.datetime.fromtimestamp(self.deadline, datetime.timezone.utc):%H:%M:%S} UTC)")
-                announced = True
-            time.sleep(min(20, max(1, self.deadline - time.time())))
-
 
 # ---------------------------------------------------------------- keys, tokens, configs
 
@@ -443,25 +369,12 @@ def wrk_once(sid, loaded, backend, how, work, token_start):
     return r, p.stdout
 
 
-def ksoftirqd_pids():
-    """Kernel threads that finish loopback packet processing for the test traffic."""
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if open(f"/proc/{d}/comm").read().startswith("ksoftirqd"):
-                    out.append(int(d))
-            except OSError:
-                pass
-    return out
-
-
 def run_series(sid, loaded, backend, how, work, tools):
     want, kept, tries, token_start = CFG["runs"], 0, 0, 0
     while kept < want and tries < 3 * want:
         tries += 1
         tools.wait()
-        quiet = ib.wait_quiet(CFG["quiet_timeout"])
+        quiet = wait_quiet(CFG["quiet_timeout"])
         r, text = wrk_once(sid, loaded, backend, how, work, token_start)
         token_start += r["requests"]
         disturbed = r["foreign_pct"] > FOREIGN_MAX
@@ -522,31 +435,13 @@ def scrape_metrics(series):
 
 
 def meta(args):
-    cpu_model = ""
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
-
     def out(cmd):
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return (p.stdout.strip() or p.stderr.strip())
+        return command_output(cmd)
 
-    rev = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
-    dirty = bool(out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]))
     return {
-        "kind": "meta",
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(), "cpu_model": cpu_model, "mem_gib": round(mem_kb / 1048576, 1),
-        "kernel": platform.release(), "git_rev": rev + ("-dirty" if dirty else ""),
+        **machine_meta(),
         "gatehouse_bin": os.path.relpath(args.gatehouse, ROOT),
-        "gatehouse_bin_mtime": datetime.datetime.fromtimestamp(
-            os.path.getmtime(args.gatehouse), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "wrk": out(["wrk", "-v"]).splitlines()[0].split(" Copyright")[0] if out(["wrk", "-v"]) else "",
+        "gatehouse_bin_mtime": utc_mtime(args.gatehouse),
         "nginx": out(["nginx", "-v"]).replace("nginx version: ", ""),
         "haproxy": out(["haproxy", "-v"]).splitlines()[0] if out(["haproxy", "-v"]) else "",
         "openssl": out(["openssl", "version"]),
@@ -558,13 +453,12 @@ def meta(args):
 # ---------------------------------------------------------------- run
 
 def cmd_run(args):
-    global OUT
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    OUT = open(args.results, "a")
+    open_results(args.results)
     work = os.path.join(args.scratch, "run-" + os.path.basename(args.results).split(".")[0])
     os.makedirs(work, exist_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: (ib.stop_all(), sys.exit(143)))
-    signal.signal(signal.SIGINT, lambda *_: (ib.stop_all(), sys.exit(130)))
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
+    signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
     only = CFG["only"] or [s[0] for s in SERIES]
     if CFG["tokens"] <= TOKEN_CACHE_MAX:
         say(f"warning: BENCH_TOKENS={CFG['tokens']} does not exceed the gateway's token cache ({TOKEN_CACHE_MAX}); "
@@ -623,8 +517,8 @@ def cmd_run(args):
                     loaded.stop()
         emit({"kind": "done", "tool_wait_s": round(tools.waited, 1)})
     finally:
-        ib.stop_all()
-        OUT.close()
+        stop_all()
+        close_results()
         left = [p for p in P.values() if port_open(p)]
         if left:
             say(f"WARNING: ports still listening after stop: {left}")
@@ -632,10 +526,6 @@ def cmd_run(args):
 
 
 # ---------------------------------------------------------------- report
-
-def load(path):
-    return [json.loads(line) for line in open(path) if line.strip()]
-
 
 def summarize(recs, sid):
     runs = [r for r in recs if r["kind"] == "wrk" and r["series"] == sid and not r["discarded"]]
@@ -822,17 +712,7 @@ def report(path, docs_path=None):
 
 def write_section(docs_path, section):
     """Replace the "## Gateway" section of the doc (up to the next "## " heading), or append it."""
-    old = open(docs_path).read() if os.path.exists(docs_path) else ""
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip("\n") == "## Gateway"), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + section if old else section
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        rest = "".join(lines[end:])
-        new = "".join(lines[:start]) + section + ("\n" + rest if rest else "")
-    with open(docs_path, "w") as fh:
-        fh.write(new)
+    _write_section(docs_path, "## Gateway", section)
 
 
 def main():

@@ -11,26 +11,29 @@ VmRSS sampled every 100 ms during each run, VmHWM at the end).
 """
 
 import argparse
-import datetime
-import http.client
 import json
 import os
-import platform
 import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
-TCK = os.sysconf("SC_CLK_TCK")
+
+sys.path.insert(0, os.path.dirname(HERE))
+from common import (  # noqa: E402
+    TCK, RssSampler, Server, close_results, command_output, cpu_ticks, emit, env_int, http_call, load,
+    machine_meta,
+    open_results, parse_wrk, proc_stat_cpu, proc_tree, say, status_kb, stop_all, utc_mtime,
+    wait_for_builds, wait_quiet,
+)
+
 API_KEY = "fake-api-key"
 PROJECT = "demo-bench"
 ENDPOINTS = ["signup", "signin", "refresh", "lookup"]
@@ -42,12 +45,6 @@ LABEL = {
 }
 FRESH = "gatehouse-sqlite-lookup-only"  # fresh process that serves only the lookup load
 FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
-BUILD_TOOLS = {"rustc", "cc1", "cc1plus", "cargo", "ld", "collect2", "as", "cc", "gcc", "c++"}
-
-
-def env_int(name, default):
-    return int(os.environ.get(name, default))
-
 
 CFG = {
     "runs": env_int("BENCH_RUNS", 3),
@@ -61,200 +58,6 @@ CFG = {
     "build_wait": env_int("BENCH_BUILD_WAIT", 900),
     "hash_secs": env_int("BENCH_HASH_SECS", 5),
 }
-
-OUT = None  # results file handle
-LIVE = []  # servers still running (stopped on exit, on error and on SIGINT/SIGTERM)
-
-
-def emit(rec):
-    rec = {"t": round(time.time(), 3), **rec}
-    OUT.write(json.dumps(rec, separators=(",", ":")) + "\n")
-    OUT.flush()
-
-
-def say(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- /proc helpers
-
-def proc_stat_cpu():
-    """(user+nice+system, steal, irq+softirq) ticks over all CPUs."""
-    f = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = f
-    return user + nice + system, steal, irq + softirq
-
-
-def ppid_map():
-    m = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            rest = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        m.setdefault(int(rest[1]), []).append(int(d))
-    return m
-
-
-def proc_tree(pid):
-    m, out, todo = ppid_map(), [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(m.get(p, []))
-    return out
-
-
-def cpu_ticks(pids):
-    total = 0
-    for p in pids:
-        try:
-            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-            total += int(f[11]) + int(f[12])
-        except OSError:
-            pass
-    return total
-
-
-def status_kb(pids, key):
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                for line in fh:
-                    if line.startswith(key + ":"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total
-
-
-def proc_names():
-    names = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                names.append((int(d), open(f"/proc/{d}/comm").read().strip()))
-            except OSError:
-                pass
-    return names
-
-
-def busy_pct(seconds=1.0):
-    b0 = proc_stat_cpu()[0]
-    time.sleep(seconds)
-    return 100.0 * (proc_stat_cpu()[0] - b0) / TCK / seconds  # % of one core
-
-
-def wait_quiet(limit, thresh=10.0, need=3):
-    """Bounded wait until the whole machine uses < thresh % of one core for `need` seconds."""
-    t_end, ok = time.time() + limit, 0
-    while time.time() < t_end:
-        ok = ok + 1 if busy_pct() < thresh else 0
-        if ok >= need:
-            return True
-    say(f"  machine not quiet after {limit}s; measuring anyway")
-    return False
-
-
-def wait_for_builds(limit):
-    """Bounded wait for compilers (someone else's cargo build) to finish."""
-    t0 = time.time()
-    seen = set()
-    while True:
-        running = sorted({n for _, n in proc_names() if n in BUILD_TOOLS})
-        if not running:
-            return {"build_seen": sorted(seen), "waited_s": round(time.time() - t0, 1), "quiet": True}
-        if not seen:
-            say(f"  waiting (up to {limit}s) for build tools to finish: {running}")
-        seen.update(running)
-        if time.time() - t0 > limit:
-            say(f"  build tools still running after {limit}s: {running}; measuring anyway")
-            return {"build_seen": sorted(seen), "waited_s": round(time.time() - t0, 1), "quiet": False}
-        time.sleep(10)
-
-
-# ---------------------------------------------------------------- servers
-
-def port_open(port):
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def http_call(port, method, path, body=None, ctype="application/json", timeout=10):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        headers = {"Content-Type": ctype} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
-
-
-class Server:
-    def __init__(self, name, argv, cwd, env, log_path, port, ready_path, extra_ports=()):
-        self.name, self.argv, self.cwd, self.env = name, argv, cwd, env
-        self.log_path, self.port, self.ready_path = log_path, port, ready_path
-        self.extra_ports = extra_ports
-        self.proc = None
-
-    def start(self):
-        for p in (self.port, *self.extra_ports):
-            if port_open(p):
-                raise SystemExit(f"port 127.0.0.1:{p} is already in use; not starting {self.name}")
-        log = open(self.log_path, "ab")
-        self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        LIVE.append(self)
-
-    def wait_ready(self, timeout):
-        """Seconds from exec until GET ready_path answers 200."""
-        end = self.t0 + timeout
-        while time.perf_counter() < end:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                status, _ = http_call(self.port, "GET", self.ready_path, timeout=2)
-                if status == 200:
-                    return time.perf_counter() - self.t0
-            except OSError:
-                pass
-            time.sleep(0.005)
-        raise SystemExit(f"{self.name} not ready after {timeout}s; see {self.log_path}")
-
-    def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        # anything left in the group (children that ignored SIGTERM)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if self in LIVE:
-            LIVE.remove(self)
-        self.proc = None
-
-
-def stop_all(*_):
-    for s in list(LIVE):
-        s.stop()
-
 
 def server_env(base_extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")}
@@ -289,45 +92,6 @@ def emulator_server(args, scratch):
 
 
 # ---------------------------------------------------------------- wrk
-
-def to_ms(s):
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", s)
-    if not m:
-        return None
-    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
-
-
-def parse_wrk(text):
-    r = {}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    if not m:
-        raise ValueError("no Requests/sec in wrk output:\n" + text)
-    r["rps"] = float(m.group(1))
-    for pct in ("50", "75", "90", "99"):
-        m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
-        r[f"p{pct}_ms"] = to_ms(m.group(1)) if m else None
-    m = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
-    r["max_ms"] = to_ms(m.group(3)) if m else None
-    m = re.search(r"(\d+) requests in ([\d.]+\w+)", text)
-    r["requests"] = int(m.group(1))
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    r["non2xx"] = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    r["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()))) if m else {}
-    return r
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pids, every=0.1):
-        super().__init__(daemon=True)
-        self.pids, self.every, self.peak_kb = pids, every, 0
-        self.halt = threading.Event()
-
-    def run(self):
-        while not self.halt.is_set():
-            self.peak_kb = max(self.peak_kb, status_kb(self.pids, "VmRSS"))
-            self.halt.wait(self.every)
-
 
 def wrk_once(server, endpoint, env_extra):
     lua = os.path.join(HERE, "lua", f"{endpoint}.lua")
@@ -474,42 +238,21 @@ def hash_rate(args):
 
 
 def meta(args):
-    cpu_model = ""
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
-
-    def out(cmd):
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return p.stdout.strip() or p.stderr.strip()
-    rev = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
-    dirty = bool(out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]))
     fb_pkg = os.path.join(args.fb_dir, "node_modules", "firebase-tools", "package.json")
     fb_version = json.load(open(fb_pkg))["version"] if os.path.exists(fb_pkg) else None
-    wrk_v = out(["wrk", "-v"]).splitlines()
     return {
-        "kind": "meta",
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(), "cpu_model": cpu_model, "mem_gib": round(mem_kb / 1048576, 1),
-        "kernel": platform.release(), "git_rev": rev + ("-dirty" if dirty else ""),
+        **machine_meta(),
         "gatehouse_bin": os.path.relpath(args.gatehouse, ROOT),
-        "gatehouse_bin_mtime": datetime.datetime.fromtimestamp(os.path.getmtime(args.gatehouse),
-                                                               datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "wrk": wrk_v[0] if wrk_v else "", "node": out(["node", "--version"]), "firebase_tools": fb_version,
+        "gatehouse_bin_mtime": utc_mtime(args.gatehouse),
+        "node": command_output(["node", "--version"]), "firebase_tools": fb_version,
         "postgres": bool(args.pg_url), "config": CFG,
         "command": "bench/identity/run.sh",
     }
 
 
 def cmd_run(args):
-    global OUT
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    OUT = open(args.results, "a")
+    open_results(args.results)
     scratch = os.path.join(args.scratch, "run-" + os.path.basename(args.results).split(".")[0])
     os.makedirs(scratch, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
@@ -536,7 +279,7 @@ def cmd_run(args):
         emit({"kind": "done"})
     finally:
         stop_all()
-        OUT.close()
+        close_results()
         for d in os.listdir(scratch):
             if d.startswith("data-"):
                 shutil.rmtree(os.path.join(scratch, d), ignore_errors=True)
@@ -544,10 +287,6 @@ def cmd_run(args):
 
 
 # ---------------------------------------------------------------- report
-
-def load(path):
-    return [json.loads(line) for line in open(path) if line.strip()]
-
 
 def summarize(recs, target, endpoint):
     runs = [r for r in recs if r["kind"] == "wrk" and r["target"] == target and r["endpoint"] == endpoint

@@ -18,12 +18,9 @@ vote process's RSS is sampled every 100 ms.
 """
 
 import argparse
-import datetime
 import http.client
-import importlib.util
 import json
 import os
-import platform
 import pwd
 import re
 import resource
@@ -40,17 +37,16 @@ import urllib.parse
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
-# /proc, wrk-output and process helpers shared with the identity benchmark.
-_spec = importlib.util.spec_from_file_location("identity_bench", os.path.join(ROOT, "bench", "identity", "bench.py"))
-ib = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ib)
-proc_stat_cpu, proc_tree, cpu_ticks, status_kb = ib.proc_stat_cpu, ib.proc_tree, ib.cpu_ticks, ib.status_kb
-parse_wrk, RssSampler, Server = ib.parse_wrk, ib.RssSampler, ib.Server
+sys.path.insert(0, os.path.dirname(HERE))
+from common import (  # noqa: E402
+    TCK, RssSampler, Server, close_results, cpu_ticks, emit, env_int, env_list,
+    ksoftirqd_pids, machine_meta, open_results, parse_wrk, proc_stat_cpu, proc_tree, say, status_kb,
+    stop_all, utc_mtime, wait_for_builds, wait_quiet,
+)
 
 sys.path.insert(0, HERE)
 import summarize  # noqa: E402
 
-TCK = os.sysconf("SC_CLK_TCK")
 PROJECT = "bench-proj"
 API_KEY = "bench-key"
 TABLE = "pet_votes"
@@ -59,14 +55,6 @@ FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run di
 # and the tally table itself when it starts.
 DDL = (f"CREATE TABLE {TABLE} (vote_id bigserial PRIMARY KEY NOT NULL, time_cast timestamptz NOT NULL, "
        "candidate CHAR(6) NOT NULL, uid VARCHAR(128) NOT NULL)")
-
-
-def env_int(name, default):
-    return int(os.environ.get(name, default))
-
-
-def env_list(name, default):
-    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
 
 
 CFG = {
@@ -81,19 +69,6 @@ CFG = {
     "quiet_timeout": env_int("BENCH_QUIET_TIMEOUT", 60),
     "build_wait": env_int("BENCH_BUILD_WAIT", 900),
 }
-
-OUT = None
-
-
-def emit(rec):
-    rec = {"t": round(time.time(), 3), **rec}
-    OUT.write(json.dumps(rec, separators=(",", ":")) + "\n")
-    OUT.flush()
-
-
-def say(*a):
-    print(*a, file=sys.stderr, flush=True)
-
 
 def seconds(d):
     m = re.fullmatch(r"([\d.]+)(ms|s|m|h)?", d)
@@ -309,18 +284,6 @@ def pg_ticks(pg):
     return t
 
 
-def ksoftirqd_pids():
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if open(f"/proc/{d}/comm").read().startswith("ksoftirqd"):
-                    out.append(int(d))
-            except OSError:
-                pass
-    return out
-
-
 def wrk_once(vote, pg, idp, op, token, duration):
     argv = ["wrk", f"-t{CFG['threads']}", f"-c{CFG['connections']}", f"-d{duration}", "--latency",
             "--timeout", CFG["wrk_timeout"]]
@@ -466,7 +429,7 @@ def block(size, mode, args, pg, idp, identity, work):
               "status": status, "shown": shown})
         if not ok:
             raise SystemExit(f"GET / shows {shown} (HTTP {status}), expected CATS {s['cats']} DOGS {s['dogs']}")
-        ib.wait_quiet(CFG["quiet_timeout"], need=2)
+        wait_quiet(CFG["quiet_timeout"], need=2)
         wrk_once(vote, pg, idp, "get", None, CFG["warmup"])  # not recorded
         series(size, mode, "get", vote, pg, idp, identity, work)
         status, body = request(port, "POST", "/", "team=CATS",
@@ -498,40 +461,16 @@ def profile(path):
 
 
 def meta(args, pg):
-    cpu_model = ""
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
-
-    def out(cmd):
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return p.stdout.strip() or p.stderr.strip()
-
-    def mtime(p):
-        return datetime.datetime.fromtimestamp(os.path.getmtime(p), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
     def rel(p):
         p = os.path.abspath(p)
         return os.path.relpath(p, ROOT) if p.startswith(ROOT + os.sep) else p
 
-    rev = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
-    dirty = bool(out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]))
-    wrk_v = out(["wrk", "-v"])
     return {
-        "kind": "meta",
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(), "cpu_model": cpu_model, "mem_gib": round(mem_kb / 1048576, 1),
-        "kernel": platform.release(), "git_rev": rev + ("-dirty" if dirty else ""),
-        "vote_bin": rel(args.vote), "vote_bin_mtime": mtime(args.vote),
-        "gatehouse_bin": rel(args.gatehouse), "gatehouse_bin_mtime": mtime(args.gatehouse),
+        **machine_meta(),
+        "vote_bin": rel(args.vote), "vote_bin_mtime": utc_mtime(args.vote),
+        "gatehouse_bin": rel(args.gatehouse), "gatehouse_bin_mtime": utc_mtime(args.gatehouse),
         "profile": "release" if profile(args.vote) == profile(args.gatehouse) == "release" else
                    f"vote {profile(args.vote)}, gatehouse {profile(args.gatehouse)}",
-        "wrk": wrk_v.splitlines()[0].split(" Copyright")[0] if wrk_v else "",
         "postgres": pg.version(), "pg_settings": pg.settings(),
         "pg_auth": "unix socket only; the app's role by password (scram-sha-256)",
         "config": CFG, "command": "bench/vote/run.sh",
@@ -539,18 +478,17 @@ def meta(args, pg):
 
 
 def cmd_run(args):
-    global OUT
     for b in (args.vote, args.gatehouse):
         if not os.access(b, os.X_OK):
             raise SystemExit(f"missing {b}")
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     os.makedirs(args.work, exist_ok=True)
     os.chmod(args.work, 0o755)  # the postgres user reaches its cluster below it
-    OUT = open(args.results, "a")
+    open_results(args.results)
     pg = Postgres(args.pg_bin, args.work)
 
     def cleanup():
-        ib.stop_all()
+        stop_all()
         pg.stop()
 
     signal.signal(signal.SIGTERM, lambda *_: (cleanup(), sys.exit(143)))
@@ -558,7 +496,7 @@ def cmd_run(args):
     try:
         say(f"results: {args.results}\nscratch: {args.work}")
         say("waiting for a machine without compilers")
-        builds = ib.wait_for_builds(CFG["build_wait"])
+        builds = wait_for_builds(CFG["build_wait"])
         t0 = time.time()
         pg.init()
         say(f"PostgreSQL ready in {time.time() - t0:.1f} s (socket {pg.sock}, port {pg.port})")
@@ -580,7 +518,7 @@ def cmd_run(args):
         emit({"kind": "done"})
     finally:
         cleanup()
-        OUT.close()
+        close_results()
         shutil.rmtree(pg.root, ignore_errors=True)
         shutil.rmtree(os.path.join(args.work, "identity"), ignore_errors=True)
     text = summarize.report(args.results)

@@ -10,17 +10,16 @@ Results from debug binaries are printed but not written to the doc unless --forc
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: E402
+from common import load  # noqa: E402
+
 HEADING = "## Vote app (idp-sql)"
 OPS = {"get": "`GET /`", "vote": "`POST /`"}
-
-
-def load(path):
-    return [json.loads(line) for line in open(path) if line.strip()]
 
 
 def summary(recs, size, mode, op):
@@ -214,17 +213,7 @@ def report(path=None):
 
 def write_section(docs_path, section):
     """Replace the section (up to the next "## " heading), or append it at the end."""
-    old = open(docs_path).read() if os.path.exists(docs_path) else ""
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip("\n") == HEADING), None)
-    if start is None:
-        new = (old.rstrip("\n") + "\n\n" if old else "") + section.rstrip("\n") + "\n"
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        rest = "".join(lines[end:])
-        new = "".join(lines[:start]) + section.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
-    with open(docs_path, "w") as fh:
-        fh.write(new)
+    common.write_section(docs_path, HEADING, section.rstrip("\n") + "\n")
 
 
 def write_docs(results, docs_path, force=False):

@@ -14,7 +14,8 @@
 //      fed-prod (production):  oidc.corp -> OP1/gatehouse;
 // 4. starts `gatehouse identity` on that port and waits for its "listening" line;
 // 5. runs `node --test federated.test.mjs` with everything in the environment;
-// 6. stops everything (also on failure, SIGINT/SIGTERM, and after a hard 5-minute cap) and exits
+// 6. fails when no test ran (counted from a TAP copy of the report), then
+//    stops everything (also on failure, SIGINT/SIGTERM, and after a hard 5-minute cap) and exits
 //    with the test run's exit code. On failure it prints the tail of Gatehouse's and the OPs' logs.
 //    The temporary directory is removed unless the run failed or --keep was given.
 import { execFileSync, spawn } from 'node:child_process';
@@ -122,6 +123,22 @@ function startGatehouse(argv, logPath) {
     }, 60_000).unref();
   });
   return { ready, exited };
+}
+
+/** The `# tests N`, `# pass N`, ... counts at the end of a TAP report ({} when unreadable). */
+function tapSummary(file) {
+  const out = {};
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of text.split('\n')) {
+    const m = /^# (tests|pass|fail|cancelled|skipped|todo) (\d+)$/.exec(line);
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
 }
 
 function tail(file, n) {
@@ -272,7 +289,17 @@ async function main() {
     FED_GATEHOUSE_LOG: gatehouseLogPath,
   };
   const files = testFiles.length ? testFiles : [path.join(HERE, 'federated.test.mjs')];
-  const child = spawn(process.execPath, ['--test', '--test-reporter=spec', ...testArgs, ...files], {
+  for (const f of files) {
+    if (!existsSync(f)) throw new Error(`test file ${f} does not exist`);
+  }
+  // The spec report for people, a TAP copy to count the tests: a run in which no test ran fails.
+  const tapPath = path.join(work, 'summary.tap');
+  const child = spawn(process.execPath, [
+    '--test',
+    '--test-reporter=spec', '--test-reporter-destination=stdout',
+    '--test-reporter=tap', `--test-reporter-destination=${tapPath}`,
+    ...testArgs, ...files,
+  ], {
     stdio: ['ignore', 'inherit', 'inherit'],
     env,
     cwd: HERE,
@@ -280,7 +307,13 @@ async function main() {
   children.tests = child;
   const code = await new Promise((resolve) => child.once('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0))));
   children.tests = null;
-  await finish(code, code === 0 ? undefined : `node --test exited ${code}`);
+  if (code !== 0) return finish(code, `node --test exited ${code}`);
+  const summary = tapSummary(tapPath);
+  if (!(summary.tests > 0 && summary.pass > 0)) {
+    return finish(1, `no test ran (${JSON.stringify(summary)}): check the file list and --test-name-pattern`);
+  }
+  log(`${summary.pass} of ${summary.tests} tests passed`);
+  await finish(0);
 }
 
 main().catch((err) => finish(1, `setup failed: ${err.stack ?? err}`));

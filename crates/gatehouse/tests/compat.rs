@@ -3,13 +3,16 @@
 //! once on embedded SQLite and once on an ephemeral PostgreSQL cluster.
 //!
 //! Prerequisites are installed by `tests/compat/setup.sh` (the README's test command runs it).
+//! Node suites run on explicit file lists through `gatehouse_testkit::NodeTests`, which fails
+//! a run in which no test ran; pytest fails one that collects nothing (exit status 5).
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gatehouse_testkit::{PgCluster, Spawned, TempDir};
+use gatehouse_testkit::node::files_ending_with;
+use gatehouse_testkit::{NodeTests, PgCluster, Spawned, TempDir};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -42,6 +45,15 @@ fn start_server(data: &Path, database_url: Option<&str>) -> Spawned {
     Spawned::start(Path::new(env!("CARGO_BIN_EXE_gatehouse")), &args).expect("gatehouse starts")
 }
 
+/// The Firebase JS SDK suite in `tests/compat/node` (checked against the directory's listing).
+const FIREBASE_JS_SUITE: &[&str] = &[
+    "anonymous-custom.test.mjs",
+    "email-password.test.mjs",
+    "jwks.test.mjs",
+    "oob.test.mjs",
+    "profile-tokens.test.mjs",
+];
+
 fn run_suites(server: &Spawned) {
     let root = repo_root();
     let node_dir = root.join("tests/compat/node");
@@ -58,12 +70,18 @@ fn run_suites(server: &Spawned) {
         ("GATEHOUSE_OTHER_PROJECT", "other-project".into()),
         ("GATEHOUSE_OTHER_API_KEY", "other-key".into()),
     ];
-    let node = Command::new("node")
-        .args(["--test", "--test-concurrency=1"])
-        .current_dir(&node_dir)
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .status()
-        .expect("node is installed (apt-get install nodejs)");
+    // The Firebase JS SDK suite: every `*.test.mjs`, named one by one (a run that finds no
+    // file or no test fails instead of passing empty).
+    assert_eq!(
+        files_ending_with(&node_dir, ".test.mjs").unwrap(),
+        FIREBASE_JS_SUITE,
+        "FIREBASE_JS_SUITE must name every tests/compat/node/*.test.mjs"
+    );
+    let mut node = NodeTests::new(&node_dir, FIREBASE_JS_SUITE).arg("--test-concurrency=1");
+    for (k, v) in &envs {
+        node = node.env(k, v.as_str());
+    }
+    let node = node.run();
     let py = Command::new(&python)
         .args([
             "-m",
@@ -77,7 +95,9 @@ fn run_suites(server: &Spawned) {
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .status()
         .expect("python venv runs");
-    assert!(node.success(), "Firebase JS SDK suite failed");
+    if let Err(e) = node {
+        panic!("Firebase JS SDK suite: {e:#}");
+    }
     assert!(py.success(), "firebase-admin / google-auth suite failed");
 }
 
@@ -122,16 +142,13 @@ fn node_admin_sdk_with_unsigned_tokens() {
         node_dir.join("node_modules/firebase-admin").is_dir(),
         "compat prerequisites missing: run `tests/compat/setup.sh`"
     );
-    let status = Command::new("node")
-        .args(["--test", "node-admin.unsigned.mjs"])
-        .current_dir(&node_dir)
+    NodeTests::new(&node_dir, &["node-admin.unsigned.mjs"])
         .env("GATEHOUSE_URL", server.url())
-        .env("FIREBASE_AUTH_EMULATOR_HOST", &server.addr)
+        .env("FIREBASE_AUTH_EMULATOR_HOST", server.addr.as_str())
         .env("GATEHOUSE_PROJECT", "demo-project")
         .env("GATEHOUSE_API_KEY", "compat-key")
-        .status()
-        .expect("node is installed");
-    assert!(status.success(), "firebase-admin (Node) suite failed");
+        .run()
+        .expect("firebase-admin (Node) suite");
 }
 
 /// Runs the pytest suite in `tests/compat/<suite>` (its own venv) against the real binary.
@@ -182,16 +199,10 @@ fn node_google_auth_iam_suite() {
         node_dir.join("node_modules/google-auth-library").is_dir(),
         "compat prerequisites missing: run `tests/compat/setup.sh`"
     );
-    let status = Command::new("node")
-        .args(["--test", "google-auth.iam.mjs"])
-        .current_dir(&node_dir)
+    NodeTests::new(&node_dir, &["google-auth.iam.mjs"])
         .env("GATEHOUSE_BIN", env!("CARGO_BIN_EXE_gatehouse"))
-        .status()
-        .expect("node is installed");
-    assert!(
-        status.success(),
-        "google-auth-library (Node) IAM suite failed"
-    );
+        .run()
+        .expect("google-auth-library (Node) IAM suite");
 }
 
 /// Federated sign-in against a real, certified OpenID provider (npm oidc-provider, started by
@@ -212,4 +223,19 @@ fn federated_sign_in_suite() {
         .status()
         .expect("node is installed");
     assert!(status.success(), "federated sign-in suite failed");
+}
+
+/// The federated suite's own harness (`selftest.mjs`): the upstream OpenID Provider it runs is
+/// strict (signatures, nonce, PKCE, redirect URIs, client authentication), so a federated test
+/// that passes is not passing against a lax provider.
+#[test]
+fn federated_harness_selftest() {
+    let dir = repo_root().join("tests/federated");
+    assert!(
+        dir.join("node_modules/oidc-provider").is_dir(),
+        "federated prerequisites missing: run `tests/federated/setup.sh`"
+    );
+    NodeTests::new(&dir, &["selftest.mjs"])
+        .run()
+        .expect("federated harness self-test");
 }

@@ -1,19 +1,28 @@
 //! Test harness for Gatehouse: ephemeral PostgreSQL clusters, free ports, temporary
-//! directories, a recording SMTP server, and a spawner for the real `gatehouse` binary.
+//! directories, a recording SMTP server, a spawner for the real `gatehouse` binary, a
+//! `node --test` runner that fails when no test ran, and (feature `world`) the IAM + Secret
+//! Manager + runner world that the runner and app tests deploy into.
 //!
 //! Missing prerequisites fail loudly with the install hint; nothing here turns a test into a
-//! skip.
+//! skip. Not for production code: no crate's `[dependencies]` may name it, only
+//! `[dev-dependencies]`.
 
 #![forbid(unsafe_code)]
 
 pub mod adversarial;
+pub mod node;
 mod pg;
 mod smtp;
 mod spawn;
+#[cfg(feature = "world")]
+mod world;
 
+pub use node::{NodeSummary, NodeTests};
 pub use pg::PgCluster;
 pub use smtp::{SmtpSink, StoredMail};
 pub use spawn::Spawned;
+#[cfg(feature = "world")]
+pub use world::{World, WorldBuilder};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

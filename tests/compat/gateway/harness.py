@@ -15,7 +15,6 @@ Everything here runs on 127.0.0.1 with ports chosen by the kernel (port 0):
 Exact error messages from the spec (§3) are the MSG_* constants below.
 """
 
-import base64
 import datetime
 import hashlib
 import hmac
@@ -35,14 +34,21 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import sys
+
 import jwt  # PyJWT
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 import oas
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gatehouse_common import (  # noqa: E402,F401
+    b64url_decode, b64url_encode, free_port, gatehouse_bin as _gatehouse_bin, jwt_payload,
+    log_field, stop_process_group, wait_until,
+)
 
 START_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 15.0
@@ -84,47 +90,17 @@ def msg_405(template):
 
 # --------------------------------------------------------------------------- small helpers
 
-def b64u(data):
-    if isinstance(data, str):
-        data = data.encode()
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def b64u_decode(text):
-    text += "=" * (-len(text) % 4)
-    return base64.urlsafe_b64decode(text.encode())
-
-
-def jwt_payload(token):
-    """The decoded JSON payload of a compact JWT (no verification)."""
-    return json.loads(b64u_decode(token.split(".")[1]))
+b64u = b64url_encode
+b64u_decode = b64url_decode
 
 
 def payload_segment(token):
     return token.split(".")[1]
 
 
-def wait_until(predicate, timeout=5.0, interval=0.05, message="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    last = predicate()
-    if last:
-        return last
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-
-
 def dead_port():
     """A loopback port that was free a moment ago and now refuses connections."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return free_port()
 
 
 def pattern_bytes(n, offset=0):
@@ -1129,20 +1105,7 @@ class H2EchoBackend:
 
 def gatehouse_bin():
     """The binary under test from $GATEHOUSE_BIN; fails the test (never skips) when unusable."""
-    raw = os.environ.get("GATEHOUSE_BIN")
-    if not raw:
-        pytest.fail("GATEHOUSE_BIN is not set: point it at the gatehouse binary, e.g. "
-                    "GATEHOUSE_BIN=target/debug/gatehouse (see tests/compat/gateway/README.md)",
-                    pytrace=False)
-    candidates = [raw]
-    if not os.path.isabs(raw):
-        repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-        candidates.append(os.path.join(repo, raw))
-    for c in candidates:
-        if os.path.isfile(c) and os.access(c, os.X_OK):
-            return os.path.abspath(c)
-    pytest.fail(f"GATEHOUSE_BIN={raw!r} is not an executable file (looked at {candidates}); "
-                "build it first (cargo build -p gatehouse)", pytrace=False)
+    return _gatehouse_bin("tests/compat/gateway/README.md")
 
 
 def write_config(directory, config, fmt="yaml", name="openapi"):
@@ -1169,15 +1132,6 @@ def _atomic_write(path, text):
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-def _log_field(obj, key):
-    if key in obj:
-        return obj[key]
-    fields = obj.get("fields")
-    if isinstance(fields, dict):
-        return fields.get(key)
-    return None
 
 
 class GatewayStartError(AssertionError):
@@ -1250,8 +1204,8 @@ class Gateway:
                         obj = None
                     if isinstance(obj, dict):
                         self.json_lines.append(obj)
-                        msg = _log_field(obj, "message")
-                        addr = _log_field(obj, "addr")
+                        msg = log_field(obj, "message")
+                        addr = log_field(obj, "addr")
                         if msg == "listening" and addr and not self.addr:
                             self.addr = str(addr)
                         elif msg == "admin listening" and addr and not self.admin_addr:
@@ -1302,26 +1256,7 @@ class Gateway:
         return rc, self.output()
 
     def stop(self, timeout=5.0):
-        p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # whatever is left of the group
-            os.killpg(p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_process_group(self.proc, timeout)  # the group: also whatever still holds the pipes
         for t in self._readers:
             t.join(2)
 
@@ -1342,6 +1277,11 @@ class Gateway:
         self.signal(signal.SIGHUP)
 
     # -- output
+    def count_logs(self, predicate):
+        """How many JSON log records so far satisfy `predicate`."""
+        with self._cond:
+            return sum(1 for rec in self.json_lines if predicate(rec))
+
     def output(self):
         with self._cond:
             return "\n".join(self.stdout_lines + self.stderr_lines)

@@ -186,16 +186,25 @@ def test_sighup_reload_applies_new_config(stack, echo, jwks):
     assert gw.get_bearer("/hello", p.token()).echo()["RequestURI"] == "/v2"
 
 
+def _is_refusal(rec):
+    """A log record saying a new config was refused (the old one is kept)."""
+    return "refused" in str(h.log_field(rec, "message") or "")
+
+
 def test_sighup_with_invalid_config_keeps_serving_old(stack, echo):
     gw = stack.gateway(_versioned(echo, "v1"))
     bad = _versioned(echo, "v2")
     bad["paths"]["/hello"]["get"]["x-google-backend"]["path_translation"] = "BOGUS"
+    refused = gw.count_logs(_is_refusal)
     gw.reload(bad)
-    time.sleep(1.0)
+    h.wait_until(lambda: gw.count_logs(_is_refusal) > refused or not gw.alive(), 10,
+                 message="the invalid config refused")
     assert gw.alive(), f"gateway died on an invalid reload\n{gw.describe()}"
     assert _version(gw) == "/v1"
+    refused = gw.count_logs(_is_refusal)
     gw.reload("swagger: '2.0'\npaths: [unclosed\n")
-    time.sleep(1.0)
+    h.wait_until(lambda: gw.count_logs(_is_refusal) > refused or not gw.alive(), 10,
+                 message="the unparsable config refused")
     assert gw.alive() and _version(gw) == "/v1"
     gw.reload(_versioned(echo, "v3"))  # a later good config still applies
     h.wait_until(lambda: _version(gw) == "/v3", 10, message="good config after a bad one")

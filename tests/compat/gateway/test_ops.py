@@ -5,7 +5,6 @@ logs without token values, graceful shutdown that drains.
 import json
 import signal
 import threading
-import time
 import types
 
 import pytest
@@ -81,7 +80,8 @@ def test_access_logs_are_json_and_contain_no_tokens(env):
     assert env.gw.get("/hello", headers={"X-Goog-Iap-Jwt-Assertion": t_iap}).status == 200
     assert env.gw.get_bearer("/hello", t_bad).status == 401
     assert env.gw.get("/open", headers={"Authorization": "Bearer opaque-secret-token-value"}).status == 200
-    time.sleep(0.5)
+    # Wait for the access log lines of those five requests (not for a fixed time).
+    h.wait_until(lambda: _access_lines(env.gw, first_line), 10, message="the access log lines")
     out = env.gw.output()
     for tok in (t_header, t_query, t_iap, t_bad):
         for part in (tok, tok.split(".")[2]):
@@ -95,6 +95,12 @@ def test_access_logs_are_json_and_contain_no_tokens(env):
     assert sum("hello" in ln for ln in new) >= 4, (
         f"expected an access log line for each of the 4 /hello requests, got:\n{chr(10).join(new)}")
     assert any("open" in ln for ln in new), "no access log line for /open on stdout"
+
+
+def _access_lines(gw, first_line):
+    """Whether stdout since `first_line` has a line for each /hello request and one for /open."""
+    new = [ln.lower() for ln in gw.stdout_lines[first_line:]]
+    return sum("hello" in ln for ln in new) >= 4 and any("open" in ln for ln in new)
 
 
 def _is_json_object(line):

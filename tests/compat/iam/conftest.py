@@ -21,11 +21,6 @@ import google.auth.transport.requests  # noqa: E402
 
 import iam_compat as ic  # noqa: E402
 
-BIN_HINT = (
-    "GATEHOUSE_BIN must name an executable gatehouse binary, e.g. "
-    "GATEHOUSE_BIN=$PWD/target/debug/gatehouse (see tests/compat/iam/README.md)"
-)
-
 
 def pytest_report_header(config):
     return (
@@ -36,12 +31,7 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def gatehouse_bin():
-    path = os.environ.get("GATEHOUSE_BIN", "")
-    if not path:
-        pytest.fail(f"GATEHOUSE_BIN is not set. {BIN_HINT}", pytrace=False)
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail(f"GATEHOUSE_BIN={path!r} is not an executable file. {BIN_HINT}", pytrace=False)
-    return os.path.abspath(path)
+    return ic.gatehouse_bin("tests/compat/iam/README.md")
 
 
 @pytest.fixture(scope="session")

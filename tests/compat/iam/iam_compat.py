@@ -9,20 +9,17 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
-import gatehouse_common as common  # noqa: E402
-from gatehouse_common import eventually, free_port, unique_id  # noqa: E402,F401
-import base64
-import json
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
+from gatehouse_common import (  # noqa: E402,F401
+    Account, IamCli, ServerProcess, assert_google_error, eventually, free_port, gatehouse_bin,
+    jwt_header, jwt_payload, log_field, unique_id,
+)
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 
-import requests
-from google.oauth2 import service_account
+import requests  # noqa: E402
+from google.oauth2 import service_account  # noqa: E402
 
 HTTP_TIMEOUT = 15  # seconds, for every raw request
 PROJECT = "demo-proj"
@@ -36,67 +33,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # ---------------------------------------------------------------- small helpers
 
-
-
 def unique_project(prefix="pol"):
     return unique_id(prefix)
-
-
-
-
-def b64url_decode(segment):
-    if isinstance(segment, bytes):
-        segment = segment.decode("ascii")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def jwt_header(token):
-    if isinstance(token, bytes):
-        token = token.decode("ascii")
-    return json.loads(b64url_decode(token.split(".")[0]))
-
-
-def jwt_payload(token):
-    if isinstance(token, bytes):
-        token = token.decode("ascii")
-    return json.loads(b64url_decode(token.split(".")[1]))
-
-
-def assert_google_error(resp, code, status):
-    """Google's JSON error: HTTP `code` and {"error": {"code", "message", "status"}}."""
-    assert resp.status_code == code, (
-        f"expected HTTP {code} {status}, got {resp.status_code}: {resp.text[:500]}"
-    )
-    try:
-        body = resp.json()
-    except ValueError as exc:
-        raise AssertionError(f"error body is not JSON: {resp.text[:300]!r}") from exc
-    err = body.get("error") if isinstance(body, dict) else None
-    assert isinstance(err, dict), body
-    assert err.get("code") == code, err
-    assert err.get("status") == status, err
-    assert isinstance(err.get("message"), str) and err["message"], err
-    return err
 
 
 def assert_ok(resp, what=""):
     assert resp.status_code == 200, f"{what}: HTTP {resp.status_code}: {resp.text[:500]}"
     return resp.json()
-
-
-class Account:
-    def __init__(self, email, unique_id, project):
-        self.email = email
-        self.unique_id = unique_id
-        self.project = project
-        self.member = f"serviceAccount:{email}"
-
-    @property
-    def resource(self):
-        return f"projects/{self.project}/serviceAccounts/{self.email}"
-
-    def __repr__(self):
-        return f"Account({self.email})"
 
 
 def access_token_for(key_path, http_request, scopes=(CLOUD_PLATFORM,)):
@@ -109,7 +52,7 @@ def access_token_for(key_path, http_request, scopes=(CLOUD_PLATFORM,)):
 
 # ---------------------------------------------------------------- the server under test
 
-class Gatehouse:
+class Gatehouse(IamCli):
     """One data directory, the `gatehouse iam` CLI on it, and one `serve` process."""
 
     def __init__(self, binary, data_dir):
@@ -122,7 +65,7 @@ class Gatehouse:
         self.url = f"http://127.0.0.1:{self.port}"
         self.mds_url = f"http://127.0.0.1:{self.mds_port}"
         self.log_path = os.path.join(data_dir, "server.log")
-        self.proc = None
+        self.server = ServerProcess("gatehouse iam serve", self.log_path)
         self.session = requests.Session()
         self.session.trust_env = False  # never send loopback traffic through a proxy
         self.mds_account = None
@@ -146,22 +89,11 @@ class Gatehouse:
         assert lines, f"no output from gatehouse iam {' '.join(args)}"
         return json.loads(lines[-1])
 
-    def create_account(self, prefix, project=PROJECT):
-        out = self.cli_json(
-            "service-accounts", "create", unique_id(prefix), "--project", project,
-        )
-        assert out["projectId"] == project, out
-        return Account(out["email"], out["uniqueId"], out["projectId"])
+    iam_json = cli_json
 
     def create_key_file(self, account, name=None):
         """Writes a key file for the account; returns (path, key id)."""
-        name = name or f"{account.email.split('@')[0]}-{secrets.token_hex(3)}.json"
-        path = os.path.join(self.data_dir, "keys", name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        out = self.cli_json(
-            "service-accounts", "keys", "create", path, "--iam-account", account.email,
-        )
-        return path, out["keyId"]
+        return self.new_key_file(account, name)
 
     def delete_key(self, account, key_id):
         self.cli("service-accounts", "keys", "delete", key_id, "--iam-account", account.email)
@@ -172,16 +104,6 @@ class Gatehouse:
     def enable(self, account):
         self.cli("service-accounts", "enable", account.email)
 
-    def _binding(self, verb, member, role, project, resource):
-        target = ["--resource", resource] if resource else ["--project", project or PROJECT]
-        return self.cli_json(verb, *target, "--member", member, "--role", role)
-
-    def add_binding(self, member, role, project=None, resource=None):
-        return self._binding("add-binding", member, role, project, resource)
-
-    def remove_binding(self, member, role, project=None, resource=None):
-        return self._binding("remove-binding", member, role, project, resource)
-
     # -- server ------------------------------------------------------------
     def start(self, mds_account):
         self.mds_account = mds_account
@@ -190,54 +112,23 @@ class Gatehouse:
             "serve", "--listen", f"127.0.0.1:{self.port}",
             "--metadata", f"{mds_account.email}=127.0.0.1:{self.mds_port}",
         ]
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        api_up = mds_up = False
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"gatehouse iam serve exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            for rec in self.log_records():
-                msg = rec.get("message") or rec.get("fields", {}).get("message")
-                if msg == "listening":
-                    api_up = True
-                elif msg == "metadata listening":
-                    mds_up = True
-                elif msg == "metadata server failed":
-                    raise RuntimeError(f"metadata server failed:\n{self.log_tail()}")
-            if api_up and mds_up:
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"gatehouse iam serve did not come up in 30 s:\n{self.log_tail()}")
+
+        def ready(records):
+            messages = {log_field(r, "message") for r in records}
+            if "metadata server failed" in messages:
+                raise RuntimeError("metadata server failed")
+            return {"listening", "metadata listening"} <= messages
+
+        self.server.start(cmd, ready)
 
     def log_records(self):
-        return common.log_records(self.log_path)
+        return self.server.log_records()
 
     def log_tail(self, n=40):
-        return common.log_tail(self.log_path, n)
+        return self.server.log_tail(n)
 
     def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=10)
-        self._log.close()
+        self.server.stop()
         self.session.close()
 
     # -- HTTP --------------------------------------------------------------

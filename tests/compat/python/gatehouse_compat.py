@@ -5,14 +5,18 @@ calls) or decodes tokens locally. Admin calls go through the real
 firebase-admin SDK (see conftest.py).
 """
 
-import base64
-import json
 import os
 import secrets
+import sys
 import time
 import urllib.parse
 
 import requests
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gatehouse_common import (  # noqa: E402,F401
+    b64url_decode, b64url_encode, error_object, json_segment, jwt_header, jwt_parts, jwt_payload,
+)
 
 HTTP_TIMEOUT = 30  # seconds, for every raw request
 
@@ -93,40 +97,6 @@ def unique_phone():
     return "+1555" + "".join(str(secrets.randbelow(10)) for _ in range(7))
 
 
-# ---------------------------------------------------------------- JWT helpers
-
-def b64url_decode(segment):
-    if isinstance(segment, bytes):
-        segment = segment.decode("ascii")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def b64url_encode(data):
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def jwt_parts(token):
-    if isinstance(token, bytes):
-        token = token.decode("ascii")
-    parts = token.split(".")
-    assert len(parts) == 3, f"not a 3-part JWT: {token[:60]!r}"
-    return parts
-
-
-def jwt_header(token):
-    return json.loads(b64url_decode(jwt_parts(token)[0]))
-
-
-def jwt_payload(token):
-    return json.loads(b64url_decode(jwt_parts(token)[1]))
-
-
-def json_segment(obj):
-    return b64url_encode(json.dumps(obj, separators=(",", ":")).encode("utf-8"))
-
-
 # ---------------------------------------------------------------- REST client
 
 class Rest:
@@ -186,15 +156,7 @@ def assert_error(resp, *codes, status=400):
     Shape: {"error": {"code": <status>, "message": "CODE[ : detail]", "errors": [...]}}
     Returns the error code (the part of message before any " : " / ":").
     """
-    assert resp.status_code == status, (
-        f"expected HTTP {status} with {codes}, got {resp.status_code}: {resp.text[:500]}"
-    )
-    try:
-        body = resp.json()
-    except ValueError as exc:
-        raise AssertionError(f"error body is not JSON: {resp.text[:300]!r}") from exc
-    assert isinstance(body, dict) and isinstance(body.get("error"), dict), body
-    err = body["error"]
+    err = error_object(resp, status, f"with {codes}")
     assert err.get("code") == status and isinstance(err.get("code"), int), err
     message = err.get("message")
     assert isinstance(message, str) and message, err

@@ -24,11 +24,6 @@ from google.cloud import secretmanager  # noqa: E402
 
 import secrets_compat as sc  # noqa: E402
 
-BIN_HINT = (
-    "GATEHOUSE_BIN must name an executable gatehouse binary, e.g. "
-    "GATEHOUSE_BIN=$PWD/target/debug/gatehouse (see tests/compat/secrets/README.md)"
-)
-
 # The client's requests session honours proxy variables; loopback must never go through one.
 for _var in ("NO_PROXY", "no_proxy"):
     _have = os.environ.get(_var, "")
@@ -45,12 +40,7 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def gatehouse_bin():
-    path = os.environ.get("GATEHOUSE_BIN", "")
-    if not path:
-        pytest.fail(f"GATEHOUSE_BIN is not set. {BIN_HINT}", pytrace=False)
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail(f"GATEHOUSE_BIN={path!r} is not an executable file. {BIN_HINT}", pytrace=False)
-    return os.path.abspath(path)
+    return sc.gatehouse_bin("tests/compat/secrets/README.md")
 
 
 @pytest.fixture

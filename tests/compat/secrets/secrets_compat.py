@@ -11,20 +11,17 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
-import gatehouse_common as common  # noqa: E402
-from gatehouse_common import eventually, free_port, unique_id  # noqa: E402,F401
-import json
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import time
+from gatehouse_common import (  # noqa: E402,F401
+    Account, IamCli, ServerProcess, assert_google_error, eventually, free_port, gatehouse_bin,
+    last_json_line, listening, unique_id,
+)
+import os  # noqa: E402
+import subprocess  # noqa: E402
 
-import requests
-from google.api_core import exceptions as api_exceptions
-from google.cloud import secretmanager
-from google.oauth2 import service_account
+import requests  # noqa: E402
+from google.api_core import exceptions as api_exceptions  # noqa: E402
+from google.cloud import secretmanager  # noqa: E402
+from google.oauth2 import service_account  # noqa: E402
 
 HTTP_TIMEOUT = 15  # seconds, for every raw request
 CLI_TIMEOUT = 60
@@ -102,23 +99,6 @@ def expect_error(cls, code, status, fn, *args, message_contains=None, **kwargs):
     return exc
 
 
-def assert_google_error(resp, code, status):
-    """A raw `requests` response carrying Google's JSON error."""
-    assert resp.status_code == code, (
-        f"expected HTTP {code} {status}, got {resp.status_code}: {resp.text[:500]}"
-    )
-    try:
-        body = resp.json()
-    except ValueError as exc:
-        raise AssertionError(f"error body is not JSON: {resp.text[:300]!r}") from exc
-    err = body.get("error") if isinstance(body, dict) else None
-    assert isinstance(err, dict), body
-    assert err.get("code") == code, err
-    assert err.get("status") == status, err
-    assert isinstance(err.get("message"), str) and err["message"], err
-    return err
-
-
 def client_for(credentials, url):
     """The real client, exactly as an application points it at a custom endpoint."""
     return secretmanager.SecretManagerServiceClient(
@@ -141,20 +121,9 @@ def generate_master_key(binary, path):
     )
 
 
-class Account:
-    def __init__(self, email, unique_id, project):
-        self.email = email
-        self.unique_id = unique_id
-        self.project = project
-        self.member = f"serviceAccount:{email}"
-
-    def __repr__(self):
-        return f"Account({self.email})"
-
-
 # ---------------------------------------------------------------- the server under test
 
-class Gatehouse:
+class Gatehouse(IamCli):
     """One data directory and master key, the CLIs on them, and a `secrets serve` process."""
 
     def __init__(self, binary, data_dir, master_key_file):
@@ -163,9 +132,7 @@ class Gatehouse:
         self.master_key_file = master_key_file
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-        self._log = None
-        self.log_path = None
+        self.server = None
         self._starts = 0
         self.session = requests.Session()
         self.session.trust_env = False  # never send loopback traffic through a proxy
@@ -187,11 +154,7 @@ class Gatehouse:
             )
         return res
 
-    @staticmethod
-    def last_json(stdout):
-        lines = [ln for ln in stdout.decode("utf-8", "replace").splitlines() if ln.strip()]
-        assert lines, "no output from the gatehouse CLI"
-        return json.loads(lines[-1])
+    last_json = staticmethod(last_json_line)
 
     def iam(self, *args):
         """`gatehouse iam --data-dir D --master-key-file MK --public-url URL ARGS`; returns the
@@ -199,6 +162,8 @@ class Gatehouse:
         full = ("iam", "--data-dir", self.data_dir, "--master-key-file", self.master_key_file,
                 "--public-url", self.url, *args)
         return self.last_json(self._check(self.run(*full), full).stdout)
+
+    iam_json = iam
 
     def secrets_cmd(self, *args, project=PROJECT, master_key_file=None, input_bytes=None):
         """`gatehouse secrets --data-dir D --master-key-file MK --project P ARGS` (unchecked)."""
@@ -224,27 +189,9 @@ class Gatehouse:
             f.write(data)
         return path
 
-    def create_account(self, prefix, project=PROJECT):
-        out = self.iam("service-accounts", "create", unique_id(prefix), "--project", project)
-        assert out["projectId"] == project, out
-        return Account(out["email"], out["uniqueId"], out["projectId"])
-
     def create_key_file(self, account):
-        name = f"{account.email.split('@')[0]}-{secrets.token_hex(3)}.json"
-        path = os.path.join(self.data_dir, "keys", name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.iam("service-accounts", "keys", "create", path, "--iam-account", account.email)
-        return path
-
-    def _binding(self, verb, member, role, project, resource):
-        target = ["--resource", resource] if resource else ["--project", project or PROJECT]
-        return self.iam(verb, *target, "--member", member, "--role", role)
-
-    def add_binding(self, member, role, project=None, resource=None):
-        return self._binding("add-binding", member, role, project, resource)
-
-    def remove_binding(self, member, role, project=None, resource=None):
-        return self._binding("remove-binding", member, role, project, resource)
+        """Writes a key file for the account; returns its path."""
+        return self.new_key_file(account)[0]
 
     # -- server ------------------------------------------------------------
     def serve_args(self, master_key_file=None):
@@ -254,61 +201,34 @@ class Gatehouse:
             "--public-url", self.url, "serve", "--listen", f"127.0.0.1:{self.port}",
         ]
 
+    @property
+    def proc(self):
+        return self.server.proc if self.server is not None else None
+
+    @property
+    def log_path(self):
+        return self.server.log_path if self.server is not None else None
+
     def start(self):
         assert self.proc is None, "server already running"
         self._starts += 1
-        self.log_path = os.path.join(self.data_dir, f"server-{self._starts}.log")
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [self.binary, *self.serve_args()], stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+        self.server = ServerProcess(
+            "gatehouse secrets serve", os.path.join(self.data_dir, f"server-{self._starts}.log"),
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                tail = self.log_tail()
-                self._reap()
-                raise RuntimeError(f"gatehouse secrets serve exited with {code}:\n{tail}")
-            for rec in self.log_records():
-                msg = rec.get("message") or rec.get("fields", {}).get("message")
-                if msg == "listening" and rec.get("addr") == f"127.0.0.1:{self.port}":
-                    return
-            time.sleep(0.05)
-        tail = self.log_tail()
-        self.stop()
-        raise RuntimeError(f"gatehouse secrets serve did not come up in {START_TIMEOUT} s:\n{tail}")
+        addr = f"127.0.0.1:{self.port}"
+        self.server.start([self.binary, *self.serve_args()], lambda records: listening(records, addr),
+                          timeout=START_TIMEOUT)
 
     def log_records(self):
-        return common.log_records(self.log_path)
+        return self.server.log_records()
 
     def log_tail(self, n=40):
-        return common.log_tail(self.log_path, n)
-
-    def _reap(self):
-        self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        return self.server.log_tail(n)
 
     def stop(self):
         """Stops the server (SIGTERM to its process group, SIGKILL after 10 s)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=10)
-        self._reap()
+        if self.server is not None:
+            self.server.stop()
 
     def close(self):
         self.stop()
