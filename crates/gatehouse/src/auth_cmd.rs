@@ -4,8 +4,6 @@
 //! `auth.create_custom_token`). The first two talk to a running identity server over its REST
 //! API; the custom token is signed through IAM on the data directory.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -84,14 +82,9 @@ enum AuthCommand {
         claims: Option<String>,
         #[arg(long)]
         service_account: String,
-        /// The data directory IAM keeps its keys in.
-        #[arg(long, default_value = "./data", env = "GATEHOUSE_DATA_DIR")]
-        data_dir: PathBuf,
-        #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        /// The master key IAM's signing keys are wrapped with (default: `<data-dir>/master.key`).
-        #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE")]
-        master_key_file: Option<PathBuf>,
+        /// Where IAM keeps its keys.
+        #[command(flatten)]
+        store: crate::cli::StoreArgs,
     },
 }
 
@@ -181,9 +174,7 @@ pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
             uid,
             claims,
             service_account,
-            data_dir,
-            database_url,
-            master_key_file,
+            store,
         } => {
             let claims: Value = match claims {
                 Some(c) => serde_json::from_str(c).context("--claims must be a JSON object")?,
@@ -192,20 +183,15 @@ pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
             if !claims.is_object() {
                 bail!("--claims must be a JSON object");
             }
-            let master = crate::state::master_key(
-                master_key_file.as_deref(),
-                data_dir,
-                crate::state::IfNoMasterKey::Generate,
-            )?;
-            let store = crate::open_store(data_dir, database_url.as_deref()).await?;
+            let master = store.master_key(crate::state::IfNoMasterKey::Generate)?;
             let iam = gatehouse_iam::Iam::new(
-                store,
+                store.open_store().await?,
                 std::sync::Arc::new(gatehouse_identity::SystemClock),
                 master,
                 gatehouse_iam::IamConfig::default(),
             )
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .context("IAM")?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
@@ -226,7 +212,7 @@ pub async fn run(args: AuthArgs) -> anyhow::Result<()> {
                     &payload.to_string(),
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .with_context(|| format!("signing as {service_account}"))?;
             out(
                 &signed.signed_jwt,
                 &json!({"customToken": signed.signed_jwt, "keyId": signed.key_id}),

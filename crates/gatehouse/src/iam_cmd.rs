@@ -13,48 +13,14 @@ use gatehouse_iam_http::metadata::{self, MetadataConfig};
 use gatehouse_identity::SystemClock;
 use tokio::net::TcpListener;
 
-/// Where the state is; shared by every `iam` subcommand.
-#[derive(Debug, Args)]
-pub(crate) struct StoreArgs {
-    /// Where the embedded SQLite database lives (when no --database-url is given).
-    #[arg(
-        long,
-        default_value = "./data",
-        env = "GATEHOUSE_DATA_DIR",
-        global = true
-    )]
-    pub(crate) data_dir: PathBuf,
-    /// `postgres://...` or `sqlite://...`; defaults to `<data-dir>/gatehouse.db`.
-    #[arg(
-        long,
-        env = "GATEHOUSE_DATABASE_URL",
-        hide_env_values = true,
-        global = true
-    )]
-    pub(crate) database_url: Option<String>,
-    /// Base URL of the IAM server (`token_uri` and cert URLs in key files).
-    #[arg(long, env = "GATEHOUSE_IAM_URL", global = true)]
-    pub(crate) public_url: Option<String>,
-    /// The master key (32 bytes, base64) that signing keys and secret data keys are wrapped
-    /// with. Default: `<data-dir>/master.key` (generated on first use, except by `secrets`).
-    #[arg(long, env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE", global = true)]
-    pub(crate) master_key_file: Option<PathBuf>,
-}
-
-impl StoreArgs {
-    /// The master key (see [`crate::state::master_key`]).
-    pub(crate) fn master_key(
-        &self,
-        if_none: crate::state::IfNoMasterKey,
-    ) -> anyhow::Result<Arc<gatehouse_secrets::Key>> {
-        crate::state::master_key(self.master_key_file.as_deref(), &self.data_dir, if_none)
-    }
-}
+use crate::cli::{IamUrlArg, StoreArgs};
 
 #[derive(Debug, Args)]
 pub struct IamArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    iam_url: IamUrlArg,
     #[command(subcommand)]
     command: IamCommand,
 }
@@ -232,7 +198,7 @@ struct BindingArgs {
 
 async fn iam(args: &StoreArgs, public_url: String, rotation: i64) -> anyhow::Result<Iam> {
     let master = args.master_key(crate::state::IfNoMasterKey::Generate)?;
-    let store = crate::open_store(&args.data_dir, args.database_url.as_deref()).await?;
+    let store = args.open_store().await?;
     let config = IamConfig {
         public_url,
         key_rotation_secs: rotation,
@@ -240,7 +206,7 @@ async fn iam(args: &StoreArgs, public_url: String, rotation: i64) -> anyhow::Res
     };
     Iam::new(store, Arc::new(SystemClock), master, config)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("IAM")
 }
 
 fn resource(t: &ResourceArgs) -> anyhow::Result<String> {
@@ -265,9 +231,7 @@ async fn metadata_server(
     listen: &str,
     region: &str,
 ) -> anyhow::Result<()> {
-    iam.require_account(account)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    iam.require_account(account).await?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -293,7 +257,7 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {listen}"))?;
             let addr = listener.local_addr()?;
             let public_url = args
-                .store
+                .iam_url
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}"));
@@ -336,12 +300,12 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
             listen,
             region,
         } => {
-            let url = args.store.public_url.clone().unwrap_or_else(default_url);
+            let url = args.iam_url.or_running(&args.store.data_dir, default_url);
             let iam = iam(&args.store, url, 6 * 3600).await?;
             metadata_server(iam, service_account, listen, region).await
         }
         command => {
-            let url = args.store.public_url.clone().unwrap_or_else(default_url);
+            let url = args.iam_url.or_running(&args.store.data_dir, default_url);
             let iam = iam(&args.store, url, 6 * 3600).await?;
             let result = admin(&iam, command).await;
             iam.flush_audit().await;
@@ -351,7 +315,7 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
 }
 
 async fn admin(iam: &Iam, command: &IamCommand) -> anyhow::Result<()> {
-    let e = |e: gatehouse_iam::Error| anyhow::anyhow!("{e}");
+    let e = |e: gatehouse_iam::Error| anyhow::Error::new(e);
     match command {
         IamCommand::ServiceAccounts(AccountCommand::Create {
             name,

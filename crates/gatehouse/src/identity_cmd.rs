@@ -8,10 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use clap::Args;
-use gatehouse_identity::{
-    Identity, IdentityOptions, Mode, ProjectConfig, RateLimits, SmtpConfig, SmtpSecurity,
-    SystemClock,
-};
+use gatehouse_identity::{Identity, IdentityOptions, Mode, ProjectConfig, SmtpConfig, SystemClock};
 use gatehouse_tokens::{PublicKey, SigningKey};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
@@ -36,12 +33,8 @@ pub struct IdentityArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9099", env = "GATEHOUSE_LISTEN")]
     listen: String,
-    /// Where the embedded SQLite database lives (when no --database-url is given).
-    #[arg(long, default_value = "./data", env = "GATEHOUSE_DATA_DIR")]
-    data_dir: PathBuf,
-    /// `postgres://...` or `sqlite://...`; defaults to `<data-dir>/gatehouse.db`.
-    #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    store: crate::cli::StoreArgs,
     /// Base URL for links in e-mails and discovery documents (default: http://<listen address>).
     #[arg(long, env = "GATEHOUSE_PUBLIC_URL")]
     public_url: Option<String>,
@@ -55,9 +48,9 @@ pub struct IdentityArgs {
         value_delimiter = ','
     )]
     trusted_service_accounts: Vec<PathBuf>,
-    /// Abuse limits: `default` or `off` (benchmarks only).
-    #[arg(long, default_value = "default")]
-    rate_limits: String,
+    /// Abuse limits.
+    #[arg(long, value_enum, default_value = "default")]
+    rate_limits: crate::cli::RateLimitsChoice,
     /// Email-enumeration protection for every project at start: `--email-privacy` turns it
     /// on, `--email-privacy=false` off. Default: on for production projects, off for
     /// development ones.
@@ -75,15 +68,6 @@ pub struct IdentityArgs {
     /// Federated identity providers (Google, OpenID Connect): a YAML list, see docs/identity.md.
     #[arg(long, env = "GATEHOUSE_IDP_CONFIG")]
     idp_config: Option<PathBuf>,
-    /// The master key (32 bytes, base64) that signing keys and secret data keys are wrapped
-    /// with. Default: `<data-dir>/master.key`, generated on first use unless a project is in
-    /// production mode.
-    #[arg(
-        long = "master-key-file",
-        alias = "secrets-master-key-file",
-        env = "GATEHOUSE_SECRETS_MASTER_KEY_FILE"
-    )]
-    master_key_file: Option<PathBuf>,
     /// Trusted reverse-proxy hops in front of this server: the client address used for abuse
     /// limits is taken that many entries from the right of X-Forwarded-For (0: the peer address).
     #[arg(long, default_value_t = 0, env = "GATEHOUSE_TRUSTED_PROXY_HOPS")]
@@ -99,9 +83,14 @@ pub struct IdentityArgs {
     smtp_host: Option<String>,
     #[arg(long, env = "GATEHOUSE_SMTP_PORT", default_value_t = 587)]
     smtp_port: u16,
-    /// `none`, `starttls` or `tls`.
-    #[arg(long, env = "GATEHOUSE_SMTP_SECURITY", default_value = "starttls")]
-    smtp_security: String,
+    /// How the SMTP connection is secured.
+    #[arg(
+        long,
+        env = "GATEHOUSE_SMTP_SECURITY",
+        value_enum,
+        default_value = "starttls"
+    )]
+    smtp_security: crate::cli::SmtpSecurity,
     #[arg(long, env = "GATEHOUSE_SMTP_USERNAME")]
     smtp_username: Option<String>,
     #[arg(long, env = "GATEHOUSE_SMTP_PASSWORD", hide_env_values = true)]
@@ -132,8 +121,8 @@ fn trusted_signers(paths: &[PathBuf]) -> anyhow::Result<HashMap<String, Vec<Publ
         let der = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
             .context("private_key is not PEM")?;
-        let key =
-            SigningKey::from_pkcs8(kid.to_owned(), &der).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = SigningKey::from_pkcs8(kid.to_owned(), &der)
+            .with_context(|| format!("{}: private_key", path.display()))?;
         out.entry(email.to_owned())
             .or_default()
             .push(key.public().clone());
@@ -180,16 +169,14 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
             "unsigned ID tokens are on for development projects: anyone can forge tokens they accept"
         );
     }
-    let master = crate::state::master_key(
-        args.master_key_file.as_deref(),
-        &args.data_dir,
-        if projects.iter().any(|p| p.mode == Mode::Production) {
+    let master = args
+        .store
+        .master_key(if projects.iter().any(|p| p.mode == Mode::Production) {
             crate::state::IfNoMasterKey::Refuse
         } else {
             crate::state::IfNoMasterKey::Generate
-        },
-    )?;
-    let store = crate::open_store(&args.data_dir, args.database_url.as_deref()).await?;
+        })?;
+    let store = args.store.open_store().await?;
     store.set_account_cache_ttl(Duration::from_millis(args.account_cache_ms));
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -199,12 +186,7 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         Some(host) => Some(SmtpConfig {
             host: host.clone(),
             port: args.smtp_port,
-            security: match args.smtp_security.as_str() {
-                "none" => SmtpSecurity::None,
-                "tls" => SmtpSecurity::Tls,
-                "starttls" => SmtpSecurity::Starttls,
-                other => bail!("unknown --smtp-security {other:?}"),
-            },
+            security: args.smtp_security.into(),
             username: args.smtp_username.clone(),
             password: args.smtp_password.clone().map(SecretString::from),
             from: args.smtp_from.clone(),
@@ -220,22 +202,18 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         gatehouse_iam::IamConfig::default(),
     )
     .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .context("IAM")?;
     if let Some(path) = &args.idp_config {
         let secrets = gatehouse_secrets::Secrets::new(store.clone(), iam.clone(), master.clone())
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .context("Secret Manager")?;
         crate::idp_config::load(path, &mut projects, Some(&secrets)).await?;
     }
     let identity = Identity::new(IdentityOptions {
         store,
         clock: Arc::new(SystemClock),
         projects,
-        rate_limits: if args.rate_limits == "off" {
-            RateLimits::off()
-        } else {
-            RateLimits::default()
-        },
+        rate_limits: args.rate_limits.into(),
         smtp,
         public_url: args
             .public_url
@@ -246,7 +224,7 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         authority: Some(Arc::new(crate::authority::IamAuthority(iam))),
     })
     .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .context("the identity server")?;
     let housekeeping = identity.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));

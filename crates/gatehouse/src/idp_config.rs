@@ -129,7 +129,7 @@ async fn apply(
             let access = secrets
                 .resolve_for(&Principal::Local, &project_id, reference)
                 .await
-                .map_err(|err| anyhow::anyhow!("{}: secret {reference}: {err}", at()))?;
+                .with_context(|| format!("{}: secret {reference}", at()))?;
             String::from_utf8(access.data.to_vec())
                 .with_context(|| format!("{}: secret {reference} is not text", at()))?
                 .trim_end_matches(['\n', '\r'])

@@ -4,6 +4,7 @@
 
 mod auth_cmd;
 mod authority;
+mod cli;
 mod gateway_cmd;
 mod iam_cmd;
 mod identity_cmd;
@@ -12,8 +13,6 @@ mod run_cmd;
 mod secrets_cmd;
 mod state;
 mod up;
-
-pub(crate) use state::open_store;
 
 use clap::{Parser, Subcommand};
 
@@ -24,14 +23,15 @@ use clap::{Parser, Subcommand};
     about = "Google's secure Cloud Run architecture, runnable anywhere"
 )]
 struct Cli {
-    /// Log format: `json` (default) or `text`.
+    /// Log format.
     #[arg(
         long,
         global = true,
         env = "GATEHOUSE_LOG_FORMAT",
+        value_enum,
         default_value = "json"
     )]
-    log_format: String,
+    log_format: cli::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,42 +89,67 @@ enum AppsCommand {
     Hello,
 }
 
-/// Servers log to stdout (where supervisors and tests read the "listening" line); one-shot
-/// commands log to stderr, so their stdout is exactly their result.
-fn logs_to_stdout(command: &Command) -> bool {
+/// Where logs go: servers log to stdout (where supervisors and tests read the "listening"
+/// line); one-shot commands log to stderr, so their stdout is exactly their result; `up` logs to
+/// `<data-dir>/logs/` (its terminal is the person's), and to stderr too with `--verbose` or
+/// `GATEHOUSE_LOG`.
+fn log_writer(command: &Command) -> tracing_subscriber::fmt::writer::BoxMakeWriter {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt as _};
     match command {
-        Command::Identity(_) | Command::Gateway(_) => true,
-        Command::Iam(a) => a.is_server(),
-        Command::Secrets(a) => a.is_server(),
-        Command::Run(a) => a.is_server(),
-        // `up` prints its plan and URL table on stdout; its logs go to stderr.
-        Command::Up(_) | Command::Down(_) | Command::Apps(_) | Command::Auth(_) => false,
+        Command::Identity(_) | Command::Gateway(_) => BoxMakeWriter::new(std::io::stdout),
+        Command::Iam(a) if a.is_server() => BoxMakeWriter::new(std::io::stdout),
+        Command::Secrets(a) if a.is_server() => BoxMakeWriter::new(std::io::stdout),
+        Command::Run(a) if a.is_server() => BoxMakeWriter::new(std::io::stdout),
+        Command::Up(a) if !a.dry_run => {
+            let terminal = a.verbose || std::env::var_os("GATEHOUSE_LOG").is_some();
+            match open_log(&up::log_file(&a.store.data_dir)) {
+                Ok(file) if terminal => {
+                    BoxMakeWriter::new(std::sync::Mutex::new(file).and(std::io::stderr))
+                }
+                Ok(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+                Err(e) => {
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stderr(), "Warning: logging to stderr: {e:#}");
+                    BoxMakeWriter::new(std::io::stderr)
+                }
+            }
+        }
+        _ => BoxMakeWriter::new(std::io::stderr),
     }
 }
 
-fn init_tracing(format: &str, stdout: bool) {
+/// Opens `up`'s log file for appending, in the private data directory.
+fn open_log(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context as _;
+    let dir = path.parent().context("the log directory")?;
+    if let Some(data) = dir.parent() {
+        state::private_dir(data)?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+fn init_tracing(format: cli::LogFormat, writer: tracing_subscriber::fmt::writer::BoxMakeWriter) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let writer = if stdout {
-        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout)
-    } else {
-        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
-    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
         .with_writer(writer);
-    if format == "text" {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
+    match format {
+        cli::LogFormat::Text => builder.init(),
+        cli::LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log_format, logs_to_stdout(&cli.command));
+    init_tracing(cli.log_format, log_writer(&cli.command));
     let result = match cli.command {
         Command::Identity(args) => identity_cmd::run(*args).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,

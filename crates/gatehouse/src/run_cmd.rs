@@ -14,7 +14,9 @@ use gatehouse_secrets::Secrets;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    store: crate::iam_cmd::StoreArgs,
+    store: crate::cli::StoreArgs,
+    #[command(flatten)]
+    iam_url: crate::cli::IamUrlArg,
     /// The project services run in.
     #[arg(long, env = "GATEHOUSE_PROJECT", global = true)]
     project: Option<String>,
@@ -242,7 +244,7 @@ async fn services(data_dir: &std::path::Path, command: &ServicesCommand) -> anyh
 fn read_spec(path: &PathBuf) -> anyhow::Result<ServiceSpec> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    ServiceSpec::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    ServiceSpec::parse(&text).with_context(|| path.display().to_string())
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -264,15 +266,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let master = args
                 .store
                 .master_key(crate::state::IfNoMasterKey::Generate)?;
-            let store =
-                crate::open_store(&args.store.data_dir, args.store.database_url.as_deref()).await?;
+            let store = args.store.open_store().await?;
             let iam = Iam::new(
                 store.clone(),
                 Arc::new(SystemClock),
                 master.clone(),
                 IamConfig {
                     public_url: args
-                        .store
+                        .iam_url
                         .public_url
                         .clone()
                         .unwrap_or_else(|| IamConfig::default().public_url),
@@ -280,11 +281,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 },
             )
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .context("IAM")?;
             let secrets = Some(
                 Secrets::new(store, iam.clone(), master)
                     .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                    .context("Secret Manager")?,
             );
             let runner = Runner::new(
                 iam.clone(),
@@ -310,7 +311,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let text = std::fs::read_to_string(file)
                     .with_context(|| format!("reading {}", file.display()))?;
                 let spec = gatehouse_run::SqlInstanceSpec::parse(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                    .with_context(|| file.display().to_string())?;
                 if let Err(e) = runner.start_sql(spec).await {
                     runner.shutdown().await;
                     anyhow::bail!("{e}");

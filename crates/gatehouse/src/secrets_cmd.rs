@@ -19,7 +19,9 @@ use tower::ServiceExt as _;
 #[derive(Debug, Args)]
 pub struct SecretsArgs {
     #[command(flatten)]
-    store: crate::iam_cmd::StoreArgs,
+    store: crate::cli::StoreArgs,
+    #[command(flatten)]
+    iam_url: crate::cli::IamUrlArg,
     /// The project (for commands that take a bare secret name).
     #[arg(long, env = "GATEHOUSE_PROJECT", global = true)]
     project: Option<String>,
@@ -150,7 +152,7 @@ fn print(v: &serde_json::Value) {
 
 pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
     if let SecretsCommand::GenerateMasterKey { file } = &args.command {
-        let key = Key::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = Key::generate().context("generating a master key")?;
         crate::write_private(file, &format!("{}\n", key.to_base64().as_str()), true)?;
         print(
             &serde_json::json!({"file": file.display().to_string(), "fingerprint": key.fingerprint()}),
@@ -158,7 +160,7 @@ pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let master = args.store.master_key(IfNoMasterKey::Refuse)?;
-    let store = crate::open_store(&args.store.data_dir, args.store.database_url.as_deref()).await?;
+    let store = args.store.open_store().await?;
     if let SecretsCommand::RotateMasterKey { new_key_file } = &args.command {
         let new = crate::state::master_key(
             Some(new_key_file),
@@ -167,7 +169,7 @@ pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
         )?;
         let (secrets, signing_keys) = Secrets::rotate_master_key(&store, &master, &new)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .context("rotating the master key")?;
         print(&serde_json::json!({
             "rewrapped": secrets,
             "signingKeys": signing_keys,
@@ -176,7 +178,7 @@ pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let public_url = match &args.command {
-        SecretsCommand::Serve { .. } => args.store.public_url.clone(),
+        SecretsCommand::Serve { .. } => args.iam_url.public_url.clone(),
         _ => None,
     };
     let iam = Iam::new(
@@ -189,10 +191,10 @@ pub async fn run(args: SecretsArgs) -> anyhow::Result<()> {
         },
     )
     .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .context("IAM")?;
     let secrets = Secrets::new(store, iam.clone(), master)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .context("Secret Manager")?;
     if let SecretsCommand::Serve { listen, .. } = &args.command {
         return serve(secrets, iam, listen).await;
     }
@@ -246,7 +248,7 @@ async fn serve(secrets: Secrets, iam: Iam, listen: &str) -> anyhow::Result<()> {
 }
 
 async fn admin(secrets: &Secrets, args: &SecretsArgs) -> anyhow::Result<()> {
-    let e = |e: gatehouse_iam::Error| anyhow::anyhow!("{e}");
+    let e = |e: gatehouse_iam::Error| anyhow::Error::new(e);
     let me = Principal::Local;
     let project = || {
         args.project

@@ -151,7 +151,6 @@ pub(crate) fn master_key(
     data_dir: &Path,
     if_none: IfNoMasterKey,
 ) -> anyhow::Result<Arc<Key>> {
-    let unusable = |e| anyhow::anyhow!("the master key is unusable: {e}");
     if let Some(f) = file {
         let text = SecretString::from(
             std::fs::read_to_string(f)
@@ -159,14 +158,14 @@ pub(crate) fn master_key(
         );
         return Key::from_base64(text.expose_secret())
             .map(Arc::new)
-            .map_err(unusable);
+            .context("the master key is unusable");
     }
     if let Ok(text) = std::env::var("GATEHOUSE_SECRETS_MASTER_KEY") {
         let text = SecretString::from(text);
         if !text.expose_secret().trim().is_empty() {
             return Key::from_base64(text.expose_secret())
                 .map(Arc::new)
-                .map_err(unusable);
+                .context("the master key is unusable");
         }
     }
     let path = data_dir.join(MASTER_KEY_FILE);
@@ -180,7 +179,7 @@ pub(crate) fn master_key(
         );
     }
     private_dir(data_dir)?;
-    let key = Key::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = Key::generate().context("generating a master key")?;
     crate::write_private(&path, &format!("{}\n", key.to_base64().as_str()), true)?;
     tracing::warn!(
         path = %path.display(),
@@ -213,7 +212,7 @@ mod tests {
     /// (with its write-ahead log) they cannot read.
     #[tokio::test]
     async fn data_dir_and_database_are_private() {
-        let tmp = gatehouse_testkit::TempDir::new("state-private").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let store = open_store(&data, None).await.unwrap();
         store.put_project_settings("p", "{}").await.unwrap();
@@ -233,7 +232,7 @@ mod tests {
     /// A data directory made by an earlier version (0755, database 0644) is tightened at start.
     #[tokio::test]
     async fn loose_state_from_before_is_tightened() {
-        let tmp = gatehouse_testkit::TempDir::new("state-loose").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -253,7 +252,7 @@ mod tests {
 
     #[test]
     fn master_key_generated_once_in_development_refused_in_production() {
-        let tmp = gatehouse_testkit::TempDir::new("state-master").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         let err = master_key(None, &data, IfNoMasterKey::Refuse).unwrap_err();
         assert!(err.to_string().contains("--master-key-file"), "{err}");

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gatehouse_testkit::TempDir;
 use serde_json::{Value, json};
 
 fn repo_root() -> PathBuf {
@@ -27,8 +26,12 @@ fn repo_root() -> PathBuf {
 
 struct Up {
     child: Child,
+    /// The components' URLs by machine key (`identity`, `iam`, `service:hello`, ...).
     urls: HashMap<String, String>,
+    /// The JSON report of the components (`--output json`).
+    components: Value,
     stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Up {
@@ -41,49 +44,95 @@ impl Drop for Up {
 fn gatehouse(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
     c.args(args);
+    // The logs' place is decided by `up`, not by the environment the tests run in.
+    c.env_remove("GATEHOUSE_LOG");
     c
 }
 
-/// Starts `up` and reads its URL table.
-fn start_up(manifest: &Path, data: &Path) -> Up {
-    let mut child = gatehouse(&["up", "-f"])
-        .arg(manifest)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
+/// Collects a child's output lines; `ready` is sent the first line for which `is_ready` holds.
+fn collect(
+    out: impl std::io::Read + Send + 'static,
+    is_ready: fn(&str) -> bool,
+    ready: std::sync::mpsc::Sender<String>,
+) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
     let sink = lines.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line.starts_with("Ready in") {
-                let _ = tx.send(());
+            if is_ready(&line) {
+                let _ = ready.send(line.clone());
             }
             sink.lock().unwrap().push(line);
         }
     });
-    rx.recv_timeout(Duration::from_secs(120))
-        .unwrap_or_else(|_| panic!("up did not get ready: {:#?}", lines.lock().unwrap()));
-    let mut urls = HashMap::new();
-    for line in lines.lock().unwrap().iter() {
-        let cols: Vec<&str> = line
-            .split("  ")
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .collect();
-        if cols.len() >= 2 && cols[1].starts_with("http://") {
-            urls.insert(cols[0].to_owned(), cols[1].to_owned());
-        }
-    }
+    lines
+}
+
+/// Starts `up` and waits until it reports its components: with `--output json`, read from
+/// the JSON report; in text mode, until "Ready in".
+fn start_up(manifest: &Path, data: &Path, json: bool) -> Up {
+    let mut child = gatehouse(&["up", "-f"])
+        .arg(manifest)
+        .arg("--data-dir")
+        .arg(data)
+        .args(if json { &["--output", "json"][..] } else { &[] })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let is_ready: fn(&str) -> bool = if json {
+        |l| l.starts_with('{') && l.contains("\"components\"")
+    } else {
+        |l| l.starts_with("Ready in")
+    };
+    let stdout = collect(child.stdout.take().unwrap(), is_ready, tx);
+    let (etx, _) = std::sync::mpsc::channel();
+    let stderr = collect(child.stderr.take().unwrap(), |_| false, etx);
+    let line = rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| {
+            panic!(
+                "up did not get ready:\n{:#?}\n{:#?}",
+                stdout.lock().unwrap(),
+                stderr.lock().unwrap()
+            )
+        });
+    let components = if json {
+        serde_json::from_str::<Value>(&line).unwrap()["components"].clone()
+    } else {
+        Value::Null
+    };
+    let urls = components
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v["url"].as_str().unwrap().to_owned()))
+        .collect();
     Up {
         child,
         urls,
-        stdout: lines,
+        components,
+        stdout,
+        stderr,
     }
+}
+
+/// `gatehouse down` on `data`, then waits for `up` to exit successfully.
+fn stop_up(mut up: Up, data: &Path) -> Up {
+    let down = gatehouse(&["down", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    // `down` returns once the control socket is gone, which `up` removes on its way out.
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "up exited with {status}");
+    up
 }
 
 /// The demo manifest with ports chosen by the system (tests run side by side).
@@ -116,7 +165,7 @@ fn sign_in(identity: &str, email: &str, password: &str) -> String {
 
 #[test]
 fn the_demo_walks_both_seeds() {
-    let dir = TempDir::new("up-demo").unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let manifest = demo_copy(dir.path());
     let data = dir.path().join("data");
     let dry = gatehouse(&["up", "--dry-run", "-f"])
@@ -131,13 +180,47 @@ fn the_demo_walks_both_seeds() {
         plan.contains("+ create service vote") && plan.contains("+ create gateway api-gateway"),
         "{plan}"
     );
+    assert!(!data.exists(), "--dry-run wrote {}", data.display());
 
-    let up = start_up(&manifest, &data);
+    let up = start_up(&manifest, &data, true);
     let identity = up.urls["identity"].clone();
-    let gateway = up.urls["gateway api-gateway"].clone();
-    let hello = up.urls["service hello"].clone();
-    let vote = up.urls["service vote"].clone();
+    let gateway = up.urls["gateway:api-gateway"].clone();
+    let hello = up.urls["service:hello"].clone();
+    let vote = up.urls["service:vote"].clone();
     let http = reqwest::blocking::Client::new();
+
+    // With PostgreSQL installed, the votes are in the managed instance, not in SQLite files.
+    if Path::new("/usr/lib/postgresql/15/bin/initdb").is_file() {
+        let sql = &up.components["sql:votes-db"];
+        assert_eq!(
+            sql["notes"], "demo-project:us-central1:votes-db",
+            "{}",
+            up.components
+        );
+        let socket = PathBuf::from(sql["url"].as_str().unwrap());
+        assert!(
+            socket.exists(),
+            "no PostgreSQL socket at {}",
+            socket.display()
+        );
+        assert!(
+            !data.join("sqlite").exists(),
+            "the SQLite fallback was used although PostgreSQL is installed"
+        );
+        let described = gatehouse(&["run", "services", "describe", "vote", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let described: Value = serde_json::from_slice(&described.stdout).unwrap();
+        assert_eq!(
+            described["template"]["volumes"][0]["cloudSqlInstance"]["instances"][0],
+            "votes-db",
+            "{described}"
+        );
+    } else {
+        assert!(up.components.get("sql:votes-db").is_none());
+        assert!(data.join("sqlite").join("vote").is_dir());
+    }
 
     // The second seed.
     let token = sign_in(&identity, "ada@example.com", "correct-horse-battery");
@@ -313,7 +396,16 @@ fn the_demo_walks_both_seeds() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    // Requests are flowing before the change...
+    let wait_for_ok = |more: u64| {
+        let target = ok.load(Ordering::Relaxed) + more;
+        let until = Instant::now() + Duration::from_secs(20);
+        while ok.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < until, "requests stopped succeeding");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for_ok(10);
     let openapi = dir.path().join("openapi.yaml");
     let text = std::fs::read_to_string(&openapi).unwrap();
     let added = text.replace(
@@ -337,10 +429,11 @@ fn the_demo_walks_both_seeds() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // ...and after it.
+    wait_for_ok(10);
     stop.store(true, Ordering::Relaxed);
     loop_thread.join().unwrap();
-    assert!(ok.load(Ordering::Relaxed) > 10);
+    assert!(ok.load(Ordering::Relaxed) >= 20);
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,
@@ -348,24 +441,206 @@ fn the_demo_walks_both_seeds() {
     );
 
     // gatehouse down stops it.
-    let mut up = up;
-    let down = gatehouse(&["down", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .status()
-        .unwrap();
-    assert!(down.success());
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = up.child.try_wait().unwrap() {
-            assert!(status.success(), "up exited with {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "up did not stop after gatehouse down"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let up = stop_up(up, &data);
     let printed = up.stdout.lock().unwrap().join("\n");
-    assert!(printed.contains("service vote"), "{printed}");
+    assert!(printed.contains("\"service:vote\""), "{printed}");
+}
+
+/// `--dry-run` prints the plan and writes nothing: no data directory, database or demo files,
+/// in text and in JSON.
+#[test]
+fn dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let text = gatehouse(&["up", "--dry-run", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let plan = String::from_utf8_lossy(&text.stdout);
+    assert!(plan.contains("+ create service hello"), "{plan}");
+    let json = gatehouse(&["up", "--dry-run", "--output", "json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(json.status.success());
+    let plan: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        plan["plan"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"change": "create", "kind": "gateway", "name": "api-gateway"})),
+        "{plan}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "--dry-run wrote into {}",
+        dir.path().display()
+    );
+}
+
+/// Flags with a fixed set of values refuse anything else before doing anything, and so does
+/// the manifest's SMTP security.
+#[test]
+fn unknown_flag_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--log-format", "yaml", "up", "--dry-run"][..],
+        &["identity", "--project", "p", "--rate-limits", "sometimes"],
+        &[
+            "identity",
+            "--project",
+            "p",
+            "--smtp-host",
+            "h",
+            "--smtp-security",
+            "ssl",
+        ],
+        &["up", "--dry-run", "--output", "yaml"],
+    ] {
+        let out = gatehouse(args)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("invalid value"), "{args:?}: {err}");
+    }
+    let manifest = dir.path().join("gatehouse.yaml");
+    std::fs::write(
+        &manifest,
+        "project: {id: p}\nidentity:\n  smtp: {host: smtp.example.com, security: ssl}\n",
+    )
+    .unwrap();
+    let out = gatehouse(&["up", "--dry-run", "-f"])
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("ssl"), "{err}");
+    assert!(!dir.path().join("data").exists());
+}
+
+/// `gatehouse down` fails when no `up` runs, and when the one that runs does not stop.
+#[test]
+fn down_fails_when_the_stack_does_not_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gatehouse(&["down", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no gatehouse process is running"), "{err}");
+
+    // A control socket that says "stopping" and stays.
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("run.sock")).unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        let body = r#"{"stopping":true}"#;
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    });
+    let out = gatehouse(&["down", "--timeout", "1", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    server.join().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not stop"), "{err}");
+}
+
+/// A manifest without fixed ports: the second start listens where the first did (key files'
+/// `token_uri` stays valid, and `gatehouse iam` puts it there by default); the terminal shows
+/// the plan, progress and URL table while the logs go to `<data-dir>/logs/`.
+#[test]
+fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = repo_root().join("examples/demo");
+    std::fs::copy(demo.join("openapi.yaml"), dir.path().join("openapi.yaml")).unwrap();
+    let manifest = dir.path().join("gatehouse.yaml");
+    std::fs::write(
+        &manifest,
+        "project: {id: ports-project}\n\
+         identity: {port: 0, api_keys: [k]}\n\
+         service_accounts: [{name: apigw-sa}]\n\
+         bindings: [{resource: services/hello, role: roles/run.invoker, member: 'serviceAccount:apigw-sa'}]\n\
+         services: [{name: hello, command: [gatehouse, apps, hello]}]\n\
+         apis: [{name: hello-api, openapi: openapi.yaml}]\n\
+         gateways: [{name: gw, api: hello-api, service_account: apigw-sa}]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let first = start_up(&manifest, &data, true);
+    let urls = first.urls.clone();
+    for key in ["identity", "iam", "service:hello", "gateway:gw"] {
+        assert!(urls.contains_key(key), "{key}: {:?}", first.components);
+    }
+    stop_up(first, &data);
+
+    let second = start_up(&manifest, &data, false);
+    let printed = second.stdout.lock().unwrap().join("\n");
+    for (key, url) in &urls {
+        assert!(
+            printed.contains(url.as_str()),
+            "{key} moved from {url}:\n{printed}"
+        );
+    }
+    assert!(printed.contains("Plan: no changes."), "{printed}");
+    assert!(printed.contains("started service hello"), "{printed}");
+    // No log lines on the terminal: they are in the log file.
+    let stderr = second.stderr.lock().unwrap().join("\n");
+    assert!(
+        !printed
+            .lines()
+            .chain(stderr.lines())
+            .any(|l| l.starts_with('{')),
+        "log lines on the terminal:\n{printed}\n{stderr}"
+    );
+    let log = std::fs::read_to_string(data.join("logs/gatehouse-up.log")).unwrap();
+    assert!(log.contains("\"listening\""), "{log}");
+
+    // A key file made now names the running IAM server.
+    let key_file = dir.path().join("key.json");
+    let made = gatehouse(&["iam", "--data-dir"])
+        .arg(&data)
+        .args(["service-accounts", "keys", "create"])
+        .arg(&key_file)
+        .args([
+            "--iam-account",
+            "apigw-sa@ports-project.iam.gserviceaccount.com",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let key: Value = serde_json::from_slice(&std::fs::read(&key_file).unwrap()).unwrap();
+    assert!(
+        key["token_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with(urls["iam"].as_str()),
+        "{key}"
+    );
+    stop_up(second, &data);
 }

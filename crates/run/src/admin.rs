@@ -197,11 +197,12 @@ pub async fn query(data_root: &Path, path: &str) -> std::io::Result<(u16, Value)
     request(data_root, "GET", path).await
 }
 
-/// `method path` on a data directory's control socket.
+/// `method path` on a data directory's control socket: the status and JSON body (HTTP/1.1
+/// over the unix socket, spoken by hyper).
 pub async fn request(data_root: &Path, method: &str, path: &str) -> std::io::Result<(u16, Value)> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use http_body_util::BodyExt as _;
     let socket = socket_path(data_root);
-    let mut s = tokio::net::UnixStream::connect(&socket)
+    let stream = tokio::net::UnixStream::connect(&socket)
         .await
         .map_err(|e| {
             std::io::Error::new(
@@ -214,44 +215,79 @@ pub async fn request(data_root: &Path, method: &str, path: &str) -> std::io::Res
                 ),
             )
         })?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: gatehouse\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("malformed answer from the control socket"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("malformed status from the control socket"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    let value = serde_json::from_str(&body).map_err(std::io::Error::other)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let method = hyper::Method::from_bytes(method.as_bytes()).map_err(std::io::Error::other)?;
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "gatehouse")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(std::io::Error::other)?;
+    let answer = sender
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = answer.status().as_u16();
+    let body = answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    drop(sender);
+    connection.abort();
+    let value = serde_json::from_slice(&body).map_err(std::io::Error::other)?;
     Ok((status, value))
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// The client reads what the server sends, whatever its framing: a large body goes out
+    /// chunked, a small one with a length.
+    #[tokio::test]
+    async fn the_client_reads_chunked_and_sized_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u32> = (0..20_000).collect();
+        let app = Router::new()
+            .route(
+                "/big",
+                get(move || {
+                    let big = big.clone();
+                    async move {
+                        // Several pieces, no length known up front: sent chunked.
+                        let bytes = serde_json::to_vec(&json!({"n": big})).unwrap();
+                        let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+                            bytes.chunks(4096).map(|c| Ok(c.to_vec())).collect();
+                        let body = axum::body::Body::from_stream(futures::stream::iter(pieces));
+                        (StatusCode::OK, body)
+                    }
+                }),
+            )
+            .route("/gone", get(|| async { not_found("x") }));
+        let listener = tokio::net::UnixListener::bind(socket_path(dir.path())).unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let (status, v) = query(dir.path(), "/big").await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(v["n"].as_array().unwrap().len(), 20_000);
+        assert_eq!(v["n"][19_999], 19_999);
+        let (status, v) = request(dir.path(), "GET", "/gone").await.unwrap();
+        assert_eq!(status, 404);
+        assert_eq!(v["error"]["status"], "NOT_FOUND");
+        server.abort();
+        // Nobody listening: the error says how to start one.
+        let err = query(dir.path(), "/big").await.unwrap_err();
+        assert!(err.to_string().contains("gatehouse up"), "{err}");
     }
-    out
 }

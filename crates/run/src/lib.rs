@@ -535,9 +535,11 @@ impl Runner {
                 Ok(service)
             }
             None => {
-                let listener = tokio::net::TcpListener::bind((self.config.bind_host.as_str(), 0))
-                    .await
-                    .map_err(|e| DeployError::Failed(e.to_string()))?;
+                let port = spec.port.unwrap_or(0);
+                let listener =
+                    tokio::net::TcpListener::bind((self.config.bind_host.as_str(), port))
+                        .await
+                        .map_err(|e| DeployError::Failed(e.to_string()))?;
                 let addr = listener
                     .local_addr()
                     .map_err(|e| DeployError::Failed(e.to_string()))?;

@@ -15,14 +15,15 @@
 //! cloudsql_instances: ["demo-proj:us-central1:votes"]
 //! health_check_path: /healthz
 //! custom_audiences: ["https://hello.example"]
+//! port: 8081                # the ingress port (default: any free one)
 //! ```
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A command: a list (program and arguments) or one string run by `sh -c`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Command {
     List(Vec<String>),
@@ -30,7 +31,7 @@ pub enum Command {
 }
 
 /// One service.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: String,
@@ -71,6 +72,9 @@ pub struct ServiceSpec {
     /// Seconds between SIGTERM and SIGKILL.
     #[serde(default = "ten")]
     pub termination_grace_secs: u64,
+    /// The ingress port (default: any free one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 fn one() -> u32 {

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 const INSTALL_HINT: &str = "install the PostgreSQL 15 server binaries: `apt-get install -y \
@@ -19,7 +19,7 @@ const INSTALL_HINT: &str = "install the PostgreSQL 15 server binaries: `apt-get 
      directory)";
 
 /// A user of a managed instance.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlUser {
     pub name: String,
@@ -28,7 +28,7 @@ pub struct SqlUser {
 }
 
 /// One entry of the manifest's `sql_instances:`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlInstanceSpec {
     pub name: String,

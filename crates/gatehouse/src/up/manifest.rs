@@ -17,6 +17,8 @@ pub struct Manifest {
     #[serde(default)]
     pub identity: IdentitySection,
     #[serde(default)]
+    pub iam: IamSection,
+    #[serde(default)]
     pub service_accounts: Vec<ServiceAccountDecl>,
     #[serde(default)]
     pub bindings: Vec<BindingDecl>,
@@ -85,14 +87,25 @@ pub struct IdentitySection {
     pub users: Vec<UserDecl>,
 }
 
+/// The IAM and Secret Manager listener (token endpoint, IAM, Secret Manager v1).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamSection {
+    /// Its port (default: one chosen on the first run and kept, so key files' `token_uri`
+    /// stays valid).
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpDecl {
     pub host: String,
     #[serde(default = "smtp_port")]
     pub port: u16,
-    #[serde(default = "starttls")]
-    pub security: String,
+    /// `none`, `starttls` (the default) or `tls`; anything else is refused.
+    #[serde(default)]
+    pub security: crate::cli::SmtpSecurity,
     #[serde(default)]
     pub username: Option<String>,
     /// `SECRET[:VERSION]` holding the password.
@@ -104,9 +117,6 @@ pub struct SmtpDecl {
 
 fn smtp_port() -> u16 {
     587
-}
-fn starttls() -> String {
-    "starttls".into()
 }
 fn smtp_from() -> String {
     "Gatehouse <noreply@localhost>".into()
