@@ -471,6 +471,17 @@ async fn http2_clients_with_prior_knowledge() {
     }
 }
 
+/// Waits (20 s at most) until the gateway's reload task reports `done`.
+async fn reloaded(
+    reloads: &mut tokio::sync::watch::Receiver<gatehouse_gateway::ReloadStatus>,
+    done: impl FnMut(&gatehouse_gateway::ReloadStatus) -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(20), reloads.wait_for(done))
+        .await
+        .expect("the reload task reported in time")
+        .expect("the gateway is running");
+}
+
 #[tokio::test]
 async fn a_changed_config_file_is_applied_and_a_bad_one_is_not() {
     let backend = spawn(Router::new().fallback(any(echo))).await;
@@ -483,6 +494,7 @@ async fn a_changed_config_file_is_applied_and_a_bad_one_is_not() {
     };
     std::fs::write(&file, config("/one")).unwrap();
     let (gw, gateway) = start(&config("/one"), Some(file.clone())).await;
+    let mut reloads = gateway.reload_status();
     tokio::spawn(gateway.clone().watch_config(Duration::from_millis(50)));
     let http = reqwest::Client::new();
     let status = |p: &'static str| {
@@ -502,20 +514,18 @@ async fn a_changed_config_file_is_applied_and_a_bad_one_is_not() {
     let tmp = dir.path().join("api.yaml.tmp");
     std::fs::write(&tmp, config("/two")).unwrap();
     std::fs::rename(&tmp, &file).unwrap();
-    let mut switched = false;
-    for _ in 0..500 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if status("/two").await == 200 {
-            switched = true;
-            break;
-        }
-    }
-    assert!(switched, "the new file was applied");
-    assert_eq!(status("/one").await, 404);
-    let version = gateway.active().version;
-    // A broken file: the running version stays.
-    std::fs::write(&file, "swagger: \"2.0\"\npaths: [").unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(gateway.active().version, version);
+    reloaded(&mut reloads, |s| s.attempts >= 1).await;
+    assert_eq!(gateway.active().version, 2, "{:?}", *reloads.borrow());
     assert_eq!(status("/two").await, 200);
+    assert_eq!(status("/one").await, 404);
+    // A broken file: refused, and the running version stays.
+    std::fs::write(&file, "swagger: \"2.0\"\npaths: [").unwrap();
+    reloaded(&mut reloads, |s| s.last_error.is_some()).await;
+    assert_eq!(gateway.active().version, 2);
+    assert_eq!(status("/two").await, 200);
+    // Fixed again: applied.
+    std::fs::write(&file, config("/three")).unwrap();
+    reloaded(&mut reloads, |s| s.last_error.is_none()).await;
+    assert_eq!(gateway.active().version, 3);
+    assert_eq!(status("/three").await, 200);
 }
