@@ -318,20 +318,25 @@ where
 
 #[tokio::test]
 async fn backend_closing_idle_connections_and_until_close_bodies() {
-    // Answers with keep-alive, then closes the connection shortly after: the gateway's next
-    // request must not fail on the dead pooled connection.
-    let backend = raw_backend(|mut s, n| async move {
-        let body = format!("conn {n}");
-        s.write_all(
-            format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
+    // Answers with keep-alive, then closes the connection: the gateway's next request must not
+    // fail on the dead connection it kept.
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    let backend = raw_backend(move |mut s, n| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            let body = format!("conn {n}");
+            s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
             )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            .await
+            .unwrap();
+            drop(s);
+            closed_tx.send(n).unwrap();
+        }
     })
     .await;
     let (gw, _) = gateway(&backend, 15.0).await;
@@ -343,7 +348,12 @@ async fn backend_closing_idle_connections_and_until_close_bodies() {
             .unwrap();
         let r = read_res(&mut s, &mut buf, false).await;
         assert_eq!(r.status, 200, "request {i}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            r.body,
+            format!("conn {i}").as_bytes(),
+            "a new connection each time"
+        );
+        assert_eq!(closed.recv().await, Some(i), "the backend closed it");
     }
 
     // No length, no chunking: the body ends when the backend closes; so does the client's
