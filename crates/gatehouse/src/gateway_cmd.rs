@@ -40,8 +40,8 @@ pub struct GatewayArgs {
     /// Threads serving connections (each connection stays on one); default: one per core.
     #[arg(long, env = "GATEHOUSE_GATEWAY_THREADS")]
     threads: Option<usize>,
-    /// How often the config file is checked for changes, in seconds (0: never; SIGHUP and the
-    /// admin API still reload).
+    /// Watch the config file and apply it once it has not changed for this many seconds
+    /// (0: not watched; SIGHUP and the admin API still reload).
     #[arg(long, default_value_t = 2, env = "GATEHOUSE_GATEWAY_WATCH_SECS")]
     watch_secs: u64,
 }
@@ -95,7 +95,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         &args.service_account_key,
         std::env::var("GCE_METADATA_HOST").ok(),
     ) {
-        (Some(key), _) => Some(TokenSource::from_key_file(key).map_err(|e| anyhow::anyhow!(e))?),
+        (Some(key), _) => Some(TokenSource::from_key_file(key)?),
         (None, Some(host)) if !host.is_empty() => Some(TokenSource::Metadata { host }),
         _ => None,
     };
@@ -104,11 +104,12 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         api_keys,
         threads: args.threads.filter(|n| *n > 0),
     };
-    let gateway = Gateway::new(&text, Some(path), options, source)
+    let gateway = Gateway::new(&text, Some(path.clone()), options, source)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .with_context(|| format!("loading {}", path.display()))?;
 
-    // SIGHUP: re-read the config; a bad file keeps the current one. The handler is installed
+    // SIGHUP: re-read the config; a bad file keeps the current one. Like the file watcher and
+    // the admin API, it goes through the gateway's one reload task. The handler is installed
     // before "listening" is logged: a SIGHUP that arrives first must not kill the process.
     let on_hup = gateway.clone();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -117,7 +118,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
             match on_hup.reload().await {
                 Ok(v) => tracing::info!(version = v, "reloaded config"),
                 Err(e) => {
-                    tracing::error!(error = %e, "config reload refused; keeping the current config")
+                    let e = anyhow::Error::from(e);
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "config reload refused; keeping the current config"
+                    )
                 }
             }
         }
@@ -154,7 +159,15 @@ fn admin_router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State(g): State<Arc<Gateway>>| async move { g.metrics().render() }),
+            get(|State(g): State<Arc<Gateway>>| async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        gatehouse_gateway::Metrics::CONTENT_TYPE,
+                    )],
+                    g.metrics().render(),
+                )
+            }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/configs", get(versions))
@@ -173,7 +186,7 @@ async fn reload(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
         Ok(v) => (StatusCode::OK, axum::Json(serde_json::json!({"active": v}))),
         Err(e) => (
             StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({"error": e.to_string()})),
+            axum::Json(serde_json::json!({"error": format!("{:#}", anyhow::Error::from(e))})),
         ),
     }
 }

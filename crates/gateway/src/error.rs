@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use crate::proxy::Body;
+use crate::Body;
 
 /// A response the gateway makes itself, with who caused it.
 #[derive(Debug, Clone)]

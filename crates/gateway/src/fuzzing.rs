@@ -26,7 +26,7 @@ pub struct ParsedHead {
 pub fn parse_request_head(input: &[u8]) -> Result<Option<ParsedHead>, u16> {
     let mut buf = BytesMut::from(input);
     let before = buf.len();
-    let head = match crate::h1::parse_request(&mut buf) {
+    let head = match crate::h1::codec::parse_request(&mut buf) {
         Ok(Some(h)) => h,
         Ok(None) => return Ok(None),
         Err((status, _)) => return Err(status),
@@ -37,9 +37,9 @@ pub fn parse_request_head(input: &[u8]) -> Result<Option<ParsedHead>, u16> {
         target: head.parts.uri.to_string(),
         http11: head.parts.version == http::Version::HTTP_11,
         body: match head.framing {
-            crate::h1::Framing::None | crate::h1::Framing::Close => None,
-            crate::h1::Framing::Length(n) => Some(Some(n)),
-            crate::h1::Framing::Chunked => Some(None),
+            crate::h1::codec::Framing::None | crate::h1::codec::Framing::Close => None,
+            crate::h1::codec::Framing::Length(n) => Some(Some(n)),
+            crate::h1::codec::Framing::Chunked => Some(None),
         },
         keep_alive: head.keep_alive,
         headers: head
@@ -77,5 +77,5 @@ pub fn decode_chunked(input: &[u8], piece: usize) -> Result<(Vec<u8>, usize, boo
 
 /// Whether a field named in `Connection` may be removed (never framing or `Host`).
 pub fn connection_may_remove(name: &[u8]) -> bool {
-    crate::proxy::connection_may_remove(name)
+    crate::plan::connection_may_remove(name)
 }

@@ -39,27 +39,63 @@ impl std::fmt::Debug for TokenSource {
 
 impl TokenSource {
     /// Loads a service-account key file.
-    pub fn from_key_file(path: &std::path::Path) -> Result<Self, String> {
+    pub fn from_key_file(path: &std::path::Path) -> Result<Self, KeyFileError> {
+        let at = || path.to_path_buf();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+            .map_err(|source| KeyFileError::Read { path: at(), source })?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|source| KeyFileError::Parse { path: at(), source })?;
         let field = |n: &str| v.get(n).and_then(Value::as_str).map(str::to_owned);
-        let email = field("client_email").ok_or("key file has no client_email")?;
-        let token_uri = field("token_uri").ok_or("key file has no token_uri")?;
-        let pem = field("private_key").ok_or("key file has no private_key")?;
+        let missing = |field: &'static str| KeyFileError::Missing { path: at(), field };
+        let email = field("client_email").ok_or_else(|| missing("client_email"))?;
+        let token_uri = field("token_uri").ok_or_else(|| missing("token_uri"))?;
+        let pem = field("private_key").ok_or_else(|| missing("private_key"))?;
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         let der = base64::engine::general_purpose::STANDARD
             .decode(body.trim())
-            .map_err(|_| "private_key is not PEM")?;
+            .map_err(|source| KeyFileError::NotPem { path: at(), source })?;
         let key = SigningKey::from_pkcs8(field("private_key_id").unwrap_or_default(), &der)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| KeyFileError::Key { path: at(), source })?;
         Ok(Self::ServiceAccount {
             email,
             key: Box::new(key),
             token_uri,
         })
     }
+}
+
+/// Why a service-account key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {}", path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{} has no {field}", path.display())]
+    Missing {
+        path: std::path::PathBuf,
+        field: &'static str,
+    },
+    #[error("the private_key in {} is not PEM", path.display())]
+    NotPem {
+        path: std::path::PathBuf,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("the private_key in {} is not a usable RSA key", path.display())]
+    Key {
+        path: std::path::PathBuf,
+        #[source]
+        source: gatehouse_tokens::KeyError,
+    },
 }
 
 /// Cached ID tokens per audience.

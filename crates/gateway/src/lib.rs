@@ -3,7 +3,12 @@
 //! path translation, backend ID tokens, and ESPv2's error bodies.
 //!
 //! Owns: config compilation (`config`, `template`), authentication (`auth`), the gateway's own
-//! identity (`identity`), the proxy (`proxy`) and config versions. Holds no state beyond caches.
+//! identity (`identity`), request planning (`plan`), the HTTP/1.1 server and relay (`h1`),
+//! backend connections (`upstream`), metrics (`metrics`) and config versions (`reload`).
+//! Holds no state beyond caches and config versions; stores nothing on disk.
+//!
+//! Module order, no cycles: `h1` → `plan` → `auth`/`identity`/`config`/`template`; `h1` →
+//! `upstream`; everything may use `metrics` and `error`.
 
 #![forbid(unsafe_code)]
 
@@ -16,12 +21,15 @@ pub mod fuzzing;
 mod h1;
 pub mod identity;
 mod metrics;
-mod proxy;
+mod plan;
+mod reload;
 pub mod template;
+mod upstream;
 
 pub use config::{Problem, ServiceConfig, validate};
 pub use error::GatewayError;
 pub use metrics::Metrics;
+pub use reload::{DiscoveryError, LoadError, Loaded, ReloadStatus};
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -32,8 +40,15 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
-use crate::auth::{Authenticator, Jwks};
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+
 use crate::identity::IdTokens;
+
+/// An error from a body or a connection, boxed.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Streaming body type in both directions.
+pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
 /// Options that do not come from the OpenAPI file.
 #[derive(Debug, Clone)]
@@ -56,26 +71,18 @@ impl Default for GatewayOptions {
     }
 }
 
-/// One loaded, immutable config version.
-#[derive(Debug)]
-pub struct Loaded {
-    pub version: u64,
-    pub config: ServiceConfig,
-    pub auth: Authenticator,
-}
-
 /// The gateway: the active config version, the previous ones, and the shared clients.
 pub struct Gateway {
     active: ArcSwap<Loaded>,
     history: Mutex<Vec<Arc<Loaded>>>,
     pub(crate) options: GatewayOptions,
     pub(crate) http: reqwest::Client,
-    pub(crate) upstream: proxy::Upstream,
+    pub(crate) upstream: upstream::Upstream,
     pub(crate) id_tokens: Option<IdTokens>,
     pub(crate) metrics: Metrics,
-    config_path: Option<PathBuf>,
-    /// The text of the newest config applied (what the file watcher compares against).
-    last_applied: Mutex<Vec<u8>>,
+    pub(crate) config_path: Option<PathBuf>,
+    /// Where config changes are sent (see [`reload`]).
+    reloads: reload::Reloads,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -86,75 +93,9 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// Errors loading a config.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("reading the config: {0}")]
-    Read(String),
-    #[error("invalid config:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid(Vec<Problem>),
-    #[error("OpenID discovery for {issuer} failed: {why}")]
-    Discovery { issuer: String, why: String },
-}
-
-async fn discover_jwks(client: &reqwest::Client, issuer: &str) -> Result<String, String> {
-    let base = if issuer.contains("://") {
-        issuer.to_owned()
-    } else {
-        format!("https://{issuer}")
-    };
-    let url = format!(
-        "{}/.well-known/openid-configuration",
-        base.trim_end_matches('/')
-    );
-    let res = client.get(&url).send().await.map_err(|e| e.to_string())?;
-    if !res.status().is_success() {
-        return Err(format!("{url} answered {}", res.status()));
-    }
-    let doc: serde_json::Value = res.json().await.map_err(|e| e.to_string())?;
-    doc.get("jwks_uri")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{url} has no jwks_uri"))
-}
-
 impl Gateway {
-    /// Compiles `text` into a loaded version: validates, resolves JWKS URIs by discovery, and
-    /// fetches every provider's keys once.
-    async fn prepare(
-        http: &reqwest::Client,
-        text: &str,
-        version: u64,
-    ) -> Result<Loaded, LoadError> {
-        let doc = config::parse_document(text).map_err(|p| LoadError::Invalid(vec![p]))?;
-        let mut config = config::compile(&doc).map_err(LoadError::Invalid)?;
-        let mut providers = Vec::new();
-        for p in &mut config.providers {
-            let uri = match &p.jwks_uri {
-                Some(u) => u.clone(),
-                None => {
-                    let u = discover_jwks(http, &p.issuer).await.map_err(|why| {
-                        LoadError::Discovery {
-                            issuer: p.issuer.clone(),
-                            why,
-                        }
-                    })?;
-                    p.jwks_uri = Some(u.clone());
-                    u
-                }
-            };
-            providers.push((p.clone(), Arc::new(Jwks::new(uri, http.clone()))));
-        }
-        let auth = Authenticator::new(providers);
-        auth.prefetch().await;
-        Ok(Loaded {
-            version,
-            config,
-            auth,
-        })
-    }
-
-    /// Builds a gateway serving the config in `text`.
+    /// Builds a gateway serving the config in `text`, and starts its reload task (on the
+    /// current tokio runtime; it ends when the gateway is dropped).
     pub async fn new(
         text: &str,
         config_path: Option<PathBuf>,
@@ -164,20 +105,26 @@ impl Gateway {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
-            .map_err(|e| LoadError::Read(e.to_string()))?;
-        let loaded = Arc::new(Self::prepare(&http, text, 1).await?);
+            .map_err(LoadError::Client)?;
+        let metrics = Metrics::default();
+        let loaded = Arc::new(reload::prepare(&http, &metrics, text, 1).await?);
         let id_tokens = id_tokens.map(|s| IdTokens::new(s, http.clone()));
-        Ok(Arc::new(Self {
-            active: ArcSwap::new(loaded.clone()),
-            history: Mutex::new(vec![loaded]),
-            options,
-            http,
-            upstream: proxy::Upstream::new(),
-            id_tokens,
-            metrics: Metrics::default(),
-            config_path,
-            last_applied: Mutex::new(text.as_bytes().to_vec()),
-        }))
+        Ok(reload::start(
+            |reloads| {
+                Arc::new(Self {
+                    active: ArcSwap::new(loaded.clone()),
+                    history: Mutex::new(vec![loaded]),
+                    options,
+                    http,
+                    upstream: upstream::Upstream::new(),
+                    id_tokens,
+                    metrics,
+                    config_path,
+                    reloads,
+                })
+            },
+            text.as_bytes().to_vec(),
+        ))
     }
 
     /// The active version.
@@ -185,78 +132,21 @@ impl Gateway {
         self.active.load_full()
     }
 
-    /// Validates `text` and, only if it is good, makes it the active version atomically.
-    /// In-flight requests finish on the version they started with.
-    pub async fn apply(&self, text: &str) -> Result<u64, LoadError> {
-        let next = self
-            .history
+    /// The newest version number handed out (only the reload task makes new ones).
+    fn newest_version(&self) -> u64 {
+        self.history
             .lock()
-            .map(|h| h.iter().map(|l| l.version).max().unwrap_or(0) + 1)
-            .unwrap_or(1);
-        let loaded = Arc::new(Self::prepare(&self.http, text, next).await?);
+            .map(|h| h.iter().map(|l| l.version).max().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Makes a new version the active one and keeps it in the history.
+    fn activate(&self, loaded: Arc<Loaded>) {
         self.active.store(loaded.clone());
-        if let Ok(mut last) = self.last_applied.lock() {
-            *last = text.as_bytes().to_vec();
-        }
         if let Ok(mut h) = self.history.lock() {
             h.push(loaded);
-            let excess = h.len().saturating_sub(10);
+            let excess = h.len().saturating_sub(reload::KEPT_VERSIONS);
             h.drain(..excess);
-        }
-        tracing::info!(version = next, "config activated");
-        Ok(next)
-    }
-
-    /// Re-reads the config file given at start.
-    pub async fn reload(&self) -> Result<u64, LoadError> {
-        let path = self
-            .config_path
-            .clone()
-            .ok_or_else(|| LoadError::Read("no config file to reload".into()))?;
-        let text = tokio::fs::read_to_string(&path)
-            .await
-            .map_err(|e| LoadError::Read(format!("{}: {e}", path.display())))?;
-        self.apply(&text).await
-    }
-
-    /// Watches the config file given at start and applies it whenever its content changes
-    /// (checked every `every`; editors' atomic renames and symlink swaps are seen too). A bad
-    /// file is logged and the running version kept; the same content is not applied twice.
-    pub async fn watch_config(self: Arc<Self>, every: std::time::Duration) {
-        let Some(path) = self.config_path.clone() else {
-            return;
-        };
-        // Content that was refused, so it is not tried again until it changes.
-        let mut refused: Option<Vec<u8>> = None;
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Ok(now) = tokio::fs::read(&path).await else {
-                continue;
-            };
-            let applied = self.last_applied.lock().map(|l| *l == now).unwrap_or(true);
-            if applied || refused.as_ref() == Some(&now) {
-                continue;
-            }
-            let Ok(text) = String::from_utf8(now.clone()) else {
-                tracing::error!(path = %path.display(), "config file is not UTF-8; keeping the current config");
-                refused = Some(now);
-                continue;
-            };
-            match self.apply(&text).await {
-                Ok(v) => {
-                    refused = None;
-                    tracing::info!(version = v, "config file changed; new version active");
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "changed config refused; keeping the current config");
-                    // Discovery may work next time; a config that is wrong stays refused.
-                    if !matches!(e, LoadError::Discovery { .. }) {
-                        refused = Some(now);
-                    }
-                }
-            }
         }
     }
 

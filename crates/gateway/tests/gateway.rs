@@ -515,6 +515,46 @@ async fn config_swap_validates_first_and_can_be_rolled_back() {
     assert_eq!(get(&w, "/open", &[]).await.0, 200);
 }
 
+#[tokio::test]
+async fn concurrent_reloads_are_applied_one_at_a_time_with_distinct_versions() {
+    let w = world("", false).await;
+    let cfg = |n: usize| {
+        format!(
+            "swagger: \"2.0\"\nhost: x\nx-google-backend:\n  address: {}\npaths:\n  /v{n}:\n    get:\n      operationId: v{n}\n",
+            w.backend
+        )
+    };
+    let texts: Vec<String> = (0..8).map(cfg).collect();
+    let bad = "swagger: \"2.0\"\npaths: [";
+    let applied = futures::future::join_all(texts.iter().map(|t| w.gw.apply(t))).await;
+    let refused = futures::future::join_all((0..3).map(|_| w.gw.apply(bad))).await;
+    assert!(refused.iter().all(Result::is_err));
+    let mut versions: Vec<u64> = applied.into_iter().map(Result::unwrap).collect();
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (2..10).collect::<Vec<_>>(),
+        "one version number each"
+    );
+    // The last one asked for is the one active: requests are applied in order.
+    assert_eq!(w.gw.active().version, 9);
+    assert_eq!(get(&w, "/v7", &[]).await.0, 200);
+    assert_eq!(get(&w, "/v6", &[]).await.0, 404);
+    let status = w.gw.reload_status().borrow().clone();
+    assert_eq!(status.attempts, 11);
+    assert!(
+        status
+            .last_error
+            .is_some_and(|e| e.contains("invalid config"))
+    );
+    // Without a file, a reload is refused and changes nothing.
+    assert!(matches!(
+        w.gw.reload().await,
+        Err(gatehouse_gateway::LoadError::NoFile)
+    ));
+    assert_eq!(w.gw.active().version, 9);
+}
+
 #[test]
 fn validate_reports_every_problem_with_its_location() {
     let doc = r#"

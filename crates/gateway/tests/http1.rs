@@ -318,20 +318,25 @@ where
 
 #[tokio::test]
 async fn backend_closing_idle_connections_and_until_close_bodies() {
-    // Answers with keep-alive, then closes the connection shortly after: the gateway's next
-    // request must not fail on the dead pooled connection.
-    let backend = raw_backend(|mut s, n| async move {
-        let body = format!("conn {n}");
-        s.write_all(
-            format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
+    // Answers with keep-alive, then closes the connection: the gateway's next request must not
+    // fail on the dead connection it kept.
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    let backend = raw_backend(move |mut s, n| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            let body = format!("conn {n}");
+            s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
             )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            .await
+            .unwrap();
+            drop(s);
+            closed_tx.send(n).unwrap();
+        }
     })
     .await;
     let (gw, _) = gateway(&backend, 15.0).await;
@@ -343,7 +348,12 @@ async fn backend_closing_idle_connections_and_until_close_bodies() {
             .unwrap();
         let r = read_res(&mut s, &mut buf, false).await;
         assert_eq!(r.status, 200, "request {i}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            r.body,
+            format!("conn {i}").as_bytes(),
+            "a new connection each time"
+        );
+        assert_eq!(closed.recv().await, Some(i), "the backend closed it");
     }
 
     // No length, no chunking: the body ends when the backend closes; so does the client's
@@ -471,6 +481,17 @@ async fn http2_clients_with_prior_knowledge() {
     }
 }
 
+/// Waits (20 s at most) until the gateway's reload task reports `done`.
+async fn reloaded(
+    reloads: &mut tokio::sync::watch::Receiver<gatehouse_gateway::ReloadStatus>,
+    done: impl FnMut(&gatehouse_gateway::ReloadStatus) -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(20), reloads.wait_for(done))
+        .await
+        .expect("the reload task reported in time")
+        .expect("the gateway is running");
+}
+
 #[tokio::test]
 async fn a_changed_config_file_is_applied_and_a_bad_one_is_not() {
     let backend = spawn(Router::new().fallback(any(echo))).await;
@@ -483,6 +504,7 @@ async fn a_changed_config_file_is_applied_and_a_bad_one_is_not() {
     };
     std::fs::write(&file, config("/one")).unwrap();
     let (gw, gateway) = start(&config("/one"), Some(file.clone())).await;
+    let mut reloads = gateway.reload_status();
     tokio::spawn(gateway.clone().watch_config(Duration::from_millis(50)));
     let http = reqwest::Client::new();
     let status = |p: &'static str| {
@@ -502,20 +524,18 @@ async fn a_changed_config_file_is_applied_and_a_bad_one_is_not() {
     let tmp = dir.path().join("api.yaml.tmp");
     std::fs::write(&tmp, config("/two")).unwrap();
     std::fs::rename(&tmp, &file).unwrap();
-    let mut switched = false;
-    for _ in 0..500 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if status("/two").await == 200 {
-            switched = true;
-            break;
-        }
-    }
-    assert!(switched, "the new file was applied");
-    assert_eq!(status("/one").await, 404);
-    let version = gateway.active().version;
-    // A broken file: the running version stays.
-    std::fs::write(&file, "swagger: \"2.0\"\npaths: [").unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(gateway.active().version, version);
+    reloaded(&mut reloads, |s| s.attempts >= 1).await;
+    assert_eq!(gateway.active().version, 2, "{:?}", *reloads.borrow());
     assert_eq!(status("/two").await, 200);
+    assert_eq!(status("/one").await, 404);
+    // A broken file: refused, and the running version stays.
+    std::fs::write(&file, "swagger: \"2.0\"\npaths: [").unwrap();
+    reloaded(&mut reloads, |s| s.last_error.is_some()).await;
+    assert_eq!(gateway.active().version, 2);
+    assert_eq!(status("/two").await, 200);
+    // Fixed again: applied.
+    std::fs::write(&file, config("/three")).unwrap();
+    reloaded(&mut reloads, |s| s.last_error.is_none()).await;
+    assert_eq!(gateway.active().version, 3);
+    assert_eq!(status("/three").await, 200);
 }

@@ -1,64 +1,20 @@
-//! The request path: route, authenticate, translate, call the backend, stream the answer.
+//! What a request becomes before it leaves the gateway: routing by method and path template,
+//! authentication (JWT providers and API keys), path translation, and the headers a backend
+//! gets (hop-by-hop fields removed, identity and forwarding headers written by the gateway).
+//!
+//! Owns [`plan`] and the hop-by-hop rule. Does no I/O with clients or backends (only the
+//! JWKS and ID-token caches behind `auth` and `identity` may fetch): how a plan is carried out is
+//! `h1` and `upstream`'s business.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri, header};
 use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::{ApiKeyLocation, Protocol, Route, Scheme, Translation};
-use crate::{Gateway, GatewayError, Loaded, Peer};
-
-/// Streaming body type in both directions.
-pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
-/// Pooled clients to backends: HTTP/1.1 and HTTP/2.
-pub struct Upstream {
-    h1: Client<Connector, Body>,
-    h2: Client<Connector, Body>,
-    /// Idle connections of the HTTP/1.1 fast path.
-    pub(crate) raw: crate::h1::RawPool,
-}
-
-impl Upstream {
-    pub fn new() -> Self {
-        let connector = || {
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            http.set_connect_timeout(Some(std::time::Duration::from_secs(20)));
-            let builder = hyper_rustls::HttpsConnectorBuilder::new();
-            let builder = match builder.with_native_roots() {
-                Ok(b) => b,
-                Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
-            };
-            builder
-                .https_or_http()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(http)
-        };
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(256)
-            .build(connector());
-        let h2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector());
-        Self {
-            h1,
-            h2,
-            raw: crate::h1::RawPool::default(),
-        }
-    }
-}
+use crate::metrics::OperationMetrics;
+use crate::{Body, Gateway, GatewayError, Loaded, Peer};
 
 pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -213,6 +169,8 @@ fn translate(route: &Route, path: &str, query: Option<&str>, vars: &[(String, St
 /// A request that passed routing and authentication, ready for its backend.
 pub(crate) struct Plan<'a> {
     pub op: &'a str,
+    /// The operation's metric handles.
+    pub metrics: &'a OperationMetrics,
     pub method: Method,
     /// `scheme://host[:port]` of the backend.
     pub origin: &'a str,
@@ -224,9 +182,10 @@ pub(crate) struct Plan<'a> {
     pub deadline: std::time::Duration,
 }
 
-fn local(gw: &Gateway, op: &str, started: Instant, e: GatewayError) -> Response<Body> {
-    let status = e.status;
-    finish(gw, op, status, started, e.into_response())
+/// The gateway's own answer, counted and logged.
+pub(crate) fn local(m: &OperationMetrics, started: Instant, e: GatewayError) -> Response<Body> {
+    m.record(e.status, started);
+    e.into_response()
 }
 
 /// Routes and authenticates a request and prepares what goes to the backend; `Err` is the
@@ -256,8 +215,7 @@ pub(crate) async fn plan<'a>(
     }
     if underscore {
         return Err(local(
-            gw,
-            "",
+            gw.metrics.unrouted(),
             started,
             GatewayError::new(
                 400,
@@ -269,17 +227,28 @@ pub(crate) async fn plan<'a>(
     let query = parts.uri.query();
     let path = match crate::template::normalize(raw_path) {
         Ok(p) => p,
-        Err(msg) => return Err(local(gw, "", started, GatewayError::new(400, msg))),
+        Err(msg) => {
+            return Err(local(
+                gw.metrics.unrouted(),
+                started,
+                GatewayError::new(400, msg),
+            ));
+        }
     };
     let method = parts.method.as_str();
-    let chosen = loaded.config.routes.iter().find_map(|route| {
-        if route.method == method || route.method == "*" {
-            route.template.matches(&path).map(|vars| (route, vars))
-        } else {
-            None
-        }
-    });
-    let Some((route, vars)) = chosen else {
+    let chosen = loaded
+        .config
+        .routes
+        .iter()
+        .zip(&loaded.operations)
+        .find_map(|(route, m)| {
+            if route.method == method || route.method == "*" {
+                route.template.matches(&path).map(|vars| (route, m, vars))
+            } else {
+                None
+            }
+        });
+    let Some((route, metrics, vars)) = chosen else {
         if path == "/healthz" && parts.method == Method::GET {
             return Err(Response::new(
                 http_body_util::Full::new(Bytes::from_static(b"{}"))
@@ -302,7 +271,7 @@ pub(crate) async fn plan<'a>(
             ),
             None => GatewayError::not_found(),
         };
-        return Err(local(gw, "", started, err));
+        return Err(local(gw.metrics.unrouted(), started, err));
     };
     let op = route.operation_id.as_str();
     let headers = &mut parts.headers;
@@ -329,7 +298,7 @@ pub(crate) async fn plan<'a>(
                         w.push_str(", error=\"invalid_token\"");
                     }
                     e.www_authenticate = Some(w);
-                    return Err(local(gw, op, started, e));
+                    return Err(local(metrics, started, e));
                 }
             }
         }
@@ -340,7 +309,7 @@ pub(crate) async fn plan<'a>(
                     401,
                     "UNAUTHENTICATED: Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
                 );
-                return Err(local(gw, op, started, e));
+                return Err(local(metrics, started, e));
             }
             Some(Some(key)) => {
                 if let Some(valid) = &gw.options.api_keys
@@ -351,7 +320,7 @@ pub(crate) async fn plan<'a>(
                         400,
                         "INVALID_ARGUMENT: API key not valid. Please pass a valid API key.",
                     );
-                    return Err(local(gw, op, started, e));
+                    return Err(local(metrics, started, e));
                 }
             }
             _ => {}
@@ -399,12 +368,13 @@ pub(crate) async fn plan<'a>(
             Err(e) => {
                 tracing::error!(audience = %aud, error = %e, "no ID token for the backend");
                 let err = GatewayError::new(500, format!("Token not found for audience: {aud}"));
-                return Err(local(gw, op, started, err));
+                return Err(local(metrics, started, err));
             }
         }
     }
     Ok(Plan {
         op,
+        metrics,
         method: parts.method.clone(),
         origin,
         target,
@@ -467,97 +437,6 @@ fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
     let _ = write!(cursor, "{ip}");
     let n = cursor.position() as usize;
     HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
-/// The hyper request path (HTTP/2 from clients, TLS or HTTP/2 to backends).
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
-    let started = Instant::now();
-    let loaded = gw.active();
-    let (mut parts, body) = req.into_parts();
-    let plan = match plan(&gw, &loaded, &mut parts, peer, started).await {
-        Ok(p) => p,
-        Err(res) => return res,
-    };
-    let body = body
-        .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        .boxed();
-    forward(&gw, plan, body, started).await
-}
-
-/// Calls the backend through the pooled hyper clients.
-pub(crate) async fn forward(
-    gw: &Gateway,
-    plan: Plan<'_>,
-    body: Body,
-    started: Instant,
-) -> Response<Body> {
-    let op = plan.op;
-    let uri = match format!("{}{}", plan.origin, plan.target).parse::<Uri>() {
-        Ok(u) => u,
-        Err(_) => return local(gw, op, started, GatewayError::new(400, "Bad request path")),
-    };
-    let mut up = Request::new(body);
-    *up.method_mut() = plan.method;
-    *up.uri_mut() = uri;
-    *up.headers_mut() = plan.headers;
-    let client = match plan.protocol {
-        Protocol::Http1 => &gw.upstream.h1,
-        Protocol::H2 => {
-            // HTTP/2 carries the authority in the URI; a differing Host header would be malformed.
-            up.headers_mut().remove(header::HOST);
-            &gw.upstream.h2
-        }
-    };
-    let upstream_started = Instant::now();
-    let result = tokio::time::timeout(plan.deadline, client.request(up)).await;
-    gw.metrics.upstream_latency(op, upstream_started.elapsed());
-    let res = match result {
-        Err(_) => return local(gw, op, started, GatewayError::new(504, UPSTREAM_TIMEOUT)),
-        Ok(Err(e)) => {
-            tracing::warn!(operation = op, error = %e, "backend unreachable");
-            let msg = if e.is_connect() {
-                UPSTREAM_CONNECT_FAILED
-            } else {
-                UPSTREAM_RESET
-            };
-            return local(gw, op, started, GatewayError::new(503, msg));
-        }
-        Ok(Ok(res)) => res,
-    };
-    let (mut rparts, rbody) = res.into_parts();
-    strip_hop_by_hop(&mut rparts.headers);
-    let status = rparts.status.as_u16();
-    let res = Response::from_parts(
-        rparts,
-        rbody
-            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-            .boxed(),
-    );
-    finish(gw, op, status, started, res)
-}
-
-/// Envoy's local-reply messages for backend failures.
-pub(crate) const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
-pub(crate) const UPSTREAM_CONNECT_FAILED: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111";
-pub(crate) const UPSTREAM_RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
-pub(crate) const UPSTREAM_PROTOCOL: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: protocol error";
-
-fn finish(
-    gw: &Gateway,
-    op: &str,
-    status: u16,
-    started: Instant,
-    res: Response<Body>,
-) -> Response<Body> {
-    record(gw, op, status, started);
-    res
-}
-
-/// Counts and logs one finished request.
-pub(crate) fn record(gw: &Gateway, op: &str, status: u16, started: Instant) {
-    gw.metrics.request(op, status);
-    tracing::info!(target: "gatehouse::access", operation = op, status, micros = started.elapsed().as_micros() as u64, "request");
 }
 
 #[cfg(test)]

@@ -1,0 +1,194 @@
+//! The client side of an HTTP/1.1 connection: reading request heads (with the idle and head
+//! timeouts), answering what the gateway refuses, and handing each routed request to the fast
+//! path ([`relay`]) or to hyper ([`bridge`]); a client that opens with the HTTP/2 preface goes to
+//! [`bridge::serve_h2`].
+//!
+//! Owns the connection loop and keep-alive decisions. Talks to no backend itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::{Method, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::bridge;
+use super::codec::{MAX_HEAD, ReqBody, ReqHead, parse_request, write_response};
+use super::relay::Exchange;
+use super::timer::Timer;
+use crate::config::Protocol;
+use crate::upstream::pool::UpConn;
+use crate::{Gateway, GatewayError, plan};
+
+/// A keep-alive connection with no request for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A request head must arrive completely within this long once it has started.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+// One value per request, moved once: boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Incoming {
+    Request(ReqHead),
+    /// The client speaks HTTP/2 with prior knowledge.
+    H2,
+    /// Closed, idle too long, or shutting down.
+    Done,
+    /// A head the gateway cannot accept: answer and close.
+    Reject(u16, &'static str),
+}
+
+/// Whether the gateway is shutting down (the guard never lives across an await).
+fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
+    *shutdown.borrow()
+}
+
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    shutdown: &mut watch::Receiver<bool>,
+    idle: &mut Timer,
+    first: bool,
+) -> Incoming {
+    let mut deadline = None;
+    loop {
+        if !buf.is_empty() {
+            match parse_request(buf) {
+                Ok(Some(head)) => return Incoming::Request(head),
+                Ok(None) if buf.len() > MAX_HEAD => {
+                    return Incoming::Reject(431, "Request Header Fields Too Large");
+                }
+                Ok(None) => {}
+                Err(_) if first && buf.starts_with(H2_PREFACE) => return Incoming::H2,
+                Err((status, msg)) => return Incoming::Reject(status, msg),
+            }
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
+        }
+        if buf.is_empty() && stopping(shutdown) {
+            return Incoming::Done;
+        }
+        let wait = deadline.unwrap_or_else(|| tokio::time::Instant::now() + IDLE_TIMEOUT);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8 * 1024);
+        }
+        tokio::select! {
+            read = stream.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return Incoming::Done,
+                Ok(_) => {}
+            },
+            changed = shutdown.changed(), if buf.is_empty() => {
+                if changed.is_err() || stopping(shutdown) {
+                    return Incoming::Done;
+                }
+            }
+            () = idle.until(wait) => {
+                return if buf.is_empty() {
+                    Incoming::Done
+                } else {
+                    Incoming::Reject(408, "Request Timeout")
+                };
+            }
+        }
+    }
+}
+
+/// Serves one client connection until it closes.
+pub(crate) async fn serve_connection(
+    gw: Arc<Gateway>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut out = Vec::with_capacity(4 * 1024);
+    let mut upstream_head = Vec::with_capacity(1024);
+    let mut backend: Option<UpConn> = None;
+    let mut idle = Timer::new();
+    let mut deadline = Timer::new();
+    let mut first = true;
+    loop {
+        let head = match read_request(&mut stream, &mut buf, &mut shutdown, &mut idle, first).await
+        {
+            Incoming::Request(h) => h,
+            Incoming::H2 => {
+                if let Some(b) = backend.take() {
+                    gw.upstream.raw.release(b);
+                }
+                bridge::serve_h2(gw, stream, buf.freeze(), peer, shutdown).await;
+                return;
+            }
+            Incoming::Done => break,
+            Incoming::Reject(status, msg) => {
+                let res = GatewayError::new(status, msg).into_response();
+                let _ = write_response(&mut stream, &mut out, res, false, false).await;
+                break;
+            }
+        };
+        first = false;
+        let ReqHead {
+            mut parts,
+            framing,
+            keep_alive,
+        } = head;
+        let started = Instant::now();
+        let is_head = parts.method == Method::HEAD;
+        let mut body = ReqBody::new(framing);
+        let loaded = gw.active();
+        let keep = match plan::plan(&gw, &loaded, &mut parts, peer, started).await {
+            Err(res) => {
+                // The gateway answers itself; a body already here is skipped, one still on its
+                // way closes the connection after the answer.
+                let mut keep = keep_alive && !stopping(&shutdown);
+                if let Some(b) = &mut body {
+                    keep &= b.take_raw(&mut buf).is_ok() && b.done();
+                }
+                write_response(&mut stream, &mut out, res, is_head, keep)
+                    .await
+                    .unwrap_or(false)
+            }
+            Ok(plan) => {
+                let fast = plan.protocol == Protocol::Http1 && plan.origin.starts_with("http://");
+                let keep = if fast {
+                    let mut x = Exchange {
+                        gw: &gw,
+                        client: &mut stream,
+                        client_buf: &mut buf,
+                        out: &mut out,
+                        head: &mut upstream_head,
+                        body: &mut body,
+                        is_head,
+                        upstream_head: false,
+                        client_keep: keep_alive && parts.version == Version::HTTP_11,
+                        started,
+                    };
+                    x.run(plan, &mut backend, &mut deadline).await
+                } else {
+                    bridge::forward_hyper(
+                        &gw,
+                        &mut stream,
+                        &mut buf,
+                        &mut out,
+                        plan,
+                        body,
+                        is_head,
+                        started,
+                    )
+                    .await
+                    .unwrap_or(false)
+                        && keep_alive
+                };
+                keep && !stopping(&shutdown)
+            }
+        };
+        if !keep {
+            break;
+        }
+    }
+    if let Some(b) = backend.take() {
+        gw.upstream.raw.release(b);
+    }
+    let _ = stream.shutdown().await;
+}
