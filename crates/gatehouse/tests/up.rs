@@ -213,8 +213,7 @@ fn the_demo_walks_both_seeds() {
             .unwrap();
         let described: Value = serde_json::from_slice(&described.stdout).unwrap();
         assert_eq!(
-            described["template"]["volumes"][0]["cloudSqlInstance"]["instances"][0],
-            "votes-db",
+            described["template"]["volumes"][0]["cloudSqlInstance"]["instances"][0], "votes-db",
             "{described}"
         );
     } else {

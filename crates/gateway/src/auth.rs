@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use gatehouse_tokens::{SignatureError, numeric_date, parse_jwt};
 pub use gatehouse_verify::RemoteKeys as Jwks;
 use http::{HeaderMap, HeaderValue};
-use smallvec::SmallVec;
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::config::{JwtLocation, Provider, normalize_audience};
 
