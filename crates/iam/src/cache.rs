@@ -40,3 +40,27 @@ impl<V: Clone> Ttl<V> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_live_for_the_ttl_and_can_be_forgotten() {
+        let cache = Ttl::new(Duration::from_secs(3600));
+        assert_eq!(cache.get("a"), None);
+        cache.put("a", 1);
+        assert_eq!(cache.get("a"), Some(1));
+        cache.put("a", 2);
+        assert_eq!(cache.get("a"), Some(2));
+        cache.forget("a");
+        assert_eq!(cache.get("a"), None);
+    }
+
+    #[test]
+    fn a_zero_ttl_caches_nothing() {
+        let cache = Ttl::new(Duration::ZERO);
+        cache.put("a", 1);
+        assert_eq!(cache.get("a"), None);
+    }
+}

@@ -83,4 +83,30 @@ mod tests {
             ["projects/p/serviceAccounts/a@b.c", "projects/p"]
         );
     }
+
+    #[test]
+    fn names_and_projects() {
+        assert_eq!(project_resource("p-1"), "projects/p-1");
+        assert_eq!(
+            account_resource("p-1", "a@p-1.iam.gserviceaccount.com"),
+            "projects/p-1/serviceAccounts/a@p-1.iam.gserviceaccount.com"
+        );
+        assert_eq!(resource_project("projects/p-1/secrets/s"), Some("p-1"));
+        assert_eq!(resource_project("projects/p-1"), Some("p-1"));
+        assert_eq!(resource_project("projects/"), None);
+        assert_eq!(resource_project("folders/f"), None);
+    }
+
+    #[test]
+    fn id_rules() {
+        assert!(valid_project_id("demo-project"));
+        assert!(valid_account_id("vote-app"));
+        assert!(valid_account_id(&format!("a{}", "b".repeat(29))));
+        assert!(!valid_account_id(&format!("a{}", "b".repeat(30))));
+        assert!(!valid_account_id("short"));
+        assert!(!valid_account_id("1starts-with-digit"));
+        assert!(!valid_account_id("Upper-case"));
+        assert!(!valid_account_id("ends-with-"));
+        assert!(!valid_account_id("under_score"));
+    }
 }

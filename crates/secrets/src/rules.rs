@@ -79,3 +79,74 @@ pub(crate) fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<Strin
         Some(_) => Err(Error::InvalidArgument(format!("{what} must be an object"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn secret_ids() {
+        assert!(valid_secret_id("db_pass-2"));
+        assert!(valid_secret_id(&"a".repeat(255)));
+        assert!(!valid_secret_id(&"a".repeat(256)));
+        assert!(!valid_secret_id(""));
+        assert!(!valid_secret_id("db.pass"));
+        assert!(!valid_secret_id("db/pass"));
+    }
+
+    #[test]
+    fn label_rules() {
+        assert!(check_labels(&labels(&[("env", "prod-1"), ("team_a", "")])).is_ok());
+        assert!(check_labels(&labels(&[("Env", "prod")])).is_err());
+        assert!(check_labels(&labels(&[("1env", "prod")])).is_err());
+        assert!(check_labels(&labels(&[("env", "Prod")])).is_err());
+        assert!(check_labels(&labels(&[(&"k".repeat(63), &"v".repeat(63))])).is_ok());
+        assert!(check_labels(&labels(&[(&"k".repeat(64), "v")])).is_err());
+        assert!(check_labels(&labels(&[("k", &"v".repeat(64))])).is_err());
+        let many: BTreeMap<String, String> =
+            (0..65).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(matches!(
+            check_labels(&many),
+            Err(Error::InvalidArgument(m)) if m == "At most 64 labels are allowed."
+        ));
+    }
+
+    #[test]
+    fn string_maps() {
+        assert_eq!(string_map(None, "labels").unwrap(), BTreeMap::new());
+        assert_eq!(
+            string_map(Some(&Value::Null), "labels").unwrap(),
+            BTreeMap::new()
+        );
+        assert_eq!(
+            string_map(Some(&json!({"a": "1"})), "labels").unwrap(),
+            labels(&[("a", "1")])
+        );
+        assert!(matches!(
+            string_map(Some(&json!({"a": 1})), "annotations"),
+            Err(Error::InvalidArgument(m)) if m == "annotations values must be strings"
+        ));
+        assert!(matches!(
+            string_map(Some(&json!(["a"])), "labels"),
+            Err(Error::InvalidArgument(m)) if m == "labels must be an object"
+        ));
+    }
+
+    #[test]
+    fn etags_are_quoted_and_fresh() {
+        let (a, b) = (new_etag(), new_etag());
+        assert_eq!(a.len(), 16);
+        assert!(a.starts_with('"') && a.ends_with('"'));
+        assert!(a[1..15].bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}
