@@ -19,15 +19,10 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-SCRATCH=${GATEHOUSE_GW_BENCH_SCRATCH:-/tmp/gatehouse-gw-bench}
+. "$HERE/../common.sh"
+scratch_dir GATEHOUSE_GW_BENCH_SCRATCH /tmp/gatehouse-gw-bench
 BIN=$ROOT/target/release/gatehouse
 RESULTS_DIR=${BENCH_RESULTS_DIR:-$HERE/results}
-
-mkdir -p "$SCRATCH"
-SCRATCH=$(cd "$SCRATCH" && pwd)
-case "$SCRATCH/" in
-  "$ROOT"/*) echo "GATEHOUSE_GW_BENCH_SCRATCH must be outside the repository" >&2; exit 2 ;;
-esac
 
 # --- tools: nginx, haproxy, wrk, python3 (apt). Debian's policy-rc.d may keep the packaged
 # services from starting; the benchmark starts its own instances on 127.0.0.1 either way.

@@ -15,18 +15,13 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-SCRATCH=${GATEHOUSE_BENCH_SCRATCH:-/tmp/gatehouse-bench}
+. "$HERE/../common.sh"
+scratch_dir GATEHOUSE_BENCH_SCRATCH /tmp/gatehouse-bench
 FB_VERSION=15.34.2
 FB_DIR=$SCRATCH/fb
 BIN=$ROOT/target/release/gatehouse
 HASH_BIN=$ROOT/target/release/examples/hash_rate
 RESULTS_DIR=${BENCH_RESULTS_DIR:-$HERE/results}
-
-mkdir -p "$SCRATCH"
-SCRATCH=$(cd "$SCRATCH" && pwd)
-case "$SCRATCH/" in
-  "$ROOT"/*) echo "GATEHOUSE_BENCH_SCRATCH must be outside the repository" >&2; exit 2 ;;
-esac
 
 # --- tools: wrk, python3, curl (apt), Node >= 20 for the emulator
 missing=()

@@ -22,17 +22,12 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-SCRATCH=${GATEHOUSE_VOTE_BENCH_SCRATCH:-/tmp/gatehouse-vote-bench}
+. "$HERE/../common.sh"
+scratch_dir GATEHOUSE_VOTE_BENCH_SCRATCH /tmp/gatehouse-vote-bench
 VOTE_BIN=${VOTE_BIN:-$ROOT/target/release/vote}
 GATEHOUSE_BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
 PG_BIN=${BENCH_PG_BIN:-/usr/lib/postgresql/15/bin}
 RESULTS_DIR=${BENCH_RESULTS_DIR:-$HERE/results}
-
-mkdir -p "$SCRATCH"
-SCRATCH=$(cd "$SCRATCH" && pwd)
-case "$SCRATCH/" in
-  "$ROOT"/*) echo "GATEHOUSE_VOTE_BENCH_SCRATCH must be outside the repository" >&2; exit 2 ;;
-esac
 
 for b in "$VOTE_BIN" "$GATEHOUSE_BIN"; do
   [ -x "$b" ] || { echo "missing $b: build it first (cargo build --release -p gatehouse -p gatehouse-vote); this script never runs cargo" >&2; exit 2; }

@@ -171,83 +171,37 @@ fn gatehouse_tokens_claims(token: &str) -> serde_json::Value {
 /// and its project id from the metadata server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_the_runner_on_managed_postgres_with_the_credentials_secret() {
-    use gatehouse_iam::{Iam, IamConfig, Principal};
-    use gatehouse_run::{RunConfig, Runner, ServiceSpec, SqlInstanceSpec, SqlUser};
-    use gatehouse_secrets::{Key, NewPayload, Secrets};
+    use gatehouse_run::{ServiceSpec, SqlInstanceSpec, SqlUser};
 
     let idp = identity().await;
-    let dir = TempDir::new("vote-run").unwrap();
-    let store = gatehouse_store::Store::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("run.db").display()
-    ))
-    .await
-    .unwrap();
-    let master = std::sync::Arc::new(Key::generate().unwrap());
-    let iam = Iam::new(
-        store.clone(),
-        std::sync::Arc::new(gatehouse_keyring::SystemClock),
-        master.clone(),
-        IamConfig {
-            cache_ttl: Duration::ZERO,
-            ..IamConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let secrets = Secrets::new(store, iam.clone(), master).await.unwrap();
-    let runner = Runner::new(
-        iam.clone(),
-        Some(secrets.clone()),
-        RunConfig {
-            project: PROJECT.into(),
-            region: "us-central1".into(),
-            bind_host: "127.0.0.1".into(),
-            data_root: dir.path().join("data"),
-            socket_root: dir.path().join("cloudsql"),
-            isolation: gatehouse_run::IsolationMode::Auto,
-            // The identity server, reachable from inside the instance's namespace.
-            forward: vec![idp.url.trim_start_matches("http://").parse().unwrap()],
-        },
-    );
+    let world = gatehouse_testkit::World::builder()
+        .project(PROJECT)
+        // The identity server, reachable from inside the instance's namespace.
+        .forward(idp.url.trim_start_matches("http://").parse().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let (iam, runner) = (&world.iam, &world.runner);
     let sa = iam
         .create_account(PROJECT, "idp-sql-identity", "", "")
         .await
         .unwrap();
     let member = format!("serviceAccount:{}", sa.email);
-    let local = Principal::Local;
-    let add = async |name: &str, data: &[u8]| {
-        secrets
-            .create_secret(
-                &local,
-                PROJECT,
-                name,
-                &serde_json::json!({"replication": {"automatic": {}}}),
-            )
-            .await
-            .unwrap();
-        secrets
-            .add_version(
-                &local,
-                &format!("projects/{PROJECT}/secrets/{name}"),
-                NewPayload { data, crc32c: None },
-            )
-            .await
-            .unwrap();
-    };
-    add("db-pass", b"s3cret-Pw").await;
-    add(
-        "idp-sql-secrets",
-        serde_json::json!({
-            "CLOUD_SQL_CONNECTION_NAME": format!("{PROJECT}:us-central1:idp-sql-instance"),
-            "DB_NAME": "votes",
-            "DB_USER": "vote-user",
-            "DB_PASSWORD": "s3cret-Pw",
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .await;
+    world.add_secret("db-pass", b"s3cret-Pw").await.unwrap();
+    world
+        .add_secret(
+            "idp-sql-secrets",
+            serde_json::json!({
+                "CLOUD_SQL_CONNECTION_NAME": format!("{PROJECT}:us-central1:idp-sql-instance"),
+                "DB_NAME": "votes",
+                "DB_USER": "vote-user",
+                "DB_PASSWORD": "s3cret-Pw",
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
     iam.edit_binding(
         &format!("projects/{PROJECT}/secrets/idp-sql-secrets"),
         "roles/secretmanager.secretAccessor",

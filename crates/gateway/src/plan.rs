@@ -130,7 +130,6 @@ fn key_required(route: &Route) -> bool {
             .all(|r| r.iter().any(|s| matches!(s, Scheme::ApiKey(_))))
 }
 
-
 /// Builds the backend path and query.
 fn translate(route: &Route, path: &str, query: Option<&str>, vars: &[(String, String)]) -> String {
     let base = route.backend.path.as_str();
@@ -288,7 +287,11 @@ pub(crate) async fn plan<'a>(
     let mut payload = None;
     if !route.cors {
         if !route.jwt_providers.is_empty() {
-            match loaded.auth.authenticate(&route.jwt_providers, headers, query).await {
+            match loaded
+                .auth
+                .authenticate(&route.jwt_providers, headers, query)
+                .await
+            {
                 Ok(p) => payload = Some(p),
                 Err(f) => {
                     gw.metrics.auth_failure(f.reason());

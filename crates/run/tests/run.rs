@@ -16,6 +16,21 @@ use common::{assert_instance_id_token, db_pass, get, python, spec, world, write_
 use gatehouse_run::{DeployError, ServiceSpec};
 use serde_json::Value;
 
+/// Waits until the request loops have counted `n` good requests (or any failure); 60 s at most.
+async fn served_at_least(ok: &AtomicU64, failed: &AtomicU64, n: u64) {
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        while ok.load(Ordering::Relaxed) < n && failed.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "the request loops served {} of {n} requests in 60 s",
+        ok.load(Ordering::Relaxed)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_and_public_services_secrets_restarts_and_redeploys() {
     let w = world().await;
@@ -227,11 +242,12 @@ async fn private_and_public_services_secrets_restarts_and_redeploys() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The loops run before, during and after the redeploy: counted requests, not timed waits.
+    served_at_least(&ok, &failed, 10).await;
     let v2 = yaml.replace("GREETING: one", "GREETING: two");
     let again = w.runner.deploy(spec(&w, &v2)).await.unwrap();
     assert!(again.revision.load().name.starts_with("hello-00002-"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    served_at_least(&ok, &failed, ok.load(Ordering::Relaxed) + 20).await;
     stop.store(true, Ordering::Relaxed);
     for l in loops {
         l.await.unwrap();

@@ -103,9 +103,7 @@ impl Exchange<'_> {
         }
         match self.body {
             Some(ReqBody::Chunked(_)) => field(head, b"transfer-encoding", b"chunked"),
-            Some(ReqBody::Length(n)) => {
-                field(head, b"content-length", n.to_string().as_bytes())
-            }
+            Some(ReqBody::Length(n)) => field(head, b"content-length", n.to_string().as_bytes()),
             None if plan.headers.contains_key(header::CONTENT_LENGTH) => {
                 field(head, b"content-length", b"0");
             }

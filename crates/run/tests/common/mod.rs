@@ -4,15 +4,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
-use gatehouse_iam::{Iam, IamConfig};
-use gatehouse_keyring::SystemClock;
-use gatehouse_run::{IsolationMode, RunConfig, Runner, ServiceSpec};
-use gatehouse_secrets::{Key, NewPayload, Secrets};
-use gatehouse_store::Store;
-use gatehouse_testkit::TempDir;
+use gatehouse_run::{IsolationMode, ServiceSpec};
 use serde_json::Value;
 
 pub const APP: &str = r#"
@@ -74,12 +67,19 @@ pub fn write_app(path: &std::path::Path, source: &str) {
     std::fs::write(path, format!("{prefix}{source}")).unwrap();
 }
 
+/// The testkit world (IAM with a zero cache TTL, Secret Manager, a runner deploying into
+/// `run-proj`) and the workload script in its directory.
 pub struct World {
-    pub iam: Iam,
-    pub secrets: Secrets,
-    pub runner: Runner,
+    pub kit: gatehouse_testkit::World,
     pub app: PathBuf,
-    pub dir: TempDir,
+}
+
+impl std::ops::Deref for World {
+    type Target = gatehouse_testkit::World;
+
+    fn deref(&self) -> &Self::Target {
+        &self.kit
+    }
 }
 
 pub async fn world() -> World {
@@ -87,48 +87,16 @@ pub async fn world() -> World {
 }
 
 pub async fn world_with(isolation: IsolationMode, forward: Vec<std::net::SocketAddr>) -> World {
-    let dir = TempDir::new("run").unwrap();
-    let store = Store::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("run.db").display()
-    ))
-    .await
-    .unwrap();
-    let master = Arc::new(Key::generate().unwrap());
-    let iam = Iam::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        master.clone(),
-        IamConfig {
-            cache_ttl: Duration::ZERO,
-            ..IamConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let secrets = Secrets::new(store, iam.clone(), master).await.unwrap();
-    let runner = Runner::new(
-        iam.clone(),
-        Some(secrets.clone()),
-        RunConfig {
-            project: "run-proj".into(),
-            region: "us-central1".into(),
-            bind_host: "127.0.0.1".into(),
-            data_root: dir.path().join("data"),
-            socket_root: dir.path().join("cloudsql"),
-            isolation,
-            forward,
-        },
-    );
-    let app = dir.path().join("app.py");
-    write_app(&app, APP);
-    World {
-        iam,
-        secrets,
-        runner,
-        app,
-        dir,
+    let mut builder = gatehouse_testkit::World::builder()
+        .project("run-proj")
+        .isolation(isolation);
+    for addr in forward {
+        builder = builder.forward(addr);
     }
+    let kit = builder.build().await.unwrap();
+    let app = kit.dir.path().join("app.py");
+    write_app(&app, APP);
+    World { kit, app }
 }
 
 pub fn spec(w: &World, yaml: &str) -> ServiceSpec {
@@ -143,24 +111,7 @@ pub fn spec(w: &World, yaml: &str) -> ServiceSpec {
 
 /// The secret `db-pass` in `run-proj` with one version.
 pub async fn db_pass(w: &World, data: &[u8]) {
-    let local = gatehouse_iam::Principal::Local;
-    w.secrets
-        .create_secret(
-            &local,
-            "run-proj",
-            "db-pass",
-            &serde_json::json!({"replication": {"automatic": {}}}),
-        )
-        .await
-        .unwrap();
-    w.secrets
-        .add_version(
-            &local,
-            "projects/run-proj/secrets/db-pass",
-            NewPayload { data, crc32c: None },
-        )
-        .await
-        .unwrap();
+    w.add_secret("db-pass", data).await.unwrap();
 }
 
 pub async fn get(url: &str, headers: &[(&str, String)]) -> (u16, Value) {
