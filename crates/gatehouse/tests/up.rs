@@ -213,8 +213,7 @@ fn the_demo_walks_both_seeds() {
             .unwrap();
         let described: Value = serde_json::from_slice(&described.stdout).unwrap();
         assert_eq!(
-            described["template"]["volumes"][0]["cloudSqlInstance"]["instances"][0],
-            "votes-db",
+            described["template"]["volumes"][0]["cloudSqlInstance"]["instances"][0], "votes-db",
             "{described}"
         );
     } else {
@@ -568,8 +567,9 @@ fn down_fails_when_the_stack_does_not_stop() {
 }
 
 /// A manifest without fixed ports: the second start listens where the first did (key files'
-/// `token_uri` stays valid, and `gatehouse iam` puts it there by default); the terminal shows
-/// the plan, progress and URL table while the logs go to `<data-dir>/logs/`.
+/// `token_uri` stays valid, and `gatehouse iam` puts it there by default); a user's changed
+/// password is planned and applied; the terminal shows the plan, progress and URL table while
+/// the logs go to `<data-dir>/logs/`.
 #[test]
 fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
@@ -579,7 +579,7 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
     std::fs::write(
         &manifest,
         "project: {id: ports-project}\n\
-         identity: {port: 0, api_keys: [k]}\n\
+         identity: {port: 0, api_keys: [demo-api-key], users: [{email: u@example.com, password: first-password-1}]}\n\
          service_accounts: [{name: apigw-sa}]\n\
          bindings: [{resource: services/hello, role: roles/run.invoker, member: 'serviceAccount:apigw-sa'}]\n\
          services: [{name: hello, command: [gatehouse, apps, hello]}]\n\
@@ -593,8 +593,16 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
     for key in ["identity", "iam", "service:hello", "gateway:gw"] {
         assert!(urls.contains_key(key), "{key}: {:?}", first.components);
     }
+    sign_in(&urls["identity"], "u@example.com", "first-password-1");
     stop_up(first, &data);
 
+    // The user's password changes in the manifest: planned as an update, and applied.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("first-password-1", "second-password-2"),
+    )
+    .unwrap();
     let second = start_up(&manifest, &data, false);
     let printed = second.stdout.lock().unwrap().join("\n");
     for (key, url) in &urls {
@@ -603,7 +611,13 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
             "{key} moved from {url}:\n{printed}"
         );
     }
-    assert!(printed.contains("Plan: no changes."), "{printed}");
+    assert!(
+        printed.contains(
+            "Plan:\n  ~ update user u@example.com\n0 to create, 1 to update, 0 to delete."
+        ),
+        "{printed}"
+    );
+    sign_in(&urls["identity"], "u@example.com", "second-password-2");
     assert!(printed.contains("started service hello"), "{printed}");
     // No log lines on the terminal: they are in the log file.
     let stderr = second.stderr.lock().unwrap().join("\n");
