@@ -617,6 +617,10 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
         ),
         "{printed}"
     );
+    assert!(
+        printed.contains("  applied update user u@example.com"),
+        "{printed}"
+    );
     sign_in(&urls["identity"], "u@example.com", "second-password-2");
     assert!(printed.contains("started service hello"), "{printed}");
     // No log lines on the terminal: they are in the log file.

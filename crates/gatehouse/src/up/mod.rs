@@ -198,6 +198,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let identity = stack::identity(&m, &store, key, &iam, &secrets, &identity_url).await?;
     apply::create_users(&m, &identity, &secrets, &changed_users).await?;
+    report.applied_persistent(&changes);
     let (stop_identity, identity_stopped) = tokio::sync::oneshot::channel::<()>();
     let identity_task = tokio::spawn(gatehouse_identity_http::serve(
         identity.clone(),
