@@ -660,5 +660,61 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
             .starts_with(urls["iam"].as_str()),
         "{key}"
     );
+
+    // `up -f` on the running stack's data directory hands it the manifest: a new service is
+    // deployed live (and its port kept); an identity change needs a restart and is refused.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "services: [{name: hello, command: [gatehouse, apps, hello]}]",
+            "services: [{name: hello, command: [gatehouse, apps, hello]}, \
+             {name: hello2, command: [gatehouse, apps, hello], allow_unauthenticated: true}]",
+        ),
+    )
+    .unwrap();
+    let live = gatehouse(&["up", "--output", "json", "-f"])
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        live.status.success(),
+        "{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    let applied: Value = serde_json::from_slice(&live.stdout).unwrap();
+    let line = applied["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|l| l.starts_with("service hello2: revision"))
+        .unwrap_or_else(|| panic!("{applied}"))
+        .to_owned();
+    let url = line.rsplit(' ').next().unwrap();
+    let hello2 = reqwest::blocking::get(format!("{url}/")).unwrap();
+    assert_eq!(hello2.status(), 200);
+    let kept: Value =
+        serde_json::from_slice(&std::fs::read(data.join("ports.json")).unwrap()).unwrap();
+    assert_eq!(
+        format!("http://127.0.0.1:{}", kept["ports"]["service:hello2"]),
+        url
+    );
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("[demo-api-key]", "[other-key]")).unwrap();
+    let refused = gatehouse(&["up", "-f"])
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("need a restart") && err.contains("update identity ports-project"),
+        "{err}"
+    );
     stop_up(second, &data);
 }

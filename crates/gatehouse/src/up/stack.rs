@@ -159,7 +159,7 @@ impl Stack<'_> {
                 .deploy(spec)
                 .await
                 .with_context(|| format!("services {name}"))?;
-            if let Some(port) = svc.url.rsplit(':').next().and_then(|p| p.parse().ok()) {
+            if let Some(port) = super::ports::port_of(&svc.url) {
                 self.ports.set(&key, port);
             }
             self.values
