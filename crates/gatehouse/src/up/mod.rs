@@ -73,7 +73,10 @@ async fn down_within(data_dir: &Path, patience: Duration) -> anyhow::Result<()> 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tracing::info!("stopped");
+    crate::say(&format!(
+        "Stopped the gatehouse serving {}.",
+        data_dir.display()
+    ));
     Ok(())
 }
 
