@@ -49,6 +49,18 @@ fn gatehouse(args: &[&str]) -> Command {
     c
 }
 
+/// Runs a command to its end; it must succeed (its stderr is the failure message).
+fn succeeded(mut c: impl std::borrow::BorrowMut<Command>) -> std::process::Output {
+    let c = c.borrow_mut();
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Collects a child's output lines; `ready` is sent the first line for which `is_ready` holds.
 fn collect(
     out: impl std::io::Read + Send + 'static,
@@ -120,15 +132,7 @@ fn start_up(manifest: &Path, data: &Path, json: bool) -> Up {
 
 /// `gatehouse down` on `data`, then waits for `up` to exit successfully.
 fn stop_up(mut up: Up, data: &Path) -> Up {
-    let down = gatehouse(&["down", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    succeeded(gatehouse(&["down", "--data-dir"]).arg(data));
     // `down` returns once the control socket is gone, which `up` removes on its way out.
     let status = up.child.wait().unwrap();
     assert!(status.success(), "up exited with {status}");
@@ -233,16 +237,11 @@ fn the_demo_walks_both_seeds() {
     // The backend directly: private (401 without a token), and only the gateway's account may
     // invoke it (403 for another account's valid ID token).
     assert_eq!(http.get(format!("{hello}/")).send().unwrap().status(), 401);
-    let other = gatehouse(&["iam", "--data-dir"])
-        .arg(&data)
-        .args(["print-id-token", "--audience", &hello, "--service-account"])
-        .arg("vote-identity@demo-project.iam.gserviceaccount.com")
-        .output()
-        .unwrap();
-    assert!(
-        other.status.success(),
-        "{}",
-        String::from_utf8_lossy(&other.stderr)
+    let other = succeeded(
+        gatehouse(&["iam", "--data-dir"])
+            .arg(&data)
+            .args(["print-id-token", "--audience", &hello, "--service-account"])
+            .arg("vote-identity@demo-project.iam.gserviceaccount.com"),
     );
     let other = String::from_utf8(other.stdout).unwrap();
     let direct = http
@@ -252,7 +251,7 @@ fn the_demo_walks_both_seeds() {
         .unwrap();
     assert_eq!(direct.status(), 403);
     // A user created with the CLI signs in with it too.
-    let created = gatehouse(&[
+    succeeded(gatehouse(&[
         "auth",
         "--identity-url",
         &identity,
@@ -262,14 +261,7 @@ fn the_demo_walks_both_seeds() {
         "grace@example.com",
         "--password",
         "s3cret-pw-1",
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    ]));
     let cli_token = gatehouse(&[
         "auth",
         "--identity-url",
@@ -293,24 +285,19 @@ fn the_demo_walks_both_seeds() {
         .unwrap();
     assert_eq!(res["user"]["email"], "grace@example.com");
     // The seed's custom token with an extra claim, signed by a service account through IAM.
-    let custom = gatehouse(&[
-        "auth",
-        "custom-token",
-        "--uid",
-        "u-custom",
-        "--claims",
-        r#"{"profile":"a-user-profile"}"#,
-        "--service-account",
-        "apigw-sa@demo-project.iam.gserviceaccount.com",
-        "--data-dir",
-    ])
-    .arg(&data)
-    .output()
-    .unwrap();
-    assert!(
-        custom.status.success(),
-        "{}",
-        String::from_utf8_lossy(&custom.stderr)
+    let custom = succeeded(
+        gatehouse(&[
+            "auth",
+            "custom-token",
+            "--uid",
+            "u-custom",
+            "--claims",
+            r#"{"profile":"a-user-profile"}"#,
+            "--service-account",
+            "apigw-sa@demo-project.iam.gserviceaccount.com",
+            "--data-dir",
+        ])
+        .arg(&data),
     );
     let custom = String::from_utf8(custom.stdout).unwrap();
     let signed_in: Value = http
@@ -451,15 +438,7 @@ fn the_demo_walks_both_seeds() {
 fn dry_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let text = gatehouse(&["up", "--dry-run", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        text.status.success(),
-        "{}",
-        String::from_utf8_lossy(&text.stderr)
-    );
+    let text = succeeded(gatehouse(&["up", "--dry-run", "--data-dir"]).arg(&data));
     let plan = String::from_utf8_lossy(&text.stdout);
     assert!(plan.contains("+ create service hello"), "{plan}");
     let json = gatehouse(&["up", "--dry-run", "--output", "json", "--data-dir"])
@@ -637,20 +616,15 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
 
     // A key file made now names the running IAM server.
     let key_file = dir.path().join("key.json");
-    let made = gatehouse(&["iam", "--data-dir"])
-        .arg(&data)
-        .args(["service-accounts", "keys", "create"])
-        .arg(&key_file)
-        .args([
-            "--iam-account",
-            "apigw-sa@ports-project.iam.gserviceaccount.com",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    succeeded(
+        gatehouse(&["iam", "--data-dir"])
+            .arg(&data)
+            .args(["service-accounts", "keys", "create"])
+            .arg(&key_file)
+            .args([
+                "--iam-account",
+                "apigw-sa@ports-project.iam.gserviceaccount.com",
+            ]),
     );
     let key: Value = serde_json::from_slice(&std::fs::read(&key_file).unwrap()).unwrap();
     assert!(
@@ -673,16 +647,11 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
         ),
     )
     .unwrap();
-    let live = gatehouse(&["up", "--output", "json", "-f"])
-        .arg(&manifest)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        live.status.success(),
-        "{}",
-        String::from_utf8_lossy(&live.stderr)
+    let live = succeeded(
+        gatehouse(&["up", "--output", "json", "-f"])
+            .arg(&manifest)
+            .arg("--data-dir")
+            .arg(&data),
     );
     let applied: Value = serde_json::from_slice(&live.stdout).unwrap();
     let line = applied["applied"]
