@@ -49,6 +49,18 @@ fn gatehouse(args: &[&str]) -> Command {
     c
 }
 
+/// Runs a command to its end; it must succeed (its stderr is the failure message).
+fn succeeded(mut c: impl std::borrow::BorrowMut<Command>) -> std::process::Output {
+    let c = c.borrow_mut();
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Collects a child's output lines; `ready` is sent the first line for which `is_ready` holds.
 fn collect(
     out: impl std::io::Read + Send + 'static,
@@ -120,15 +132,7 @@ fn start_up(manifest: &Path, data: &Path, json: bool) -> Up {
 
 /// `gatehouse down` on `data`, then waits for `up` to exit successfully.
 fn stop_up(mut up: Up, data: &Path) -> Up {
-    let down = gatehouse(&["down", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
+    succeeded(gatehouse(&["down", "--data-dir"]).arg(data));
     // `down` returns once the control socket is gone, which `up` removes on its way out.
     let status = up.child.wait().unwrap();
     assert!(status.success(), "up exited with {status}");
@@ -233,16 +237,11 @@ fn the_demo_walks_both_seeds() {
     // The backend directly: private (401 without a token), and only the gateway's account may
     // invoke it (403 for another account's valid ID token).
     assert_eq!(http.get(format!("{hello}/")).send().unwrap().status(), 401);
-    let other = gatehouse(&["iam", "--data-dir"])
-        .arg(&data)
-        .args(["print-id-token", "--audience", &hello, "--service-account"])
-        .arg("vote-identity@demo-project.iam.gserviceaccount.com")
-        .output()
-        .unwrap();
-    assert!(
-        other.status.success(),
-        "{}",
-        String::from_utf8_lossy(&other.stderr)
+    let other = succeeded(
+        gatehouse(&["iam", "--data-dir"])
+            .arg(&data)
+            .args(["print-id-token", "--audience", &hello, "--service-account"])
+            .arg("vote-identity@demo-project.iam.gserviceaccount.com"),
     );
     let other = String::from_utf8(other.stdout).unwrap();
     let direct = http
@@ -252,7 +251,7 @@ fn the_demo_walks_both_seeds() {
         .unwrap();
     assert_eq!(direct.status(), 403);
     // A user created with the CLI signs in with it too.
-    let created = gatehouse(&[
+    succeeded(gatehouse(&[
         "auth",
         "--identity-url",
         &identity,
@@ -262,14 +261,7 @@ fn the_demo_walks_both_seeds() {
         "grace@example.com",
         "--password",
         "s3cret-pw-1",
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    ]));
     let cli_token = gatehouse(&[
         "auth",
         "--identity-url",
@@ -293,24 +285,19 @@ fn the_demo_walks_both_seeds() {
         .unwrap();
     assert_eq!(res["user"]["email"], "grace@example.com");
     // The seed's custom token with an extra claim, signed by a service account through IAM.
-    let custom = gatehouse(&[
-        "auth",
-        "custom-token",
-        "--uid",
-        "u-custom",
-        "--claims",
-        r#"{"profile":"a-user-profile"}"#,
-        "--service-account",
-        "apigw-sa@demo-project.iam.gserviceaccount.com",
-        "--data-dir",
-    ])
-    .arg(&data)
-    .output()
-    .unwrap();
-    assert!(
-        custom.status.success(),
-        "{}",
-        String::from_utf8_lossy(&custom.stderr)
+    let custom = succeeded(
+        gatehouse(&[
+            "auth",
+            "custom-token",
+            "--uid",
+            "u-custom",
+            "--claims",
+            r#"{"profile":"a-user-profile"}"#,
+            "--service-account",
+            "apigw-sa@demo-project.iam.gserviceaccount.com",
+            "--data-dir",
+        ])
+        .arg(&data),
     );
     let custom = String::from_utf8(custom.stdout).unwrap();
     let signed_in: Value = http
@@ -451,15 +438,7 @@ fn the_demo_walks_both_seeds() {
 fn dry_run_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let text = gatehouse(&["up", "--dry-run", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        text.status.success(),
-        "{}",
-        String::from_utf8_lossy(&text.stderr)
-    );
+    let text = succeeded(gatehouse(&["up", "--dry-run", "--data-dir"]).arg(&data));
     let plan = String::from_utf8_lossy(&text.stdout);
     assert!(plan.contains("+ create service hello"), "{plan}");
     let json = gatehouse(&["up", "--dry-run", "--output", "json", "--data-dir"])
@@ -567,8 +546,9 @@ fn down_fails_when_the_stack_does_not_stop() {
 }
 
 /// A manifest without fixed ports: the second start listens where the first did (key files'
-/// `token_uri` stays valid, and `gatehouse iam` puts it there by default); the terminal shows
-/// the plan, progress and URL table while the logs go to `<data-dir>/logs/`.
+/// `token_uri` stays valid, and `gatehouse iam` puts it there by default); a user's changed
+/// password is planned and applied; the terminal shows the plan, progress and URL table while
+/// the logs go to `<data-dir>/logs/`.
 #[test]
 fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
@@ -578,7 +558,7 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
     std::fs::write(
         &manifest,
         "project: {id: ports-project}\n\
-         identity: {port: 0, api_keys: [k]}\n\
+         identity: {port: 0, api_keys: [demo-api-key], users: [{email: u@example.com, password: first-password-1}]}\n\
          service_accounts: [{name: apigw-sa}]\n\
          bindings: [{resource: services/hello, role: roles/run.invoker, member: 'serviceAccount:apigw-sa'}]\n\
          services: [{name: hello, command: [gatehouse, apps, hello]}]\n\
@@ -592,8 +572,16 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
     for key in ["identity", "iam", "service:hello", "gateway:gw"] {
         assert!(urls.contains_key(key), "{key}: {:?}", first.components);
     }
+    sign_in(&urls["identity"], "u@example.com", "first-password-1");
     stop_up(first, &data);
 
+    // The user's password changes in the manifest: planned as an update, and applied.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("first-password-1", "second-password-2"),
+    )
+    .unwrap();
     let second = start_up(&manifest, &data, false);
     let printed = second.stdout.lock().unwrap().join("\n");
     for (key, url) in &urls {
@@ -602,7 +590,17 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
             "{key} moved from {url}:\n{printed}"
         );
     }
-    assert!(printed.contains("Plan: no changes."), "{printed}");
+    assert!(
+        printed.contains(
+            "Plan:\n  ~ update user u@example.com\n0 to create, 1 to update, 0 to delete."
+        ),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("  applied update user u@example.com"),
+        "{printed}"
+    );
+    sign_in(&urls["identity"], "u@example.com", "second-password-2");
     assert!(printed.contains("started service hello"), "{printed}");
     // No log lines on the terminal: they are in the log file.
     let stderr = second.stderr.lock().unwrap().join("\n");
@@ -618,20 +616,15 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
 
     // A key file made now names the running IAM server.
     let key_file = dir.path().join("key.json");
-    let made = gatehouse(&["iam", "--data-dir"])
-        .arg(&data)
-        .args(["service-accounts", "keys", "create"])
-        .arg(&key_file)
-        .args([
-            "--iam-account",
-            "apigw-sa@ports-project.iam.gserviceaccount.com",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    succeeded(
+        gatehouse(&["iam", "--data-dir"])
+            .arg(&data)
+            .args(["service-accounts", "keys", "create"])
+            .arg(&key_file)
+            .args([
+                "--iam-account",
+                "apigw-sa@ports-project.iam.gserviceaccount.com",
+            ]),
     );
     let key: Value = serde_json::from_slice(&std::fs::read(&key_file).unwrap()).unwrap();
     assert!(
@@ -640,6 +633,57 @@ fn ports_are_kept_across_restarts_and_logs_go_to_the_data_dir() {
             .unwrap()
             .starts_with(urls["iam"].as_str()),
         "{key}"
+    );
+
+    // `up -f` on the running stack's data directory hands it the manifest: a new service is
+    // deployed live (and its port kept); an identity change needs a restart and is refused.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "services: [{name: hello, command: [gatehouse, apps, hello]}]",
+            "services: [{name: hello, command: [gatehouse, apps, hello]}, \
+             {name: hello2, command: [gatehouse, apps, hello], allow_unauthenticated: true}]",
+        ),
+    )
+    .unwrap();
+    let live = succeeded(
+        gatehouse(&["up", "--output", "json", "-f"])
+            .arg(&manifest)
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    let applied: Value = serde_json::from_slice(&live.stdout).unwrap();
+    let line = applied["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|l| l.starts_with("service hello2: revision"))
+        .unwrap_or_else(|| panic!("{applied}"))
+        .to_owned();
+    let url = line.rsplit(' ').next().unwrap();
+    let hello2 = reqwest::blocking::get(format!("{url}/")).unwrap();
+    assert_eq!(hello2.status(), 200);
+    let kept: Value =
+        serde_json::from_slice(&std::fs::read(data.join("ports.json")).unwrap()).unwrap();
+    assert_eq!(
+        format!("http://127.0.0.1:{}", kept["ports"]["service:hello2"]),
+        url
+    );
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("[demo-api-key]", "[other-key]")).unwrap();
+    let refused = gatehouse(&["up", "-f"])
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("need a restart") && err.contains("update identity ports-project"),
+        "{err}"
     );
     stop_up(second, &data);
 }

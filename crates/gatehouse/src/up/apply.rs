@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use gatehouse_iam::{Iam, Principal};
-use gatehouse_identity::{Caller, Identity, SignUpRequest};
+use gatehouse_identity::{Caller, Identity, LookupRequest, SignUpRequest, UpdateRequest};
 use gatehouse_secrets::{NewPayload, Secrets};
 
 use super::manifest::{Manifest, fill};
@@ -149,11 +149,13 @@ pub(crate) async fn apply_persistent(
     Ok(())
 }
 
-/// Creates the manifest's users that do not exist yet.
+/// Creates the manifest's users that do not exist yet, and sets the password and display
+/// name of those in `changed` (their declaration changed since the last run).
 pub(crate) async fn create_users(
     m: &Manifest,
     identity: &Identity,
     secrets: &Secrets,
+    changed: &BTreeSet<String>,
 ) -> anyhow::Result<()> {
     let project = &m.project.id;
     let caller = Caller {
@@ -175,7 +177,7 @@ pub(crate) async fn create_users(
         };
         let req = SignUpRequest {
             email: Some(u.email.clone()),
-            password: Some(password),
+            password: Some(password.clone()),
             display_name: u.display_name.clone(),
             ..SignUpRequest::default()
         };
@@ -184,10 +186,56 @@ pub(crate) async fn create_users(
             Err(gatehouse_identity::Error::Code {
                 code: "EMAIL_EXISTS",
                 ..
+            }) if changed.contains(&u.email) => {
+                update_user(
+                    identity,
+                    &caller,
+                    &u.email,
+                    password,
+                    u.display_name.clone(),
+                )
+                .await
+                .with_context(|| format!("identity.users {}", u.email))?;
+            }
+            Err(gatehouse_identity::Error::Code {
+                code: "EMAIL_EXISTS",
+                ..
             }) => {}
             Err(e) => return Err(e).with_context(|| format!("identity.users {}", u.email)),
         }
     }
+    Ok(())
+}
+
+/// Sets an existing user's password and display name.
+async fn update_user(
+    identity: &Identity,
+    caller: &Caller,
+    email: &str,
+    password: String,
+    display_name: Option<String>,
+) -> anyhow::Result<()> {
+    let found = identity
+        .lookup(
+            caller,
+            LookupRequest {
+                email: vec![email.to_owned()],
+                ..LookupRequest::default()
+            },
+        )
+        .await?;
+    let user = found.first().context("the user is gone")?;
+    identity
+        .update(
+            caller,
+            UpdateRequest {
+                local_id: Some(user.local_id.clone()),
+                password: Some(password),
+                display_name,
+                ..UpdateRequest::default()
+            },
+        )
+        .await?;
     Ok(())
 }
 

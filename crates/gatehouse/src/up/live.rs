@@ -17,6 +17,8 @@ use gatehouse_secrets::Secrets;
 use super::apply::{apply_persistent, prepare_spec};
 use super::manifest::Manifest;
 use super::plan::{Change, Kind, desired, from_rows, plan, to_rows};
+use super::ports::Ports;
+use super::stack::deploy;
 
 /// What a running `up` needs to apply a changed manifest.
 pub(crate) struct Live {
@@ -72,11 +74,11 @@ impl Live {
                         .find(|s| &s.name == name)
                         .context("service")?;
                     let spec = prepare_spec(&m, s, &values, &self.data_dir, &self.sqlite_fallback)?;
-                    let svc = self
-                        .runner
-                        .deploy(spec)
-                        .await
-                        .with_context(|| format!("services {name}"))?;
+                    let mut ports = Ports::load(&self.data_dir);
+                    let svc = deploy(&self.runner, &mut ports, &m.project.host, spec).await?;
+                    if let Err(e) = ports.save() {
+                        tracing::warn!(error = %format!("{e:#}"), "could not keep the ports for the next start");
+                    }
                     values.insert(format!("services.{name}.url"), svc.url.clone());
                     report.push(format!(
                         "service {name}: revision {} serving at {}",

@@ -73,7 +73,10 @@ async fn down_within(data_dir: &Path, patience: Duration) -> anyhow::Result<()> 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tracing::info!("stopped");
+    crate::say(&format!(
+        "Stopped the gatehouse serving {}.",
+        data_dir.display()
+    ));
     Ok(())
 }
 
@@ -146,7 +149,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let store = args.store.open_store().await?;
     let want = desired(&m)?;
     let have = from_rows(&store.up_state().await?);
-    report.plan(&plan(&want, &have));
+    let changes = plan(&want, &have);
+    report.plan(&changes);
+    let changed_users: BTreeSet<String> = changes
+        .iter()
+        .filter(|(c, kind, _)| *c == plan::Change::Update && *kind == plan::Kind::User)
+        .map(|(_, _, email)| email.clone())
+        .collect();
     let project = m.project.id.clone();
     let host = m.project.host.clone();
     let prod = m.project.mode == Mode::Production;
@@ -191,7 +200,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     apply::apply_persistent(&m, &iam, &secrets, &mut values, &want, &have).await?;
 
     let identity = stack::identity(&m, &store, key, &iam, &secrets, &identity_url).await?;
-    apply::create_users(&m, &identity, &secrets).await?;
+    apply::create_users(&m, &identity, &secrets, &changed_users).await?;
+    report.applied_persistent(&changes);
     let (stop_identity, identity_stopped) = tokio::sync::oneshot::channel::<()>();
     let identity_task = tokio::spawn(gatehouse_identity_http::serve(
         identity.clone(),

@@ -59,6 +59,14 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// Whether this kind is state applied before anything starts (not a running component).
+    pub(crate) fn is_persistent(self) -> bool {
+        matches!(
+            self,
+            Kind::Identity | Kind::ServiceAccount | Kind::Secret | Kind::Binding | Kind::User
+        )
+    }
+
     /// Whether a running `up` cannot apply a change of this kind (it needs a restart).
     pub(crate) fn needs_restart(self) -> bool {
         matches!(

@@ -97,6 +97,11 @@ impl Ports {
     }
 }
 
+/// The port of an `http://HOST:PORT` URL.
+pub(crate) fn port_of(url: &str) -> Option<u16> {
+    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+}
+
 /// The IAM URL of the `gatehouse up` that last ran on `data_dir` (its port is kept, so it
 /// stays valid across restarts).
 pub(crate) fn iam_url(data_dir: &Path) -> Option<String> {
@@ -133,6 +138,8 @@ mod tests {
         assert_ne!(other.local_addr().unwrap().port(), port);
         assert_eq!(again.free_kept("127.0.0.1", "iam", None), None);
         assert_eq!(again.free_kept("127.0.0.1", "iam", Some(1234)), Some(1234));
+        assert_eq!(port_of("http://127.0.0.1:8080"), Some(8080));
+        assert_eq!(port_of("/tmp/socket"), None);
         // The manifest's port is not negotiable.
         assert!(again.bind("127.0.0.1", "iam", Some(port)).await.is_err());
     }

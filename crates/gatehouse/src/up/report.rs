@@ -49,6 +49,18 @@ impl Report {
         }
     }
 
+    /// The persistent changes are applied: a line each (text only).
+    pub(crate) fn applied_persistent(self, changes: &[Step]) {
+        if self.json() {
+            return;
+        }
+        for (change, kind, name) in changes {
+            if kind.is_persistent() {
+                crate::say(&format!("  applied {} {kind} {name}", change.as_str()));
+            }
+        }
+    }
+
     /// A component is up (text only: the JSON report lists them all at the end).
     pub(crate) fn started(self, c: &Component) {
         if !self.json() {

@@ -90,6 +90,27 @@ pub(crate) async fn identity(
     .context("the identity server")
 }
 
+/// Deploys a service on the port the manifest gives, else the one it had before when that is
+/// free, and keeps the port it got in `ports` (the caller saves them).
+pub(crate) async fn deploy(
+    runner: &Runner,
+    ports: &mut Ports,
+    host: &str,
+    mut spec: gatehouse_run::ServiceSpec,
+) -> anyhow::Result<Arc<gatehouse_run::Service>> {
+    let key = format!("service:{}", spec.name);
+    spec.port = ports.free_kept(host, &key, spec.port);
+    let name = spec.name.clone();
+    let svc = runner
+        .deploy(spec)
+        .await
+        .with_context(|| format!("services {name}"))?;
+    if let Some(port) = super::ports::port_of(&svc.url) {
+        ports.set(&key, port);
+    }
+    Ok(svc)
+}
+
 /// What the started components share, and the tasks to stop at the end.
 pub(crate) struct Stack<'a> {
     pub(crate) m: &'a Manifest,
@@ -150,18 +171,9 @@ impl Stack<'_> {
     async fn start_services(&mut self) -> anyhow::Result<()> {
         let m = self.m;
         for s in &m.services {
-            let key = format!("service:{}", s.name);
-            let mut spec = prepare_spec(m, s, &self.values, &self.data_dir, &self.sqlite_fallback)?;
-            spec.port = self.ports.free_kept(&m.project.host, &key, s.port);
+            let spec = prepare_spec(m, s, &self.values, &self.data_dir, &self.sqlite_fallback)?;
             let name = spec.name.clone();
-            let svc = self
-                .runner
-                .deploy(spec)
-                .await
-                .with_context(|| format!("services {name}"))?;
-            if let Some(port) = svc.url.rsplit(':').next().and_then(|p| p.parse().ok()) {
-                self.ports.set(&key, port);
-            }
+            let svc = deploy(&self.runner, &mut self.ports, &m.project.host, spec).await?;
             self.values
                 .insert(format!("services.{name}.url"), svc.url.clone());
             let access = if s.allow_unauthenticated {
@@ -170,7 +182,7 @@ impl Stack<'_> {
                 "private"
             };
             self.started(Component {
-                key,
+                key: format!("service:{name}"),
                 label: format!("service {name}"),
                 url: svc.url.clone(),
                 notes: format!("{access}, revision {}", svc.revision.load().name),
