@@ -192,7 +192,7 @@ async fn reload(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
 }
 
 async fn activate(State(g): State<Arc<Gateway>>, Path(version): Path<u64>) -> impl IntoResponse {
-    match g.restore(version) {
+    match g.restore(version).await {
         Some(v) => (StatusCode::OK, axum::Json(serde_json::json!({"active": v}))),
         None => (
             StatusCode::NOT_FOUND,
