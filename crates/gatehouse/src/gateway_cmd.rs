@@ -178,7 +178,12 @@ fn admin_router(gateway: Arc<Gateway>) -> Router {
 
 async fn versions(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
     let (list, active) = g.versions();
-    axum::Json(serde_json::json!({"versions": list, "active": active}))
+    let reloads = g.reload_status().borrow().clone();
+    axum::Json(serde_json::json!({
+        "versions": list,
+        "active": active,
+        "reloads": {"attempts": reloads.attempts, "last_error": reloads.last_error},
+    }))
 }
 
 async fn reload(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
