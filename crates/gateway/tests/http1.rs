@@ -571,8 +571,17 @@ async fn a_swapped_symlink_is_followed_and_sighup_style_reloads_share_the_versio
     assert_eq!(gateway.active().version, 2, "{:?}", *reloads.borrow());
     let res = reqwest::get(format!("http://{gw}/v2")).await.unwrap();
     assert_eq!(res.status(), 200);
+    // The watcher is in place now (the first change may have been seen by its start-up check):
+    // swapped back, the change is seen through a file-system event.
+    let tmp = dir.path().join("api.yaml.new");
+    std::os::unix::fs::symlink("v1/api.yaml", &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    reloaded(&mut reloads, |s| s.attempts >= 2).await;
+    assert_eq!(gateway.active().version, 3, "{:?}", *reloads.borrow());
+    let res = reqwest::get(format!("http://{gw}/v1")).await.unwrap();
+    assert_eq!(res.status(), 200);
     // An explicit reload (SIGHUP, the admin API) of the same file makes the next version; the
     // watcher does not apply that content a second time.
-    assert_eq!(gateway.reload().await.unwrap(), 3);
-    assert_eq!(gateway.versions(), (vec![1, 2, 3], 3));
+    assert_eq!(gateway.reload().await.unwrap(), 4);
+    assert_eq!(gateway.versions(), (vec![1, 2, 3, 4], 4));
 }
