@@ -1,6 +1,8 @@
 //! The gateway's own identity towards backends: Google-style ID tokens per audience, from a
 //! service-account key (JWT-bearer grant at the key's `token_uri`) or from a metadata server
 //! (`GCE_METADATA_HOST`), cached and refreshed a minute before they expire.
+//!
+//! Mints only the gateway's own tokens; a caller's credentials are never sent from here.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
