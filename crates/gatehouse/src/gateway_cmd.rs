@@ -178,7 +178,12 @@ fn admin_router(gateway: Arc<Gateway>) -> Router {
 
 async fn versions(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
     let (list, active) = g.versions();
-    axum::Json(serde_json::json!({"versions": list, "active": active}))
+    let reloads = g.reload_status().borrow().clone();
+    axum::Json(serde_json::json!({
+        "versions": list,
+        "active": active,
+        "reloads": {"attempts": reloads.attempts, "last_error": reloads.last_error},
+    }))
 }
 
 async fn reload(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
@@ -192,7 +197,7 @@ async fn reload(State(g): State<Arc<Gateway>>) -> impl IntoResponse {
 }
 
 async fn activate(State(g): State<Arc<Gateway>>, Path(version): Path<u64>) -> impl IntoResponse {
-    match g.restore(version) {
+    match g.restore(version).await {
         Some(v) => (StatusCode::OK, axum::Json(serde_json::json!({"active": v}))),
         None => (
             StatusCode::NOT_FOUND,

@@ -1,5 +1,8 @@
 //! JWT authentication as ESPv2's `jwt_authn` does it: token extraction, the check order, the
 //! exact error messages, JWKS caching with refetch on an unknown `kid`, and a verified-token cache.
+//!
+//! Decides only whether credentials are good: no routing, and nothing of the request beyond the
+//! headers and query it reads tokens from.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -2,6 +2,8 @@
 //! it tells the caller which bytes of its buffer are framing and which are data, and where the
 //! body ends. The fast path relays chunked bodies byte for byte and uses this only to find the
 //! end; an HTTP/1.0 client gets the data runs alone.
+//!
+//! No I/O and no allocation: callers own the buffers.
 
 use std::ops::Range;
 

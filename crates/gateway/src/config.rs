@@ -2,6 +2,8 @@
 //!
 //! Every problem is reported with its location (`paths./hello.get.x-google-backend.deadline`);
 //! a security-relevant key we do not support is a problem, never silently ignored.
+//!
+//! No I/O: OpenID discovery and JWKS fetches happen when a version is loaded (`reload`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;

@@ -1,4 +1,7 @@
 //! Locally generated responses, in Envoy's local-reply JSON: `{"code":N,"message":"..."}`.
+//!
+//! Owns only the shape of the gateway's own answers; which status a failure gets is decided
+//! where it happens (`plan`, `upstream`, `h1`).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};

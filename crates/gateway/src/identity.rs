@@ -1,6 +1,8 @@
 //! The gateway's own identity towards backends: Google-style ID tokens per audience, from a
 //! service-account key (JWT-bearer grant at the key's `token_uri`) or from a metadata server
 //! (`GCE_METADATA_HOST`), cached and refreshed a minute before they expire.
+//!
+//! Mints only the gateway's own tokens; a caller's credentials are never sent from here.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -98,6 +100,24 @@ pub enum KeyFileError {
     },
 }
 
+/// Why no ID token could be had for a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum IdTokenError {
+    #[error("building the JWT-bearer claims")]
+    Claims,
+    #[error("signing the JWT-bearer assertion")]
+    Sign(#[source] gatehouse_tokens::KeyError),
+    #[error("asking for an ID token")]
+    Request(#[source] reqwest::Error),
+    #[error("the {by} answered {status}")]
+    Refused {
+        by: &'static str,
+        status: reqwest::StatusCode,
+    },
+    #[error("{0}")]
+    Unusable(&'static str),
+}
+
 /// Cached ID tokens per audience.
 #[derive(Debug)]
 pub struct IdTokens {
@@ -134,7 +154,7 @@ impl IdTokens {
     }
 
     /// An ID token for `audience`, from the cache while it has more than a minute left.
-    pub async fn token(&self, audience: &str) -> Result<String, String> {
+    pub async fn token(&self, audience: &str) -> Result<String, IdTokenError> {
         if let Ok(cache) = self.cache.lock()
             && let Some((token, until)) = cache.get(audience)
             && Instant::now() + Duration::from_secs(60) < *until
@@ -149,7 +169,7 @@ impl IdTokens {
         Ok(token)
     }
 
-    async fn fetch(&self, audience: &str) -> Result<String, String> {
+    async fn fetch(&self, audience: &str) -> Result<String, IdTokenError> {
         match &self.source {
             TokenSource::ServiceAccount {
                 email,
@@ -164,10 +184,10 @@ impl IdTokens {
                     "iss": email, "sub": email, "aud": token_uri, "iat": now, "exp": now + 3600,
                     "target_audience": audience,
                 }) else {
-                    return Err("claims".into());
+                    return Err(IdTokenError::Claims);
                 };
                 let claims: Claims = claims;
-                let assertion = encode_rs256(key, &claims).map_err(|e| e.to_string())?;
+                let assertion = encode_rs256(key, &claims).map_err(IdTokenError::Sign)?;
                 let res = self
                     .client
                     .post(token_uri)
@@ -178,15 +198,18 @@ impl IdTokens {
                     .timeout(Duration::from_secs(30))
                     .send()
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(IdTokenError::Request)?;
                 if !res.status().is_success() {
-                    return Err(format!("token endpoint answered {}", res.status()));
+                    return Err(IdTokenError::Refused {
+                        by: "token endpoint",
+                        status: res.status(),
+                    });
                 }
-                let body: Value = res.json().await.map_err(|e| e.to_string())?;
+                let body: Value = res.json().await.map_err(IdTokenError::Request)?;
                 body.get("id_token")
                     .and_then(Value::as_str)
                     .map(str::to_owned)
-                    .ok_or_else(|| "no id_token in the answer".into())
+                    .ok_or(IdTokenError::Unusable("no id_token in the answer"))
             }
             TokenSource::Metadata { host } => {
                 let query: String = url::form_urlencoded::Serializer::new(String::new())
@@ -203,18 +226,23 @@ impl IdTokens {
                     .timeout(Duration::from_secs(30))
                     .send()
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(IdTokenError::Request)?;
                 if !res.status().is_success() {
-                    return Err(format!("metadata server answered {}", res.status()));
+                    return Err(IdTokenError::Refused {
+                        by: "metadata server",
+                        status: res.status(),
+                    });
                 }
                 let token = res
                     .text()
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(IdTokenError::Request)?
                     .trim()
                     .to_owned();
                 if token.is_empty() || token.chars().any(|c| c.is_control()) {
-                    return Err("metadata server returned an unusable token".into());
+                    return Err(IdTokenError::Unusable(
+                        "the metadata server returned an unusable token",
+                    ));
                 }
                 Ok(token)
             }

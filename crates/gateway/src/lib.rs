@@ -150,8 +150,8 @@ impl Gateway {
         }
     }
 
-    /// Makes a previous version active again.
-    pub fn restore(&self, version: u64) -> Option<u64> {
+    /// Makes a kept version active again (the reload task's half of [`Gateway::restore`]).
+    fn reactivate(&self, version: u64) -> Option<u64> {
         let found = self
             .history
             .lock()

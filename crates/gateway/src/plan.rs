@@ -369,7 +369,7 @@ pub(crate) async fn plan<'a>(
                 }
             }
             Err(e) => {
-                tracing::error!(audience = %aud, error = %e, "no ID token for the backend");
+                tracing::error!(audience = %aud, error = &e as &(dyn std::error::Error + 'static), "no ID token for the backend");
                 let err = GatewayError::new(500, format!("Token not found for audience: {aud}"));
                 return Err(local(metrics, started, err));
             }

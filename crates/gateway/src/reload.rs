@@ -2,9 +2,9 @@
 //! a first JWKS fetch), and the one task that applies new configs.
 //!
 //! Every way a config changes — [`Gateway::apply`], [`Gateway::reload`] (SIGHUP, the admin
-//! API) and the file watcher ([`Gateway::watch_config`]) — sends a request to that task, so
-//! configs are applied one at a time, in the order asked, and two never race for a version
-//! number. A config is parsed and validated before it is swapped in; a bad one keeps the
+//! API), the file watcher ([`Gateway::watch_config`]) and [`Gateway::restore`] — sends a
+//! request to that task, so changes are made one at a time, in the order asked, and two never
+//! race for a version number. A config is parsed and validated before it is swapped in; a bad one keeps the
 //! running version. Owns no request handling: requests read the active version lock-free.
 
 use std::path::{Path, PathBuf};
@@ -171,6 +171,8 @@ pub(crate) enum Request {
     /// The config file may have changed (the watcher): applied only if its content differs
     /// from the config applied last and from the one refused last.
     FileChanged,
+    /// Make a kept version active again ([`Gateway::restore`]).
+    Restore(u64, oneshot::Sender<Option<u64>>),
 }
 
 /// The sending side kept by the gateway.
@@ -224,6 +226,9 @@ impl Task {
                     let _ = reply.send(result);
                 }
                 Request::FileChanged => self.file_changed(&gw).await,
+                Request::Restore(version, reply) => {
+                    let _ = reply.send(gw.reactivate(version));
+                }
             }
         }
     }
@@ -317,6 +322,17 @@ impl Gateway {
     /// Re-reads the config file given at start and applies it.
     pub async fn reload(&self) -> Result<u64, LoadError> {
         self.reloads.ask(Request::File).await
+    }
+
+    /// Makes a previous version active again (in order with the reloads asked before it).
+    /// `None`: no such version is kept, or the gateway is shutting down.
+    pub async fn restore(&self, version: u64) -> Option<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.reloads
+            .tx
+            .send(Request::Restore(version, reply))
+            .ok()?;
+        answer.await.ok().flatten()
     }
 
     /// What the reload task has done: wait on it for a reload to be tried (tests, tooling).

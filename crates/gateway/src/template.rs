@@ -1,5 +1,7 @@
 //! google.api.http path templates: parsing, matching with variable capture, ESPv2's route
 //! precedence, and the two path translations.
+//!
+//! Pure functions of paths: no I/O, no knowledge of backends or authentication.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;

@@ -511,7 +511,8 @@ async fn config_swap_validates_first_and_can_be_rolled_back() {
     assert_eq!(w.gw.apply(&good_cfg).await.unwrap(), 2);
     assert_eq!(get(&w, "/only", &[]).await.0, 200);
     assert_eq!(get(&w, "/open", &[]).await.0, 404);
-    assert_eq!(w.gw.restore(1), Some(1));
+    assert_eq!(w.gw.restore(1).await, Some(1));
+    assert_eq!(w.gw.restore(99).await, None);
     assert_eq!(get(&w, "/open", &[]).await.0, 200);
 }
 

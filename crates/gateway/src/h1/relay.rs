@@ -158,7 +158,11 @@ impl Exchange<'_> {
             };
             let outcome = match result {
                 Err(_) if response_started => Outcome::Broken(504),
-                Err(_) => Outcome::Failed(UpstreamError::backend(FailureKind::Timeout)),
+                Err(_) => {
+                    let mut e = UpstreamError::backend(FailureKind::Timeout);
+                    e.reused = reused;
+                    Outcome::Failed(e)
+                }
                 Ok(Outcome::Failed(mut e)) => {
                     e.reused = reused;
                     Outcome::Failed(e)
