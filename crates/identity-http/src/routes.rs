@@ -1,10 +1,12 @@
 //! Identity Toolkit, Secure Token and emulator routes.
 //!
 //! Identity Toolkit paths put operations after a colon (`accounts:signUp`,
-//! `projects/{p}:createSessionCookie`), so they are matched here by segment rather than by the
-//! router's templates.
+//! `projects/{p}:createSessionCookie`): they are matched by Google path templates
+//! (`gatehouse-google-api`'s route table, with the any-verb `:*` extension) that say where the
+//! project, the tenant and the operation are; the operation is then dispatched by name.
 
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 
 use axum::Json;
 use axum::Router;
@@ -13,6 +15,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use gatehouse_google_api::RouteTable;
+use gatehouse_google_api::path::{SplitPath, TemplateError};
 use gatehouse_identity::{
     AccountView, Caller, Error, Identity, IssuedTokens, Mode, OobKind, ProjectSettings, Result,
 };
@@ -116,34 +120,113 @@ async fn identity_toolkit(State(identity): State<Identity>, req: Request<Body>) 
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
-    let rest = inc
-        .path
-        .trim_start_matches("/identitytoolkit.googleapis.com/")
-        .to_owned();
-    let segs: Vec<&str> = rest.split('/').collect();
+    let table = match &*TOOLKIT {
+        Ok(t) => t,
+        Err(e) => return ApiError(Error::Internal(e.to_string())).into_response(),
+    };
+    let Ok(found) = table.find(&inc.method, &inc.path) else {
+        return not_found().await;
+    };
     // Resolve (project, tenant, operation) from the path.
-    let (project, tenant, op): (Option<&str>, Option<&str>, &str) = match segs.as_slice() {
-        ["v1", op] => (None, None, op),
-        ["v1", "projects", p] if p.contains(':') => {
-            let (p, op) = p.split_once(':').unwrap_or((p, ""));
-            (Some(p), None, op)
+    let c = &found.captures;
+    let verb = SplitPath::new(&inc.path)
+        .verb()
+        .unwrap_or_default()
+        .to_owned();
+    let with_verb = |resource: &str| {
+        if verb.is_empty() {
+            resource.to_owned()
+        } else {
+            format!("{resource}:{verb}")
         }
-        ["v1", "projects", p, op] => (Some(p), None, op),
-        ["v1", "projects", p, "tenants", t] if t.contains(':') => {
-            let (t, op) = t.split_once(':').unwrap_or((t, ""));
-            (Some(p), Some(t), op)
-        }
-        ["v1", "projects", p, "tenants", t, op] => (Some(p), Some(t), op),
-        ["v2", "projects", p, "config"] => (Some(p), None, "config"),
-        _ => return not_found().await,
+    };
+    let (project, tenant, op) = match found.handler {
+        Toolkit::Bare => (None, None, with_verb(c.str("op"))),
+        Toolkit::ProjectVerb => (c.get("project"), None, verb.clone()),
+        Toolkit::Project => (c.get("project"), None, with_verb(c.str("op"))),
+        Toolkit::TenantVerb => (c.get("project"), c.get("tenant"), verb.clone()),
+        Toolkit::Tenant => (c.get("project"), c.get("tenant"), with_verb(c.str("op"))),
+        Toolkit::Config => (c.get("project"), None, "config".to_owned()),
     };
     if let Some(t) = tenant {
         inc.body.insert("tenantId".into(), json!(t));
     }
-    let op = op.to_owned();
     let project = project.map(str::to_owned);
     respond(dispatch(&identity, &inc, project.as_deref(), &op).await)
 }
+
+/// Where an Identity Toolkit path keeps its project, tenant and operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Toolkit {
+    /// `v1/{op}` (`v1/accounts:signUp`, `v1/projects`).
+    Bare,
+    /// `v1/projects/{project}:{op}`.
+    ProjectVerb,
+    /// `v1/projects/{project}/{op}`.
+    Project,
+    /// `v1/projects/{project}/tenants/{tenant}:{op}`.
+    TenantVerb,
+    /// `v1/projects/{project}/tenants/{tenant}/{op}`.
+    Tenant,
+    /// `v2/projects/{project}/config`.
+    Config,
+}
+
+static TOOLKIT: LazyLock<Result<RouteTable<Toolkit>, TemplateError>> = LazyLock::new(|| {
+    const V1: &str = "/identitytoolkit.googleapis.com/v1";
+    let mut t = RouteTable::new();
+    t.add(None, &format!("{V1}/{{op}}"), Toolkit::Bare)?
+        .add(None, &format!("{V1}/{{op}}:*"), Toolkit::Bare)?
+        .add(
+            None,
+            &format!("{V1}/projects/{{project}}:*"),
+            Toolkit::ProjectVerb,
+        )?
+        .add(
+            None,
+            &format!("{V1}/projects/{{project}}/{{op}}"),
+            Toolkit::Project,
+        )?
+        .add(
+            None,
+            &format!("{V1}/projects/{{project}}/{{op}}:*"),
+            Toolkit::Project,
+        )?
+        .add(
+            None,
+            &format!("{V1}/projects/{{project}}/tenants/{{tenant}}:*"),
+            Toolkit::TenantVerb,
+        )?
+        .add(
+            None,
+            &format!("{V1}/projects/{{project}}/tenants/{{tenant}}/{{op}}"),
+            Toolkit::Tenant,
+        )?
+        .add(
+            None,
+            &format!("{V1}/projects/{{project}}/tenants/{{tenant}}/{{op}}:*"),
+            Toolkit::Tenant,
+        )?
+        .add(
+            None,
+            "/identitytoolkit.googleapis.com/v2/projects/{project}/config",
+            Toolkit::Config,
+        )?;
+    Ok(t)
+});
+
+/// `/emulator/v1/projects/{project}[/tenants/{tenant}]/{what}`; the flag says whether a
+/// tenant is in the path.
+static EMULATOR: LazyLock<Result<RouteTable<bool>, TemplateError>> = LazyLock::new(|| {
+    let mut t = RouteTable::new();
+    t.add(None, "/emulator/v1/projects/{project}/{what}", false)?
+        .add(
+            None,
+            "/emulator/v1/projects/{project}/tenants/{tenant}/{what}",
+            true,
+        )?;
+    Ok(t)
+});
 
 async fn dispatch(
     identity: &Identity,
@@ -514,13 +597,15 @@ async fn emulator(State(identity): State<Identity>, req: Request<Body>) -> Respo
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
-    let rest = inc.path.trim_start_matches("/emulator/").to_owned();
-    let segs: Vec<&str> = rest.split('/').collect();
-    let (project, tenant, what) = match segs.as_slice() {
-        ["v1", "projects", p, what] => (*p, "", *what),
-        ["v1", "projects", p, "tenants", t, what] => (*p, *t, *what),
-        _ => return not_found().await,
+    let table = match &*EMULATOR {
+        Ok(t) => t,
+        Err(e) => return ApiError(Error::Internal(e.to_string())).into_response(),
     };
+    let Ok(found) = table.find(&inc.method, &inc.path) else {
+        return not_found().await;
+    };
+    let c = &found.captures;
+    let (project, tenant, what) = (c.str("project"), c.str("tenant"), c.str("what"));
     let Some(config) = identity.project(project) else {
         return not_found().await;
     };
@@ -560,4 +645,91 @@ async fn emulator(State(identity): State<Identity>, req: Request<Body>) -> Respo
     }
     .await;
     respond(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toolkit(method: Method, path: &str) -> Option<(Toolkit, Vec<(String, String)>)> {
+        let table = TOOLKIT.as_ref().ok()?;
+        let found = table.find(&method, path).ok()?;
+        let captures = found
+            .captures
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Some((*found.handler, captures))
+    }
+
+    #[test]
+    fn toolkit_paths_resolve_project_tenant_and_operation() {
+        let base = "/identitytoolkit.googleapis.com";
+        let pairs = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            toolkit(Method::POST, &format!("{base}/v1/accounts:signUp")),
+            Some((Toolkit::Bare, pairs(&[("op", "accounts")])))
+        );
+        assert_eq!(
+            toolkit(Method::GET, &format!("{base}/v1/projects")),
+            Some((Toolkit::Bare, pairs(&[("op", "projects")])))
+        );
+        assert_eq!(
+            toolkit(
+                Method::POST,
+                &format!("{base}/v1/projects/p:createSessionCookie")
+            ),
+            Some((Toolkit::ProjectVerb, pairs(&[("project", "p")])))
+        );
+        assert_eq!(
+            toolkit(
+                Method::POST,
+                &format!("{base}/v1/projects/p/accounts:lookup")
+            ),
+            Some((
+                Toolkit::Project,
+                pairs(&[("project", "p"), ("op", "accounts")])
+            ))
+        );
+        assert_eq!(
+            toolkit(Method::POST, &format!("{base}/v1/projects/p/tenants/t:x")),
+            Some((
+                Toolkit::TenantVerb,
+                pairs(&[("project", "p"), ("tenant", "t")])
+            ))
+        );
+        assert_eq!(
+            toolkit(
+                Method::POST,
+                &format!("{base}/v1/projects/p/tenants/t/accounts")
+            ),
+            Some((
+                Toolkit::Tenant,
+                pairs(&[("project", "p"), ("tenant", "t"), ("op", "accounts")])
+            ))
+        );
+        assert_eq!(
+            toolkit(Method::PATCH, &format!("{base}/v2/projects/p/config")),
+            Some((Toolkit::Config, pairs(&[("project", "p")])))
+        );
+        for miss in [
+            "/v1/projects/p",
+            "/v1/projects/p/tenants/t",
+            "/v1/projects/p%2Ftenants%2Ft/accounts:lookup",
+            "/v1/projects/../accounts:lookup",
+            "/v2/projects/p/other",
+            "/v3/accounts:signUp",
+        ] {
+            assert_eq!(
+                toolkit(Method::POST, &format!("{base}{miss}")),
+                None,
+                "{miss}"
+            );
+        }
+        assert!(EMULATOR.is_ok());
+    }
 }
