@@ -55,8 +55,8 @@ pub(crate) fn routes(mut api: Api<Iam>, version: &str) -> Api<Iam> {
     .route(Method::POST, &format!("{key}:enable"), key_state)
 }
 
-/// The caller of an IAM API request (anonymous without credentials; a bad token is 401).
-pub(crate) async fn caller(iam: &Iam, call: &Call) -> Result<Caller, ApiError> {
+/// The caller of an IAM API request: anonymous without credentials, 401 for a bad token.
+pub(crate) async fn any_caller(iam: &Iam, call: &Call) -> Result<Caller, ApiError> {
     let base = format!("{}/", iam.config().public_url.trim_end_matches('/'));
     let audiences = [
         "https://iam.googleapis.com/",
@@ -64,7 +64,12 @@ pub(crate) async fn caller(iam: &Iam, call: &Call) -> Result<Caller, ApiError> {
         "https://cloudresourcemanager.googleapis.com/",
         base.as_str(),
     ];
-    let who = Caller::from_headers(iam, &call.headers, &audiences).await?;
+    Caller::from_headers(iam, &call.headers, &audiences).await
+}
+
+/// [`any_caller`], and 401 for anonymous callers.
+async fn caller(iam: &Iam, call: &Call) -> Result<Caller, ApiError> {
+    let who = any_caller(iam, call).await?;
     who.require_authenticated()?;
     Ok(who)
 }

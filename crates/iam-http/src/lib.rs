@@ -48,8 +48,8 @@ fn table() -> Api<Iam> {
     api.on_miss(miss)
 }
 
-/// Google's 404; under `/v1/projects/` (and `/v3/`) credentials are checked first, and the
-/// message names the `/v1/` path.
+/// Google's 404; under `/v1/projects/` (and `/v3/`) a bad token is 401 first, and the message
+/// names the `/v1/` path.
 async fn miss(iam: Iam, call: Call, _: Miss) -> Result<Response, ApiError> {
     let path = call.uri.path();
     let Some(rest) = path
@@ -59,7 +59,7 @@ async fn miss(iam: Iam, call: Call, _: Miss) -> Result<Response, ApiError> {
         return Err(ApiError::no_such_url(path));
     };
     if rest.starts_with("projects/") {
-        api::caller(&iam, &call).await?;
+        api::any_caller(&iam, &call).await?;
     }
     Err(ApiError::no_such_url(&format!("/v1/{rest}")))
 }
