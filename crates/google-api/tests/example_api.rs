@@ -4,15 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use gatehouse_google_api::{Api, ApiError, Call, Code, FieldMask, PageRequest, etag};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 type Things = Arc<Mutex<BTreeMap<String, Value>>>;
 
@@ -102,20 +103,7 @@ async fn send(
     uri: &str,
     body: impl Into<Body>,
 ) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(body.into())
-        .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    common::send(app, method, uri, &[], body).await
 }
 
 #[tokio::test]

@@ -3,17 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use gatehouse_google_api::lro::{self, Operations, OperationsHost};
 use gatehouse_google_api::{Api, ApiError, Call, Code};
 use gatehouse_store::Store;
 use gatehouse_testkit::TempDir;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 /// A host whose callers are allowed what their `x-allow` header lists.
 #[derive(Clone)]
@@ -78,21 +78,7 @@ async fn send(
     allow: &str,
     body: &str,
 ) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("x-allow", allow)
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    common::send(app, method, uri, &[("x-allow", allow)], body.to_owned()).await
 }
 
 #[tokio::test]
