@@ -34,6 +34,23 @@ pub fn json(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::invalid_argument(format!("{INVALID_JSON} {e}")))
 }
 
+/// The body decoded into a wire type. A field the type does not know (with
+/// `#[serde(deny_unknown_fields)]`) is Google's `Unknown name "foo": Cannot find field.`.
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value = json(body)?;
+    serde_json::from_value(value).map_err(|e| {
+        let text = e.to_string();
+        let unknown = text
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned());
+        ApiError::invalid_argument(match unknown {
+            Some(name) => format!("{INVALID_JSON} Unknown name \"{name}\": Cannot find field."),
+            None => format!("{INVALID_JSON} {text}"),
+        })
+    })
+}
+
 /// A JSON value that refuses duplicate object keys.
 struct Strict(Value);
 
@@ -144,6 +161,33 @@ mod tests {
         );
         assert!(json(br#"{"a":[{"k":1,"k":2}]}"#).is_err());
         assert!(json(br#"{"a":{"k":1},"b":{"k":2}}"#).is_ok());
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Wire {
+        #[allow(dead_code)]
+        display_name: Option<String>,
+    }
+
+    #[test]
+    fn typed_bodies_name_unknown_fields_as_google_does() {
+        assert!(decode::<Wire>(br#"{"displayName":"x"}"#).is_ok());
+        assert!(decode::<Wire>(b"").is_ok());
+        let e = decode::<Wire>(br#"{"foo":1}"#)
+            .err()
+            .map(|e| e.message().to_owned());
+        assert_eq!(
+            e.as_deref(),
+            Some("Invalid JSON payload received. Unknown name \"foo\": Cannot find field.")
+        );
+        let e = decode::<Wire>(br#"{"displayName":1}"#)
+            .err()
+            .map(|e| e.message().to_owned());
+        assert!(
+            e.unwrap_or_default()
+                .starts_with("Invalid JSON payload received. invalid type")
+        );
     }
 
     #[tokio::test]
