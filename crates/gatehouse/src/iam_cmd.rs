@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use gatehouse_iam::{Iam, IamConfig, project_resource};
-use gatehouse_iam_http::metadata::{self, MetadataConfig};
 use gatehouse_identity::SystemClock;
+use gatehouse_metadata::{self as metadata, MetadataConfig};
 use tokio::net::TcpListener;
 
 use crate::cli::{IamUrlArg, StoreArgs};

@@ -1,24 +1,278 @@
 //! `/v1/projects/…`: the IAM API (service accounts, keys, policies), Resource Manager's project
-//! policy methods and the IAM Credentials methods, dispatched by path and `:verb`.
+//! policy methods and the IAM Credentials methods, as one route table per API version prefix.
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method};
-use axum::response::Response;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::Method;
 use base64::Engine as _;
-use gatehouse_iam::{
-    Error, Iam, Policy, Principal, account_resource, decode_bytes, project_resource,
-};
+use gatehouse_google_api::iam_policy::{VERBS, policy_verb, strings};
+use gatehouse_google_api::{Api, ApiError, Call, Caller};
+use gatehouse_iam::{Error, Iam, account_resource, decode_bytes, project_resource};
 use gatehouse_store::{ServiceAccountKeyRecord, ServiceAccountRecord};
 use serde_json::{Value, json};
 
-use crate::{caller, json_ok, percent_decode};
+type Reply = Result<Json<Value>, ApiError>;
 
-fn body_json(body: &Bytes) -> Result<Value, Error> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(json!({}));
+/// Adds the IAM, Resource Manager policy and IAM Credentials routes under `/{version}/`.
+pub(crate) fn routes(mut api: Api<Iam>, version: &str) -> Api<Iam> {
+    let project = format!("/{version}/projects/{{project}}");
+    let accounts = format!("{project}/serviceAccounts");
+    let account = format!("{accounts}/{{account}}");
+    let keys = format!("{account}/keys");
+    let key = format!("{keys}/{{key}}");
+    for verb in VERBS {
+        api = api
+            .route(Method::POST, &format!("{project}:{verb}"), project_policy)
+            .route(Method::POST, &format!("{account}:{verb}"), account_policy);
     }
-    serde_json::from_slice(body)
-        .map_err(|e| Error::InvalidArgument(format!("Invalid JSON payload received. {e}")))
+    for verb in [
+        "generateIdToken",
+        "generateAccessToken",
+        "signJwt",
+        "signBlob",
+    ] {
+        api = api.route(Method::POST, &format!("{account}:{verb}"), credentials);
+    }
+    api.route(
+        Method::GET,
+        &format!("{account}:getIamPolicy"),
+        account_policy,
+    )
+    .route(Method::POST, &format!("{account}:disable"), account_state)
+    .route(Method::POST, &format!("{account}:enable"), account_state)
+    .route(Method::GET, &accounts, list_accounts)
+    .route(Method::POST, &accounts, create_account)
+    .route(Method::GET, &account, get_account)
+    .route(Method::DELETE, &account, delete_account)
+    .route(Method::PATCH, &account, update_account)
+    .route(Method::PUT, &account, update_account)
+    .route(Method::GET, &keys, list_keys)
+    .route(Method::POST, &keys, create_key)
+    .route(Method::GET, &key, get_key)
+    .route(Method::DELETE, &key, delete_key)
+    .route(Method::POST, &format!("{key}:disable"), key_state)
+    .route(Method::POST, &format!("{key}:enable"), key_state)
+}
+
+/// The caller of an IAM API request: anonymous without credentials, 401 for a bad token.
+pub(crate) async fn any_caller(iam: &Iam, call: &Call) -> Result<Caller, ApiError> {
+    let base = format!("{}/", iam.config().public_url.trim_end_matches('/'));
+    let audiences = [
+        "https://iam.googleapis.com/",
+        "https://iamcredentials.googleapis.com/",
+        "https://cloudresourcemanager.googleapis.com/",
+        base.as_str(),
+    ];
+    Caller::from_headers(iam, &call.headers, &audiences).await
+}
+
+/// [`any_caller`], and 401 for anonymous callers.
+async fn caller(iam: &Iam, call: &Call) -> Result<Caller, ApiError> {
+    let who = any_caller(iam, call).await?;
+    who.require_authenticated()?;
+    Ok(who)
+}
+
+/// `projects/{project}/serviceAccounts/{account}` as the client wrote it.
+fn account_name(call: &Call) -> String {
+    format!(
+        "projects/{}/serviceAccounts/{}",
+        call.capture("project"),
+        call.capture("account")
+    )
+}
+
+/// The account and its resource, or (without permission) "may not exist": Google does not
+/// tell callers without `permission` whether an account exists.
+async fn account_for(
+    iam: &Iam,
+    who: &Caller,
+    call: &Call,
+    permission: &str,
+) -> Result<(Arc<ServiceAccountRecord>, String), ApiError> {
+    let account = iam
+        .account(call.capture("account"))
+        .await?
+        .ok_or_else(|| Error::denied(permission, &account_name(call)))?;
+    let resource = account_resource(&account.project_id, &account.email);
+    who.require(permission, &resource).await?;
+    Ok((account, resource))
+}
+
+async fn project_policy(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let resource = project_resource(&iam.project(call.capture("project")).await?.project_id);
+    let verb = call.verb().unwrap_or_default();
+    Ok(Json(
+        policy_verb(&who, &resource, verb, "resourcemanager.projects", &call).await?,
+    ))
+}
+
+async fn account_policy(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let verb = call.verb().unwrap_or_default();
+    let perm = format!("iam.serviceAccounts.{verb}");
+    let a = iam
+        .account(call.capture("account"))
+        .await?
+        .ok_or_else(|| Error::denied(&perm, &account_name(&call)))?;
+    let resource = account_resource(&a.project_id, &a.email);
+    Ok(Json(
+        policy_verb(&who, &resource, verb, "iam.serviceAccounts", &call).await?,
+    ))
+}
+
+async fn list_accounts(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let project = iam.project(call.capture("project")).await?.project_id;
+    who.require("iam.serviceAccounts.list", &project_resource(&project))
+        .await?;
+    let list: Vec<Value> = iam
+        .accounts(&project)
+        .await?
+        .iter()
+        .map(account_json)
+        .collect();
+    let mut out = json!({});
+    if !list.is_empty() {
+        out["accounts"] = json!(list);
+    }
+    Ok(Json(out))
+}
+
+async fn create_account(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let project = iam.project(call.capture("project")).await?.project_id;
+    who.require("iam.serviceAccounts.create", &project_resource(&project))
+        .await?;
+    let b = call.json()?;
+    let id = b
+        .get("accountId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid_argument("accountId is required."))?;
+    let sa = b.get("serviceAccount").cloned().unwrap_or(json!({}));
+    let text = |k: &str| sa.get(k).and_then(Value::as_str).unwrap_or_default();
+    let a = iam
+        .create_account(&project, id, text("displayName"), text("description"))
+        .await?;
+    Ok(Json(account_json(&a)))
+}
+
+async fn get_account(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let (a, _) = account_for(&iam, &who, &call, "iam.serviceAccounts.get").await?;
+    Ok(Json(account_json(&a)))
+}
+
+async fn delete_account(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let (a, _) = account_for(&iam, &who, &call, "iam.serviceAccounts.delete").await?;
+    iam.delete_account(&a.email).await?;
+    Ok(Json(json!({})))
+}
+
+async fn update_account(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let (a, _) = account_for(&iam, &who, &call, "iam.serviceAccounts.update").await?;
+    let b = call.json()?;
+    // PATCH sends {serviceAccount, updateMask}; PUT the account itself.
+    let sa = b.get("serviceAccount").unwrap_or(&b);
+    let field = |k: &str| sa.get(k).and_then(Value::as_str);
+    let updated = iam
+        .update_account(&a.email, field("displayName"), field("description"))
+        .await?;
+    Ok(Json(account_json(&updated)))
+}
+
+/// `:disable` / `:enable` on an account.
+async fn account_state(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let disable = call.verb() == Some("disable");
+    let perm = if disable {
+        "iam.serviceAccounts.disable"
+    } else {
+        "iam.serviceAccounts.enable"
+    };
+    let (a, _) = account_for(&iam, &who, &call, perm).await?;
+    iam.set_account_disabled(&a.email, disable).await?;
+    Ok(Json(json!({})))
+}
+
+async fn list_keys(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let (a, _) = account_for(&iam, &who, &call, "iam.serviceAccountKeys.list").await?;
+    let wanted = call.params("keyTypes");
+    let list: Vec<Value> = iam
+        .keys(&a.email)
+        .await?
+        .iter()
+        .filter(|k| wanted.is_empty() || wanted.contains(&k.managed))
+        .map(|k| key_json(k, &a.project_id))
+        .collect();
+    Ok(Json(json!({ "keys": list })))
+}
+
+async fn create_key(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let (a, _) = account_for(&iam, &who, &call, "iam.serviceAccountKeys.create").await?;
+    let b = call.json()?;
+    if let Some(t) = b.get("privateKeyType").and_then(Value::as_str)
+        && t != "TYPE_GOOGLE_CREDENTIALS_FILE"
+        && t != "TYPE_UNSPECIFIED"
+    {
+        return Err(ApiError::invalid_argument(format!(
+            "Private key type {t} is not supported; use TYPE_GOOGLE_CREDENTIALS_FILE."
+        )));
+    }
+    if let Some(alg) = b.get("keyAlgorithm").and_then(Value::as_str)
+        && alg != "KEY_ALG_RSA_2048"
+        && alg != "KEY_ALG_UNSPECIFIED"
+    {
+        return Err(ApiError::invalid_argument(format!(
+            "Key algorithm {alg} is not supported; use KEY_ALG_RSA_2048."
+        )));
+    }
+    let (record, file) = iam.create_key(&a.email).await?;
+    let mut v = key_json(&record, &a.project_id);
+    v["privateKeyType"] = json!("TYPE_GOOGLE_CREDENTIALS_FILE");
+    v["privateKeyData"] = json!(base64::engine::general_purpose::STANDARD.encode(file.to_string()));
+    Ok(Json(v))
+}
+
+async fn get_key(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let (a, _) = account_for(&iam, &who, &call, "iam.serviceAccountKeys.get").await?;
+    let key_id = call.capture("key");
+    let k = iam
+        .keys(&a.email)
+        .await?
+        .into_iter()
+        .find(|k| k.key_id == key_id)
+        .ok_or_else(|| Error::NotFound(format!("Service account key {key_id} does not exist.")))?;
+    Ok(Json(key_json(&k, &a.project_id)))
+}
+
+async fn delete_key(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let (a, _) = account_for(&iam, &who, &call, "iam.serviceAccountKeys.delete").await?;
+    iam.delete_key(&a.email, call.capture("key")).await?;
+    Ok(Json(json!({})))
+}
+
+/// `:disable` / `:enable` on a key.
+async fn key_state(iam: Iam, call: Call) -> Reply {
+    let who = caller(&iam, &call).await?;
+    let disable = call.verb() == Some("disable");
+    let perm = if disable {
+        "iam.serviceAccountKeys.disable"
+    } else {
+        "iam.serviceAccountKeys.enable"
+    };
+    let (a, _) = account_for(&iam, &who, &call, perm).await?;
+    iam.set_key_disabled(&a.email, call.capture("key"), disable)
+        .await?;
+    Ok(Json(json!({})))
 }
 
 fn account_json(a: &ServiceAccountRecord) -> Value {
@@ -58,8 +312,8 @@ fn key_json(k: &ServiceAccountKeyRecord, project: &str) -> Value {
 }
 
 /// `"3600s"` (or a bare number) as seconds.
-fn duration_secs(v: &Value) -> Result<i64, Error> {
-    let bad = || Error::InvalidArgument(format!("Invalid duration: {v}"));
+fn duration_secs(v: &Value) -> Result<i64, ApiError> {
+    let bad = || ApiError::invalid_argument(format!("Invalid duration: {v}"));
     match v {
         Value::String(s) => s
             .strip_suffix('s')
@@ -81,372 +335,14 @@ fn flag(v: Option<&Value>, default: bool) -> bool {
     }
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::String(s)) => s.split(',').map(str::to_owned).collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn not_found(path: &str) -> Error {
-    Error::NotFound(format!(
-        "The requested URL /v1/{path} was not found on this server."
-    ))
-}
-
-/// Fails anonymous callers with 401 before any permission check.
-fn authenticated(p: &Principal) -> Result<(), Error> {
-    if matches!(p, Principal::Anonymous) {
-        return Err(Error::missing_credentials());
-    }
-    Ok(())
-}
-
-pub(crate) async fn v1(
-    iam: &Iam,
-    method: &Method,
-    rest: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Response, Error> {
-    let Some(after) = rest.strip_prefix("projects/") else {
-        return Err(not_found(rest));
-    };
-    let base = format!("{}/", iam.config().public_url.trim_end_matches('/'));
-    let audiences = [
-        "https://iam.googleapis.com/",
-        "https://iamcredentials.googleapis.com/",
-        "https://cloudresourcemanager.googleapis.com/",
-        base.as_str(),
-    ];
-    let who = caller(iam, headers, &audiences).await?;
-    // projects/{p}:verb — project policy.
-    let (project, tail) = match after.split_once('/') {
-        Some((p, t)) => (p.to_owned(), Some(t)),
-        None => (after.to_owned(), None),
-    };
-    let Some(tail) = tail else {
-        let (project, verb) = project
-            .split_once(':')
-            .map(|(p, v)| (p.to_owned(), v.to_owned()))
-            .ok_or_else(|| not_found(rest))?;
-        if method != Method::POST {
-            return Err(not_found(rest));
-        }
-        authenticated(&who)?;
-        let resource = project_resource(&iam.project(&project).await?.project_id);
-        return policy_verb(
-            iam,
-            &who,
-            &resource,
-            &verb,
-            "resourcemanager.projects",
-            body,
-            query,
-        )
-        .await;
-    };
-    let Some(sa_path) = tail.strip_prefix("serviceAccounts") else {
-        return Err(not_found(rest));
-    };
-    authenticated(&who)?;
-    // projects/{p}/serviceAccounts
-    if sa_path.is_empty() {
-        let project = iam.project(&project).await?.project_id;
-        let resource = project_resource(&project);
-        return match *method {
-            Method::GET => {
-                iam.require(&who, "iam.serviceAccounts.list", &resource)
-                    .await?;
-                let list: Vec<Value> = iam
-                    .accounts(&project)
-                    .await?
-                    .iter()
-                    .map(account_json)
-                    .collect();
-                let mut out = json!({});
-                if !list.is_empty() {
-                    out["accounts"] = json!(list);
-                }
-                Ok(json_ok(out))
-            }
-            Method::POST => {
-                iam.require(&who, "iam.serviceAccounts.create", &resource)
-                    .await?;
-                let b = body_json(body)?;
-                let id = b
-                    .get("accountId")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| Error::InvalidArgument("accountId is required.".into()))?;
-                let sa = b.get("serviceAccount").cloned().unwrap_or(json!({}));
-                let text = |k: &str| sa.get(k).and_then(Value::as_str).unwrap_or_default();
-                let a = iam
-                    .create_account(&project, id, text("displayName"), text("description"))
-                    .await?;
-                Ok(json_ok(account_json(&a)))
-            }
-            _ => Err(not_found(rest)),
-        };
-    }
-    let sa_path = sa_path.strip_prefix('/').ok_or_else(|| not_found(rest))?;
-    let (account_part, key_part) = match sa_path.split_once("/keys") {
-        Some((a, k)) => (a, Some(k)),
-        None => (sa_path, None),
-    };
-    let (account_ref, verb) = match (key_part, account_part.split_once(':')) {
-        (None, Some((a, v))) => (percent_decode(a), Some(v.to_owned())),
-        _ => (percent_decode(account_part), None),
-    };
-    let name = format!("projects/{project}/serviceAccounts/{account_ref}");
-    // IAM Credentials: `projects/-/serviceAccounts/{id}:verb`; the caller's rights decide.
-    if let Some(v) = verb.as_deref()
-        && matches!(
-            v,
-            "generateIdToken" | "generateAccessToken" | "signJwt" | "signBlob"
-        )
-    {
-        if method != Method::POST {
-            return Err(not_found(rest));
-        }
-        return credentials(iam, &who, &name, v, body).await;
-    }
-    // Everything else needs the account; without permission it "may not exist".
-    let account = iam.account(&account_ref).await?;
-    let resource_for = |a: &ServiceAccountRecord| account_resource(&a.project_id, &a.email);
-    let denied_or_missing = |perm: &str| Error::denied(perm, &name);
-    match (key_part, verb.as_deref()) {
-        (None, None) => {
-            let perm = match *method {
-                Method::GET => "iam.serviceAccounts.get",
-                Method::DELETE => "iam.serviceAccounts.delete",
-                Method::PATCH | Method::PUT => "iam.serviceAccounts.update",
-                _ => return Err(not_found(rest)),
-            };
-            let a = account.ok_or_else(|| denied_or_missing(perm))?;
-            iam.require(&who, perm, &resource_for(&a)).await?;
-            match *method {
-                Method::GET => Ok(json_ok(account_json(&a))),
-                Method::DELETE => {
-                    iam.delete_account(&a.email).await?;
-                    Ok(json_ok(json!({})))
-                }
-                _ => {
-                    let b = body_json(body)?;
-                    // PATCH sends {serviceAccount, updateMask}; PUT the account itself.
-                    let sa = b.get("serviceAccount").unwrap_or(&b);
-                    let field = |k: &str| sa.get(k).and_then(Value::as_str);
-                    let updated = iam
-                        .update_account(&a.email, field("displayName"), field("description"))
-                        .await?;
-                    Ok(json_ok(account_json(&updated)))
-                }
-            }
-        }
-        (None, Some(v)) => {
-            if method != Method::POST && !(v == "getIamPolicy" && method == Method::GET) {
-                return Err(not_found(rest));
-            }
-            match v {
-                "disable" | "enable" => {
-                    let perm = if v == "disable" {
-                        "iam.serviceAccounts.disable"
-                    } else {
-                        "iam.serviceAccounts.enable"
-                    };
-                    let a = account.ok_or_else(|| denied_or_missing(perm))?;
-                    iam.require(&who, perm, &resource_for(&a)).await?;
-                    iam.set_account_disabled(&a.email, v == "disable").await?;
-                    Ok(json_ok(json!({})))
-                }
-                "getIamPolicy" | "setIamPolicy" | "testIamPermissions" => {
-                    let perm = format!("iam.serviceAccounts.{v}");
-                    let a = account.ok_or_else(|| denied_or_missing(&perm))?;
-                    policy_verb(
-                        iam,
-                        &who,
-                        &resource_for(&a),
-                        v,
-                        "iam.serviceAccounts",
-                        body,
-                        query,
-                    )
-                    .await
-                }
-                _ => Err(not_found(rest)),
-            }
-        }
-        (Some(keys), _) => {
-            let keys = keys.strip_prefix('/').unwrap_or(keys);
-            let (key_id, key_verb) = match keys.split_once(':') {
-                Some((k, v)) => (k, Some(v)),
-                None => (keys, None),
-            };
-            let perm = match (key_id.is_empty(), key_verb, method) {
-                (true, None, &Method::GET) => "iam.serviceAccountKeys.list",
-                (true, None, &Method::POST) => "iam.serviceAccountKeys.create",
-                (false, None, &Method::GET) => "iam.serviceAccountKeys.get",
-                (false, None, &Method::DELETE) => "iam.serviceAccountKeys.delete",
-                (false, Some("disable"), &Method::POST) => "iam.serviceAccountKeys.disable",
-                (false, Some("enable"), &Method::POST) => "iam.serviceAccountKeys.enable",
-                _ => return Err(not_found(rest)),
-            };
-            let a = account.ok_or_else(|| denied_or_missing(perm))?;
-            iam.require(&who, perm, &resource_for(&a)).await?;
-            let project = a.project_id.clone();
-            match perm {
-                "iam.serviceAccountKeys.list" => {
-                    let wanted = query_values(query, "keyTypes");
-                    let list: Vec<Value> = iam
-                        .keys(&a.email)
-                        .await?
-                        .iter()
-                        .filter(|k| wanted.is_empty() || wanted.contains(&k.managed))
-                        .map(|k| key_json(k, &project))
-                        .collect();
-                    Ok(json_ok(json!({ "keys": list })))
-                }
-                "iam.serviceAccountKeys.create" => {
-                    let b = body_json(body)?;
-                    if let Some(t) = b.get("privateKeyType").and_then(Value::as_str)
-                        && t != "TYPE_GOOGLE_CREDENTIALS_FILE"
-                        && t != "TYPE_UNSPECIFIED"
-                    {
-                        return Err(Error::InvalidArgument(format!(
-                            "Private key type {t} is not supported; use TYPE_GOOGLE_CREDENTIALS_FILE."
-                        )));
-                    }
-                    if let Some(alg) = b.get("keyAlgorithm").and_then(Value::as_str)
-                        && alg != "KEY_ALG_RSA_2048"
-                        && alg != "KEY_ALG_UNSPECIFIED"
-                    {
-                        return Err(Error::InvalidArgument(format!(
-                            "Key algorithm {alg} is not supported; use KEY_ALG_RSA_2048."
-                        )));
-                    }
-                    let (record, file) = iam.create_key(&a.email).await?;
-                    let mut v = key_json(&record, &project);
-                    v["privateKeyType"] = json!("TYPE_GOOGLE_CREDENTIALS_FILE");
-                    v["privateKeyData"] =
-                        json!(base64::engine::general_purpose::STANDARD.encode(file.to_string()));
-                    Ok(json_ok(v))
-                }
-                "iam.serviceAccountKeys.get" => {
-                    let k = iam
-                        .keys(&a.email)
-                        .await?
-                        .into_iter()
-                        .find(|k| k.key_id == key_id)
-                        .ok_or_else(|| {
-                            Error::NotFound(format!("Service account key {key_id} does not exist."))
-                        })?;
-                    Ok(json_ok(key_json(&k, &project)))
-                }
-                "iam.serviceAccountKeys.delete" => {
-                    iam.delete_key(&a.email, key_id).await?;
-                    Ok(json_ok(json!({})))
-                }
-                _ => {
-                    iam.set_key_disabled(&a.email, key_id, key_verb == Some("disable"))
-                        .await?;
-                    Ok(json_ok(json!({})))
-                }
-            }
-        }
-    }
-}
-
-fn query_values(query: &str, name: &str) -> Vec<String> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-        .collect()
-}
-
-/// getIamPolicy / setIamPolicy / testIamPermissions on `resource`; `prefix` names the
-/// permission family (`resourcemanager.projects`, `iam.serviceAccounts`, …).
-pub async fn policy_verb(
-    iam: &Iam,
-    who: &Principal,
-    resource: &str,
-    verb: &str,
-    prefix: &str,
-    body: &Bytes,
-    query: &str,
-) -> Result<Response, Error> {
-    match verb {
-        "getIamPolicy" => {
-            iam.require(who, &format!("{prefix}.getIamPolicy"), resource)
-                .await?;
-            let b = body_json(body)?;
-            let requested = b
-                .pointer("/options/requestedPolicyVersion")
-                .and_then(Value::as_i64)
-                .or_else(|| {
-                    query_values(query, "options.requestedPolicyVersion")
-                        .first()
-                        .and_then(|v| v.parse().ok())
-                })
-                .unwrap_or(0);
-            if !matches!(requested, 0 | 1 | 3) {
-                return Err(Error::InvalidArgument(format!(
-                    "Invalid requested policy version {requested}."
-                )));
-            }
-            let current = iam.policy(resource).await?;
-            Ok(json_ok(current.0.to_json(current.1)))
-        }
-        "setIamPolicy" => {
-            iam.require(who, &format!("{prefix}.setIamPolicy"), resource)
-                .await?;
-            let b = body_json(body)?;
-            let p = b
-                .get("policy")
-                .ok_or_else(|| Error::InvalidArgument("policy is required.".into()))?;
-            let mask = b
-                .get("updateMask")
-                .and_then(Value::as_str)
-                .map(|m| m.split(',').map(str::trim).collect::<Vec<_>>());
-            let etag = p.get("etag").and_then(Value::as_str);
-            let next = if mask
-                .as_ref()
-                .is_some_and(|m| !m.contains(&"bindings") && !m.contains(&"policy.bindings"))
-            {
-                // Nothing this server stores is in the mask: the bindings stay as they are.
-                iam.policy(resource).await?.0.clone()
-            } else {
-                Policy::from_json(p)?
-            };
-            let writes = iam.set_policy(resource, &next, etag).await?;
-            Ok(json_ok(next.to_json(writes)))
-        }
-        "testIamPermissions" => {
-            let b = body_json(body)?;
-            let asked = strings(b.get("permissions"));
-            let held = iam.test_permissions(who, resource, &asked).await?;
-            let mut out = json!({});
-            if !held.is_empty() {
-                out["permissions"] = json!(held);
-            }
-            Ok(json_ok(out))
-        }
-        _ => Err(Error::NotFound(format!("Unknown method :{verb}"))),
-    }
-}
-
-async fn credentials(
-    iam: &Iam,
-    who: &Principal,
-    name: &str,
-    verb: &str,
-    body: &Bytes,
-) -> Result<Response, Error> {
-    let b = body_json(body)?;
+/// IAM Credentials: `projects/-/serviceAccounts/{id}:verb`; the caller's rights decide.
+async fn credentials(iam: Iam, call: Call) -> Reply {
+    let caller = caller(&iam, &call).await?;
+    let who = caller.principal();
+    let name = account_name(&call);
+    let name = name.as_str();
+    let verb = call.verb().unwrap_or_default();
+    let b = call.json()?;
     let delegates = strings(b.get("delegates"));
     match verb {
         "generateIdToken" => {
@@ -464,7 +360,7 @@ async fn credentials(
                     flag(b.get("useEmailAzp"), false),
                 )
                 .await?;
-            Ok(json_ok(json!({ "token": token })))
+            Ok(Json(json!({ "token": token })))
         }
         "generateAccessToken" => {
             let lifetime = b
@@ -475,15 +371,15 @@ async fn credentials(
             let (token, expire) = iam
                 .generate_access_token(who, name, &delegates, &strings(b.get("scope")), lifetime)
                 .await?;
-            Ok(json_ok(json!({"accessToken": token, "expireTime": expire})))
+            Ok(Json(json!({"accessToken": token, "expireTime": expire})))
         }
         "signJwt" => {
             let payload = b
                 .get("payload")
                 .and_then(Value::as_str)
-                .ok_or_else(|| Error::InvalidArgument("payload is required.".into()))?;
+                .ok_or_else(|| ApiError::invalid_argument("payload is required."))?;
             let signed = iam.sign_jwt(who, name, &delegates, payload).await?;
-            Ok(json_ok(
+            Ok(Json(
                 json!({"keyId": signed.key_id, "signedJwt": signed.signed_jwt}),
             ))
         }
@@ -491,11 +387,11 @@ async fn credentials(
             let payload = b
                 .get("payload")
                 .and_then(Value::as_str)
-                .ok_or_else(|| Error::InvalidArgument("payload is required.".into()))?;
+                .ok_or_else(|| ApiError::invalid_argument("payload is required."))?;
             let (key_id, sig) = iam
                 .sign_blob(who, name, &delegates, &decode_bytes(payload)?)
                 .await?;
-            Ok(json_ok(json!({
+            Ok(Json(json!({
                 "keyId": key_id,
                 "signedBlob": base64::engine::general_purpose::STANDARD.encode(sig),
             })))

@@ -13,6 +13,7 @@ mod cors;
 mod error;
 mod hosted;
 mod keys;
+mod paths;
 mod request;
 mod routes;
 

@@ -1,8 +1,9 @@
 //! Identity Toolkit, Secure Token and emulator routes.
 //!
 //! Identity Toolkit paths put operations after a colon (`accounts:signUp`,
-//! `projects/{p}:createSessionCookie`), so they are matched here by segment rather than by the
-//! router's templates.
+//! `projects/{p}:createSessionCookie`): they are matched by Google path templates
+//! (`gatehouse-google-api`'s route table, with the any-verb `:*` extension) that say where the
+//! project, the tenant and the operation are; the operation is then dispatched by name.
 
 use std::net::SocketAddr;
 
@@ -13,6 +14,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use gatehouse_google_api::path::SplitPath;
 use gatehouse_identity::{
     AccountView, Caller, Error, Identity, IssuedTokens, Mode, OobKind, ProjectSettings, Result,
 };
@@ -20,6 +22,7 @@ use serde_json::{Map, Value, json};
 
 use crate::MAX_BODY;
 use crate::error::ApiError;
+use crate::paths::{EMULATOR, TOOLKIT, Toolkit};
 use crate::request::{Credentials, body_object, decode, query_param};
 
 pub fn router() -> Router<Identity> {
@@ -116,31 +119,37 @@ async fn identity_toolkit(State(identity): State<Identity>, req: Request<Body>) 
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
-    let rest = inc
-        .path
-        .trim_start_matches("/identitytoolkit.googleapis.com/")
-        .to_owned();
-    let segs: Vec<&str> = rest.split('/').collect();
+    let table = match &*TOOLKIT {
+        Ok(t) => t,
+        Err(e) => return ApiError(Error::Internal(e.to_string())).into_response(),
+    };
+    let Ok(found) = table.find(&inc.method, &inc.path) else {
+        return not_found().await;
+    };
     // Resolve (project, tenant, operation) from the path.
-    let (project, tenant, op): (Option<&str>, Option<&str>, &str) = match segs.as_slice() {
-        ["v1", op] => (None, None, op),
-        ["v1", "projects", p] if p.contains(':') => {
-            let (p, op) = p.split_once(':').unwrap_or((p, ""));
-            (Some(p), None, op)
+    let c = &found.captures;
+    let verb = SplitPath::new(&inc.path)
+        .verb()
+        .unwrap_or_default()
+        .to_owned();
+    let with_verb = |resource: &str| {
+        if verb.is_empty() {
+            resource.to_owned()
+        } else {
+            format!("{resource}:{verb}")
         }
-        ["v1", "projects", p, op] => (Some(p), None, op),
-        ["v1", "projects", p, "tenants", t] if t.contains(':') => {
-            let (t, op) = t.split_once(':').unwrap_or((t, ""));
-            (Some(p), Some(t), op)
-        }
-        ["v1", "projects", p, "tenants", t, op] => (Some(p), Some(t), op),
-        ["v2", "projects", p, "config"] => (Some(p), None, "config"),
-        _ => return not_found().await,
+    };
+    let (project, tenant, op) = match found.handler {
+        Toolkit::Bare => (None, None, with_verb(c.str("op"))),
+        Toolkit::ProjectVerb => (c.get("project"), None, verb.clone()),
+        Toolkit::Project => (c.get("project"), None, with_verb(c.str("op"))),
+        Toolkit::TenantVerb => (c.get("project"), c.get("tenant"), verb.clone()),
+        Toolkit::Tenant => (c.get("project"), c.get("tenant"), with_verb(c.str("op"))),
+        Toolkit::Config => (c.get("project"), None, "config".to_owned()),
     };
     if let Some(t) = tenant {
         inc.body.insert("tenantId".into(), json!(t));
     }
-    let op = op.to_owned();
     let project = project.map(str::to_owned);
     respond(dispatch(&identity, &inc, project.as_deref(), &op).await)
 }
@@ -514,13 +523,15 @@ async fn emulator(State(identity): State<Identity>, req: Request<Body>) -> Respo
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
-    let rest = inc.path.trim_start_matches("/emulator/").to_owned();
-    let segs: Vec<&str> = rest.split('/').collect();
-    let (project, tenant, what) = match segs.as_slice() {
-        ["v1", "projects", p, what] => (*p, "", *what),
-        ["v1", "projects", p, "tenants", t, what] => (*p, *t, *what),
-        _ => return not_found().await,
+    let table = match &*EMULATOR {
+        Ok(t) => t,
+        Err(e) => return ApiError(Error::Internal(e.to_string())).into_response(),
     };
+    let Ok(found) = table.find(&inc.method, &inc.path) else {
+        return not_found().await;
+    };
+    let c = &found.captures;
+    let (project, tenant, what) = (c.str("project"), c.str("tenant"), c.str("what"));
     let Some(config) = identity.project(project) else {
         return not_found().await;
     };

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::Uri;
 use gatehouse_iam::Iam;
-use gatehouse_iam_http::metadata::{self, MetadataConfig};
+use gatehouse_metadata::{self as metadata, MetadataConfig};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 

@@ -16,12 +16,14 @@ mod iam;
 mod identity;
 mod keys;
 mod master;
+mod operations;
 mod secrets;
 
 pub use iam::{AuditRecord, ProjectRecord, ServiceAccountKeyRecord, ServiceAccountRecord};
 pub use identity::{IdentityLink, IdpFlowRecord, OobCodeRecord, RefreshTokenRecord, UserRecord};
 pub use keys::{PlaintextSigningKey, SealedSigningKey, SigningKeyRecord};
 pub use master::Rewrapped;
+pub use operations::OperationRecord;
 pub use secrets::{SecretRecord, SecretVersionRecord};
 
 use std::str::FromStr;

@@ -219,9 +219,9 @@ impl Stack<'_> {
             let account = m.account_email(&g.service_account);
             let md = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let md_host = md.local_addr()?.to_string();
-            let md_app = gatehouse_iam_http::metadata::router(
+            let md_app = gatehouse_metadata::router(
                 self.iam.clone(),
-                gatehouse_iam_http::metadata::MetadataConfig::new(&account, &m.project.region),
+                gatehouse_metadata::MetadataConfig::new(&account, &m.project.region),
             );
             self.tasks.push(tokio::spawn(async move {
                 let _ = axum::serve(md, md_app).await;

@@ -2,6 +2,10 @@
 //! `metadata.google.internal`, so google-auth (Python, Node, Go) finds credentials through
 //! `GCE_METADATA_HOST` unchanged.
 //!
+//! Owns: the `computeMetadata/v1` paths, their wire rules and the per-instance path token.
+//! Must not: depend on the IAM HTTP API (`gatehouse-iam-http`) or serve anything but metadata;
+//! tokens come from [`gatehouse_iam::Iam`] alone, and nothing here touches storage.
+//!
 //! Wire rules (spec §1): every request needs `Metadata-Flavor: Google` (else 403, as Google);
 //! requests that went through a proxy (`X-Forwarded-For`) are refused; every response carries
 //! `Metadata-Flavor: Google`; leaves are `application/text`, tokens and `?recursive=true`
@@ -12,6 +16,8 @@
 //! every path must start with `/<token>` (google-auth and friends build their URLs from
 //! `GCE_METADATA_HOST`, so `host:port/<token>` there is all an instance needs); anything else
 //! is refused before it is looked at.
+
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
