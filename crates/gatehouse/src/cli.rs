@@ -109,19 +109,9 @@ impl From<RateLimitsChoice> for gatehouse_identity::RateLimits {
     }
 }
 
-/// How the SMTP connection is secured: `--smtp-security` and the manifest's
-/// `identity.smtp.security` (both reject anything else).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum SmtpSecurity {
-    /// Plain text (a local relay only).
-    None,
-    /// Upgraded with STARTTLS (port 587).
-    #[default]
-    Starttls,
-    /// TLS from the first byte (port 465).
-    Tls,
-}
+/// `--smtp-security` and `identity.smtp.security` (defined with the manifest, whose parser is
+/// also compiled on its own by the fuzz targets).
+pub(crate) use crate::up::manifest::SmtpSecurity;
 
 impl From<SmtpSecurity> for gatehouse_identity::SmtpSecurity {
     fn from(s: SmtpSecurity) -> Self {

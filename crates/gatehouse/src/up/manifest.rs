@@ -105,7 +105,7 @@ pub struct SmtpDecl {
     pub port: u16,
     /// `none`, `starttls` (the default) or `tls`; anything else is refused.
     #[serde(default)]
-    pub security: crate::cli::SmtpSecurity,
+    pub security: SmtpSecurity,
     #[serde(default)]
     pub username: Option<String>,
     /// `SECRET[:VERSION]` holding the password.
@@ -581,6 +581,20 @@ pub fn fill(text: &str, values: &BTreeMap<String, String>) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// How the SMTP connection is secured: `--smtp-security` and the manifest's
+/// `identity.smtp.security` (both reject anything else).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain text (a local relay only).
+    None,
+    /// Upgraded with STARTTLS (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
 }
 
 #[cfg(test)]
