@@ -278,17 +278,7 @@ pub async fn run(args: IamArgs) -> anyhow::Result<()> {
                     }
                 });
             }
-            // Keys rotate on schedule and other replicas' rotations are picked up.
-            let keys = iam.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = keys.reload_keys().await {
-                        tracing::warn!(error = %e, "key reload failed");
-                    }
-                }
-            });
+            spawn_key_reloader(&iam);
             tracing::info!(%addr, public_url, "listening");
             axum::serve(listener, gatehouse_iam_http::router(iam))
                 .with_graceful_shutdown(crate::shutdown_signal())
@@ -417,4 +407,19 @@ async fn admin(iam: &Iam, command: &IamCommand) -> anyhow::Result<()> {
         IamCommand::Serve { .. } | IamCommand::Metadata { .. } => {}
     }
     Ok(())
+}
+
+/// Keeps an IAM service's signing keys current: they rotate on schedule, and rotations made by
+/// other replicas on the same database are picked up (every minute).
+pub(crate) fn spawn_key_reloader(iam: &Iam) {
+    let keys = iam.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = keys.reload_keys().await {
+                tracing::warn!(error = %e, "key reload failed");
+            }
+        }
+    });
 }

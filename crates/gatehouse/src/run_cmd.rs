@@ -329,14 +329,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            let keys = iam.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tick.tick().await;
-                    let _ = keys.reload_keys().await;
-                }
-            });
+            crate::iam_cmd::spawn_key_reloader(&iam);
             crate::shutdown_signal().await;
             runner.shutdown().await;
             control.abort();

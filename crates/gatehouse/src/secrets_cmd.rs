@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::Request;
@@ -230,16 +229,7 @@ async fn serve(secrets: Secrets, iam: Iam, listen: &str) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let app = iam_and_secrets_app(secrets, iam.clone());
-    let keys = iam.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            if let Err(e) = keys.reload_keys().await {
-                tracing::warn!(error = %e, "key reload failed");
-            }
-        }
-    });
+    crate::iam_cmd::spawn_key_reloader(&iam);
     tracing::info!(%addr, "listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::shutdown_signal())
