@@ -247,6 +247,25 @@ async fn jwt_checks_and_error_bodies() {
     assert_eq!(b["headers"]["authorization"], format!("Bearer {t}"));
     assert_eq!(b["RequestURI"], "/v1/shelves");
 
+    // The verified-token cache hands back the user info it stored: a second caller's token,
+    // then the first one again (a cache hit), each reach the backend with their own identity.
+    let other = token(
+        &w.key,
+        json!({"iss": ISS, "sub": "u2", "aud": "aud-1", "iat": now(), "exp": now() + 600}),
+    );
+    for (tok, sub) in [(&other, "u2"), (&t, "u1"), (&other, "u2"), (&t, "u1")] {
+        let (st, _, b) = get(
+            &w,
+            "/v1/shelves",
+            &[("authorization", format!("Bearer {tok}"))],
+        )
+        .await;
+        assert_eq!(st, 200, "{b}");
+        let info = b["headers"]["x-apigateway-api-userinfo"].as_str().unwrap();
+        assert_eq!(info, tok.split('.').nth(1).unwrap(), "{sub}");
+        assert_eq!(b["headers"]["x-endpoint-api-userinfo"], info);
+    }
+
     let cases = [
         (
             json!({"iss": ISS, "aud": "other", "exp": now() + 600}),
