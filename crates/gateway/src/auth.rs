@@ -93,10 +93,38 @@ struct Verified {
     payload: HeaderValue,
 }
 
+impl Verified {
+    /// A cache hit for provider `bit`: time and audience are checked again (they change with
+    /// the clock and the route); `None` when this provider has not verified the token.
+    fn hit(
+        &self,
+        bit: u128,
+        audiences: &[String],
+        now: i64,
+    ) -> Option<Result<HeaderValue, AuthFailure>> {
+        if self.providers & bit == 0 {
+            return None;
+        }
+        Some(
+            check_time(self.exp, self.nbf, now)
+                .and_then(|()| check_audience(audiences, &self.audiences))
+                .map(|()| self.payload.clone()),
+        )
+    }
+}
+
+/// A token found in a request, or the answer the verified-token cache already has for it.
+enum Found<'a> {
+    Token(Cow<'a, str>),
+    Checked(Result<HeaderValue, AuthFailure>),
+}
+
 /// JWT verification for all providers of a config.
 pub struct Authenticator {
     providers: Vec<(Provider, Arc<Jwks>)>,
-    verified: Mutex<HashMap<String, Verified, foldhash::fast::RandomState>>,
+    /// Keyed by the token's bytes. Every key is made of token bytes only ([`TOKEN_BYTES`]), so a
+    /// header whose whole rest after the prefix is a key holds exactly that token.
+    verified: Mutex<HashMap<Box<[u8]>, Verified, foldhash::fast::RandomState>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -153,24 +181,32 @@ impl Authenticator {
     }
 
     /// The tokens in a provider's locations: slices of the header values, decoded copies from
-    /// the query.
+    /// the query. A header that is `<prefix><token>` with a token this provider verified before
+    /// is answered from the cache at once: the common case skips the byte-by-byte token scan.
     fn extract<'a>(
-        provider: &Provider,
+        &self,
+        (id, provider): (usize, &Provider),
         headers: &'a HeaderMap,
         query: Option<&'a str>,
-    ) -> SmallVec<[Cow<'a, str>; 2]> {
+        now: i64,
+    ) -> SmallVec<[Found<'a>; 2]> {
         let mut found = SmallVec::new();
         for loc in &provider.locations {
             match loc {
                 JwtLocation::Header { name, prefix } => {
-                    for v in headers.get_all(name.as_str()) {
+                    for v in headers.get_all(name) {
                         let v = v.as_bytes();
-                        if prefix.is_empty() {
+                        if let Some(checked) = v
+                            .strip_prefix(prefix.as_bytes())
+                            .and_then(|rest| self.cached(id, provider, rest, now))
+                        {
+                            found.push(Found::Checked(checked));
+                        } else if prefix.is_empty() {
                             if let Ok(t) = std::str::from_utf8(v.trim_ascii()) {
-                                found.push(Cow::Borrowed(t));
+                                found.push(Found::Token(Cow::Borrowed(t)));
                             }
                         } else if let Some(t) = after_prefix(v, prefix.as_bytes()) {
-                            found.push(Cow::Borrowed(t));
+                            found.push(Found::Token(Cow::Borrowed(t)));
                         }
                     }
                 }
@@ -178,7 +214,7 @@ impl Authenticator {
                     if let Some(q) = query {
                         for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
                             if k == name.as_str() {
-                                found.push(v);
+                                found.push(Found::Token(v));
                             }
                         }
                     }
@@ -186,6 +222,20 @@ impl Authenticator {
             }
         }
         found
+    }
+
+    /// The cache's answer for `token` and provider `id`, if it has one.
+    fn cached(
+        &self,
+        id: usize,
+        provider: &Provider,
+        token: &[u8],
+        now: i64,
+    ) -> Option<Result<HeaderValue, AuthFailure>> {
+        let cache = self.verified.lock().ok()?;
+        cache
+            .get(token)?
+            .hit(provider_bit(id), &provider.audiences, now)
     }
 
     /// Authenticates with any of `provider_ids` (OR). Returns the payload segment of the token that
@@ -220,13 +270,17 @@ impl Authenticator {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Result<HeaderValue, AuthFailure> {
-        let tokens = Self::extract(provider, headers, query);
+        let now = now_secs();
+        let tokens = self.extract((id, provider), headers, query, now);
         if tokens.is_empty() {
             return Err(AuthFailure::Missing);
         }
         let mut payload = None;
-        for token in &tokens {
-            payload = Some(self.check_token(id, provider, jwks, token).await?);
+        for found in tokens {
+            payload = Some(match found {
+                Found::Checked(checked) => checked?,
+                Found::Token(token) => self.check_token(id, provider, jwks, &token, now).await?,
+            });
         }
         payload.ok_or(AuthFailure::Missing)
     }
@@ -237,19 +291,12 @@ impl Authenticator {
         provider: &Provider,
         jwks: &Jwks,
         token: &str,
+        now: i64,
     ) -> Result<HeaderValue, AuthFailure> {
-        let now = now_secs();
         let bit = provider_bit(id);
         // Cache hit for this provider: re-check time and audience; skip parsing and the
         // signature. A token verified only by another provider is checked in full.
-        let hit = self.verified.lock().ok().and_then(|c| {
-            c.get(token).filter(|v| v.providers & bit != 0).map(|v| {
-                check_time(v.exp, v.nbf, now)?;
-                check_audience(&provider.audiences, &v.audiences)?;
-                Ok(v.payload.clone())
-            })
-        });
-        if let Some(checked) = hit {
+        if let Some(checked) = self.cached(id, provider, token.as_bytes(), now) {
             return checked;
         }
         let jwt = match parse_jwt(token) {
@@ -289,15 +336,19 @@ impl Authenticator {
         // A verified payload is base64url; anything a header cannot carry is refused.
         let payload = HeaderValue::from_str(jwt.payload)
             .map_err(|_| AuthFailure::BadPart("Jwt payload is an invalid Base64"))?;
-        if let Ok(mut cache) = self.verified.lock() {
+        // Only tokens made of token bytes are cached (a query parameter is decoded and could
+        // hold anything): the header fast path in `extract` relies on it.
+        if token.bytes().all(is_token_byte)
+            && let Ok(mut cache) = self.verified.lock()
+        {
             if cache.len() >= TOKEN_CACHE_MAX {
                 cache.clear();
             }
-            match cache.get_mut(token) {
+            match cache.get_mut(token.as_bytes()) {
                 Some(v) => v.providers |= bit,
                 None => {
                     cache.insert(
-                        token.to_owned(),
+                        token.as_bytes().into(),
                         Verified {
                             providers: bit,
                             exp,

@@ -44,8 +44,8 @@ pub enum Protocol {
 pub struct Backend {
     /// `scheme://host[:port]` (no path). `None`: the local backend (`--backend`).
     pub origin: Option<String>,
-    /// Host name (no port) for the Host header of remote backends.
-    pub host: Option<String>,
+    /// Host name (no port) for the Host header of remote backends, ready to send.
+    pub host: Option<http::HeaderValue>,
     /// The address path without a trailing `/`.
     pub path: String,
     pub translation: Translation,
@@ -58,8 +58,14 @@ pub struct Backend {
 /// Where a JWT may be found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwtLocation {
-    Header { name: String, prefix: String },
-    Query { name: String },
+    /// The name is ready for lookups (a request tries every location).
+    Header {
+        name: http::HeaderName,
+        prefix: String,
+    },
+    Query {
+        name: String,
+    },
 }
 
 /// A JWT provider (`securityDefinitions` entry of type oauth2 with `x-google-issuer`).
@@ -564,7 +570,8 @@ fn compile_backend(cx: &mut Ctx, loc: &str, v: &Value, default: Translation) -> 
     };
     Some(Backend {
         origin: Some(origin),
-        host: Some(host),
+        // A URL's host is always a valid header value.
+        host: http::HeaderValue::from_str(&host).ok(),
         path: url.path().trim_end_matches('/').to_owned(),
         translation,
         jwt_audience,
@@ -639,11 +646,11 @@ fn compile_provider(
     let locations = match m.get("x-google-jwt-locations") {
         None => vec![
             JwtLocation::Header {
-                name: "authorization".into(),
+                name: http::header::AUTHORIZATION,
                 prefix: "Bearer ".into(),
             },
             JwtLocation::Header {
-                name: "x-goog-iap-jwt-assertion".into(),
+                name: http::HeaderName::from_static("x-goog-iap-jwt-assertion"),
                 prefix: String::new(),
             },
             JwtLocation::Query {
@@ -667,14 +674,17 @@ fn compile_provider(
                     lm.get("header").and_then(Value::as_str),
                     lm.get("query").and_then(Value::as_str),
                 ) {
-                    (Some(h), None) => out.push(JwtLocation::Header {
-                        name: h.to_ascii_lowercase(),
-                        prefix: lm
-                            .get("value_prefix")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                    }),
+                    (Some(h), None) => match http::HeaderName::from_bytes(h.as_bytes()) {
+                        Ok(name) => out.push(JwtLocation::Header {
+                            name,
+                            prefix: lm
+                                .get("value_prefix")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                        }),
+                        Err(_) => cx.problem(format!("{lloc}.header"), "not a valid header name"),
+                    },
                     (None, Some(q)) => {
                         if lm.contains_key("value_prefix") {
                             cx.problem(

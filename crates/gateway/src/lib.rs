@@ -274,6 +274,3 @@ async fn worker(
     drop((local_tx, done));
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), local_rx.recv()).await;
 }
-
-/// The peer address type used by handlers.
-pub type Peer = SocketAddr;

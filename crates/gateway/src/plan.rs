@@ -14,9 +14,10 @@ use http_body_util::BodyExt;
 
 use crate::config::{ApiKeyLocation, Protocol, Route, Scheme, Translation};
 use crate::metrics::OperationMetrics;
-use crate::{Body, Gateway, GatewayError, Loaded, Peer};
+use crate::{Body, Gateway, GatewayError, Loaded};
 
-pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
+// Statics, not consts: a const is built and dropped again at every use, per header.
+pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -26,14 +27,14 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
 ];
-const USERINFO: [HeaderName; 2] = [
+static USERINFO: [HeaderName; 2] = [
     HeaderName::from_static("x-apigateway-api-userinfo"),
     HeaderName::from_static("x-endpoint-api-userinfo"),
 ];
-const METHOD_OVERRIDE: HeaderName = HeaderName::from_static("x-http-method-override");
-const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const FORWARDED_AUTHORIZATION: HeaderName = HeaderName::from_static("x-forwarded-authorization");
-const ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+static METHOD_OVERRIDE: HeaderName = HeaderName::from_static("x-http-method-override");
+static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static FORWARDED_AUTHORIZATION: HeaderName = HeaderName::from_static("x-forwarded-authorization");
+static ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 
 /// Fields that `Connection` can never remove: message framing, which the gateway writes
 /// itself from what it parsed, and `Host`. Letting a client name `Content-Length` there
@@ -165,6 +166,21 @@ fn translate(route: &Route, path: &str, query: Option<&str>, vars: &[(String, St
     }
 }
 
+/// The backend's path and query: most often the client's own, shared rather than copied.
+pub(crate) enum Target {
+    Same(http::uri::PathAndQuery),
+    Built(String),
+}
+
+impl Target {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Self::Same(p) => p.as_str(),
+            Self::Built(s) => s,
+        }
+    }
+}
+
 /// A request that passed routing and authentication, ready for its backend.
 pub(crate) struct Plan<'a> {
     pub op: &'a str,
@@ -174,7 +190,7 @@ pub(crate) struct Plan<'a> {
     /// `scheme://host[:port]` of the backend.
     pub origin: &'a str,
     /// Path and query for the backend.
-    pub target: String,
+    pub target: Target,
     /// The headers for the backend (hop-by-hop removed, gateway headers added).
     pub headers: HeaderMap,
     pub protocol: Protocol,
@@ -193,7 +209,7 @@ pub(crate) async fn plan<'a>(
     gw: &'a Gateway,
     loaded: &'a Loaded,
     parts: &mut http::request::Parts,
-    peer: Peer,
+    peer: &HeaderValue,
     started: Instant,
 ) -> Result<Plan<'a>, Response<Body>> {
     // One pass over the names finds what needs work; most requests need none of it.
@@ -207,7 +223,7 @@ pub(crate) async fn plan<'a>(
     if override_method
         && let Some(m) = parts
             .headers
-            .remove(METHOD_OVERRIDE)
+            .remove(&METHOD_OVERRIDE)
             .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
     {
         parts.method = m;
@@ -282,7 +298,7 @@ pub(crate) async fn plan<'a>(
         for h in &USERINFO {
             headers.remove(h);
         }
-        headers.remove(FORWARDED_AUTHORIZATION);
+        headers.remove(&FORWARDED_AUTHORIZATION);
     }
     let mut payload = None;
     if !route.cors {
@@ -336,7 +352,17 @@ pub(crate) async fn plan<'a>(
         .origin
         .as_deref()
         .unwrap_or_else(|| gw.options.local_backend.trim_end_matches('/'));
-    let target = translate(route, &path, query, &vars);
+    let target = match parts.uri.path_and_query() {
+        // Appended to an empty address path, unchanged by normalisation: the client's own.
+        Some(pq)
+            if route.backend.translation == Translation::AppendPathToAddress
+                && route.backend.path.is_empty()
+                && path == pq.path() =>
+        {
+            Target::Same(pq.clone())
+        }
+        _ => Target::Built(translate(route, &path, query, &vars)),
+    };
     strip_hop_by_hop(headers);
     // The path changed if it was translated (anything but appending to an empty address path)
     // or normalised; only then does the backend get the original.
@@ -345,24 +371,22 @@ pub(crate) async fn plan<'a>(
     if (translated || path != raw_path)
         && let Ok(v) = HeaderValue::from_str(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
     {
-        headers.insert(ORIGINAL_PATH, v);
+        headers.insert(ORIGINAL_PATH.clone(), v);
     }
-    if let Some(host) = &route.backend.host
-        && let Ok(v) = HeaderValue::from_str(host)
-    {
-        headers.insert(header::HOST, v);
+    if let Some(host) = &route.backend.host {
+        headers.insert(header::HOST, host.clone());
     }
     if let Some(v) = payload {
-        for h in USERINFO {
-            headers.insert(h, v.clone());
+        for h in &USERINFO {
+            headers.insert(h.clone(), v.clone());
         }
     }
-    append_forwarded_for(headers, peer.ip());
+    append_forwarded_for(headers, peer);
     if let (Some(aud), Some(tokens)) = (&route.backend.jwt_audience, &gw.id_tokens) {
         match tokens.token(aud).await {
             Ok(t) => {
                 if let Some(original) = headers.remove(header::AUTHORIZATION) {
-                    headers.insert(FORWARDED_AUTHORIZATION, original);
+                    headers.insert(FORWARDED_AUTHORIZATION.clone(), original);
                 }
                 if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
                     headers.insert(header::AUTHORIZATION, v);
@@ -390,11 +414,10 @@ pub(crate) async fn plan<'a>(
 /// Appends the peer address to `X-Forwarded-For`, as Envoy does: a client can prepend what it
 /// likes, but the last entry, the one a backend should trust, is always the gateway's peer.
 /// Several client fields are joined into one.
-fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
-    let peer = ip_header(ip);
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
     let mut values = headers.get_all(&FORWARDED_FOR).iter();
     let Some(first) = values.next() else {
-        headers.insert(FORWARDED_FOR, peer);
+        headers.insert(FORWARDED_FOR.clone(), peer.clone());
         return;
     };
     let mut joined = first.as_bytes().to_vec();
@@ -404,12 +427,13 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
     }
     joined.extend_from_slice(b", ");
     joined.extend_from_slice(peer.as_bytes());
-    let value = HeaderValue::from_bytes(&joined).unwrap_or(peer);
-    headers.insert(FORWARDED_FOR, value);
+    let value = HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone());
+    headers.insert(FORWARDED_FOR.clone(), value);
 }
 
-/// The peer address as a header value, without going through `format!`.
-fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
+/// The peer address as a header value, without going through `format!`: made once per client
+/// connection and passed to [`plan`].
+pub(crate) fn peer_header(ip: std::net::IpAddr) -> HeaderValue {
     use std::io::Write as _;
     if let std::net::IpAddr::V4(v4) = ip {
         // Dotted decimal by hand: the formatting machinery costs more than the rest of this
@@ -450,11 +474,11 @@ mod tests {
     fn peer_addresses_are_written_as_display_writes_them() {
         for o in 0..=255u8 {
             let ip = IpAddr::V4(Ipv4Addr::new(o, 0, o, 255 - o));
-            assert_eq!(super::ip_header(ip).as_bytes(), ip.to_string().as_bytes());
+            assert_eq!(super::peer_header(ip).as_bytes(), ip.to_string().as_bytes());
         }
         for s in ["::1", "fe80::1", "2001:db8::ff00:42:8329", "::ffff:1.2.3.4"] {
             let ip: IpAddr = s.parse().unwrap();
-            assert_eq!(super::ip_header(ip).to_str().unwrap(), ip.to_string());
+            assert_eq!(super::peer_header(ip).to_str().unwrap(), ip.to_string());
         }
     }
 }

@@ -6,6 +6,8 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
+use smallvec::{SmallVec, smallvec};
+
 /// One template segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seg {
@@ -162,8 +164,9 @@ impl Template {
             Some(v) => rest.strip_suffix(v.as_str())?.strip_suffix(':')?,
             None => rest,
         };
-        let parts: Vec<&str> = rest.split('/').collect();
-        let mut spans = vec![(0usize, 0usize); self.segs.len()];
+        // On the stack for the usual path: every request tries routes until one matches.
+        let parts: SmallVec<[&str; 16]> = rest.split('/').collect();
+        let mut spans: SmallVec<[(usize, usize); 16]> = smallvec![(0, 0); self.segs.len()];
         if !match_from(&self.segs, &parts, 0, 0, &mut spans) {
             return None;
         }

@@ -278,6 +278,49 @@ async fn verified_token_cache_is_per_provider() {
     assert_eq!(status(&get_with(&w.gateway, "/b", &t2).await), 401);
 }
 
+/// The verified-token cache answers a header straight away only when the whole value after
+/// `Bearer ` is a token it verified for this provider: anything longer, shorter or padded
+/// is extracted and checked as before, and a decoded query token (which may hold bytes a
+/// header token cannot) never becomes a cache entry the header path would trust.
+#[tokio::test]
+async fn verified_token_cache_answers_only_the_exact_token() {
+    let w = world().await;
+    let t = token(
+        &w.key_a,
+        json!({"iss": ISS, "sub": "u", "aud": "x", "iat": now(), "exp": now() + 600}),
+    );
+    assert_eq!(status(&get_with(&w.gateway, "/a", &t).await), 200);
+    // Longer or shorter by one token byte: another token, with a signature that fails.
+    let res = get_with(&w.gateway, "/a", &format!("{t}A")).await;
+    assert_eq!(status(&res), 401, "{res}");
+    let res = get_with(&w.gateway, "/a", &t[..t.len() - 1]).await;
+    assert_eq!(status(&res), 401, "{res}");
+    // Envoy's extraction still applies: leading non-token bytes are skipped, the token ends
+    // at the first non-token byte.
+    assert_eq!(
+        status(&get_with(&w.gateway, "/a", &format!(" {t}")).await),
+        200
+    );
+    assert_eq!(
+        status(&get_with(&w.gateway, "/a", &format!("{t} x")).await),
+        200
+    );
+    // Still per provider on the fast path.
+    assert_eq!(status(&get_with(&w.gateway, "/b", &t).await), 401);
+    // A query token with a trailing space decodes to bytes no header token has; refused, and
+    // the exact header form of it is refused too (nothing was cached for it).
+    let t2 = token(
+        &w.key_a,
+        json!({"iss": ISS, "sub": "w", "aud": "x", "iat": now(), "exp": now() + 600}),
+    );
+    let req = format!(
+        "GET /a?access_token={t2}%20 HTTP/1.1\r\nHost: api.example\r\nConnection: close\r\n\r\n"
+    );
+    let res = exchange(&w.gateway, req.as_bytes(), SHORT).await;
+    assert_eq!(status(&res), 401, "{res}");
+    assert_eq!(status(&get_with(&w.gateway, "/a", &t2).await), 200);
+}
+
 /// Hole 13: `exp`/`nbf` that are not integers do not make a token immortal, and a `crit`
 /// header is refused (RFC 7519 NumericDate, RFC 7515 §4.1.11).
 #[tokio::test]

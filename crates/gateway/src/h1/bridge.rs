@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -24,14 +24,14 @@ use tokio::sync::{mpsc, watch};
 use super::codec::{ReqBody, write_response};
 use crate::plan::{self, Plan};
 use crate::upstream::{FailureKind, UpstreamError};
-use crate::{Body, BoxError, Gateway, GatewayError, Peer};
+use crate::{Body, BoxError, Gateway, GatewayError};
 
 /// The hyper request path (HTTP/2 from clients, TLS or HTTP/2 to backends).
-async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: HeaderValue) -> Response<Body> {
     let started = Instant::now();
     let loaded = gw.active();
     let (mut parts, body) = req.into_parts();
-    let plan = match plan::plan(&gw, &loaded, &mut parts, peer, started).await {
+    let plan = match plan::plan(&gw, &loaded, &mut parts, &peer, started).await {
         Ok(p) => p,
         Err(res) => return res,
     };
@@ -47,7 +47,7 @@ pub(crate) async fn forward(
     started: Instant,
 ) -> Response<Body> {
     let op = plan.op;
-    let Ok(uri) = format!("{}{}", plan.origin, plan.target).parse::<Uri>() else {
+    let Ok(uri) = format!("{}{}", plan.origin, plan.target.as_str()).parse::<Uri>() else {
         let e = UpstreamError::client(FailureKind::BadTarget);
         let e = GatewayError::new(e.status(), e.message());
         return plan::local(plan.metrics, started, e);
@@ -221,8 +221,10 @@ pub(crate) async fn serve_h2(
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let peer = plan::peer_header(peer.ip());
     let service = hyper::service::service_fn(move |req| {
         let gw = gw.clone();
+        let peer = peer.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(gw, req, peer).await) }
     });
     let io = hyper_util::rt::TokioIo::new(Rewind {

@@ -10,6 +10,7 @@ use std::io;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri, Version, header};
 use http_body_util::BodyExt;
+use smallvec::SmallVec;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -199,7 +200,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16,
         return Err((400, "Bad Request"));
     }
     let path = offset(buf, target);
-    let mut fields = Vec::with_capacity(req.headers.len());
+    let mut fields: SmallVec<[_; 16]> = SmallVec::new();
     let mut framing = Framing::None;
     let mut keep_alive = version == Version::HTTP_11;
     let mut length: Option<u64> = None;
@@ -251,7 +252,8 @@ pub(crate) fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, (u16,
         framing = Framing::Length(n);
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the fields the gateway adds (user info, X-Forwarded-For, the original path).
+    let mut headers = HeaderMap::with_capacity(fields.len() + 4);
     for (name, value) in fields {
         let name = HeaderName::from_bytes(&head[name]).map_err(|_| (400, "Bad Request"))?;
         let value =
@@ -365,20 +367,6 @@ pub(crate) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// Parses a response head in `buf`: its length and status, `None` if incomplete.
-pub(crate) fn parse_response(buf: &[u8]) -> Result<Option<(usize, u16)>, ()> {
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut raw);
-    match res.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => Ok(Some((n, res.code.unwrap_or(0)))),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(()),
-    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,11 @@ use http::{Method, header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use smallvec::SmallVec;
+
 use super::codec::{
-    COALESCE, Framing, MAX_HEAD, MAX_HEADERS, ReqBody, field, invalid, lists, parse_response,
-    status_line, write_response,
+    COALESCE, Framing, MAX_HEAD, MAX_HEADERS, ReqBody, field, invalid, lists, status_line,
+    write_response,
 };
 use super::timer::Timer;
 use crate::chunked::Decoder;
@@ -89,7 +91,7 @@ impl Exchange<'_> {
         // The request head for the backend.
         head.extend_from_slice(plan.method.as_str().as_bytes());
         head.push(b' ');
-        head.extend_from_slice(plan.target.as_bytes());
+        head.extend_from_slice(plan.target.as_str().as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in &plan.headers {
             // Framing is written below from what the gateway parsed, never copied.
@@ -110,7 +112,7 @@ impl Exchange<'_> {
             None => {}
         }
         head.extend_from_slice(b"\r\n");
-        if plan.target.bytes().any(|b| !b.is_ascii_graphic()) {
+        if plan.target.as_str().bytes().any(|b| !b.is_ascii_graphic()) {
             let e = UpstreamError::client(FailureKind::BadTarget);
             return self
                 .answer(plan.metrics, e.status(), e.message(), false)
@@ -270,23 +272,39 @@ impl Exchange<'_> {
             return Outcome::Failed(e_reset.with_source(e));
         }
 
-        // Until the final response head: more request body one way, 1xx heads the other.
-        loop {
-            match parse_response(&conn.buf) {
-                Ok(Some((len, status))) if (100..200).contains(&status) && status != 101 => {
-                    // 100 Continue / 103 Early Hints go to the client as they are.
-                    let interim = conn.buf.split_to(len);
-                    if self.client.write_all(&interim).await.is_err() {
-                        return Outcome::Broken(499);
+        // Until the final response head: more request body one way, 1xx heads the other. The
+        // head is parsed once, and the client's head written while the parse is at hand.
+        let head = loop {
+            if !conn.buf.is_empty() {
+                let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut res = httparse::Response::new(&mut raw);
+                match res.parse(&conn.buf) {
+                    Ok(httparse::Status::Complete(len)) => {
+                        let status = res.code.unwrap_or(0);
+                        if (100..200).contains(&status) && status != 101 {
+                            // 100 Continue / 103 Early Hints go to the client as they are.
+                            let interim = conn.buf.split_to(len);
+                            if self.client.write_all(&interim).await.is_err() {
+                                return Outcome::Broken(499);
+                            }
+                            continue;
+                        }
+                        match self.final_head(&res, len) {
+                            Some(head) => break head,
+                            None => {
+                                let e = UpstreamError::backend(FailureKind::Protocol);
+                                return Outcome::Failed(e);
+                            }
+                        }
                     }
-                    continue;
+                    Ok(httparse::Status::Partial) if conn.buf.len() > MAX_HEAD => {
+                        return Outcome::Failed(UpstreamError::backend(FailureKind::Protocol));
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(_) => {
+                        return Outcome::Failed(UpstreamError::backend(FailureKind::Protocol));
+                    }
                 }
-                Ok(Some(_)) => break,
-                Ok(None) if conn.buf.len() > MAX_HEAD => {
-                    return Outcome::Failed(UpstreamError::backend(FailureKind::Protocol));
-                }
-                Ok(None) => {}
-                Err(()) => return Outcome::Failed(UpstreamError::backend(FailureKind::Protocol)),
             }
             let pumping = self.body.as_ref().is_some_and(|b| !b.done());
             conn.buf.reserve(8 * 1024);
@@ -315,20 +333,48 @@ impl Exchange<'_> {
                     }
                 },
             }
-        }
-        metrics.upstream(upstream_started.elapsed());
-
-        // The final response head, re-serialised without hop-by-hop fields.
-        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut raw);
-        let Ok(httparse::Status::Complete(len)) = res.parse(&conn.buf) else {
-            return Outcome::Failed(UpstreamError::backend(FailureKind::Protocol));
         };
+        metrics.upstream(upstream_started.elapsed());
+        let FinalHead {
+            len,
+            status,
+            framing,
+            dechunk,
+            head_only,
+            client_keep,
+            mut backend_keep,
+        } = head;
+        conn.buf.advance(len);
+        *response_started = true;
+
+        // The body.
+        let out = &mut *self.out;
+        let relayed = match framing {
+            _ if head_only => self.client.write_all(out).await.map(|()| true),
+            Framing::None => self.client.write_all(out).await.map(|()| true),
+            Framing::Length(n) => relay_length(self.client, out, conn, n).await,
+            Framing::Chunked => relay_chunked(self.client, out, conn, dechunk).await,
+            Framing::Close => relay_until_close(self.client, out, conn).await,
+        };
+        backend_keep &= conn.buf.is_empty();
+        match relayed {
+            Ok(true) => Outcome::Relayed {
+                status,
+                client_keep,
+                backend_keep,
+            },
+            Ok(false) | Err(_) => Outcome::Broken(status),
+        }
+    }
+
+    /// Reads the backend's final response head and writes the client's into `self.out`
+    /// (hop-by-hop fields dropped). `None`: framing the gateway will not relay.
+    fn final_head(&mut self, res: &httparse::Response<'_, '_>, len: usize) -> Option<FinalHead> {
         let status = res.code.unwrap_or(502);
         let mut backend_keep = res.version == Some(1);
         let mut chunked = false;
         let mut length = None;
-        let mut dropped: Vec<&[u8]> = Vec::new();
+        let mut dropped: SmallVec<[&[u8]; 4]> = SmallVec::new();
         for h in res.headers.iter() {
             let name = h.name.as_bytes();
             if name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -338,7 +384,7 @@ impl Exchange<'_> {
                     .next()
                     .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
                 if !chunked {
-                    return Outcome::Failed(UpstreamError::backend(FailureKind::Protocol));
+                    return None;
                 }
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 match std::str::from_utf8(h.value.trim_ascii())
@@ -346,7 +392,7 @@ impl Exchange<'_> {
                     .and_then(|s| s.parse::<u64>().ok())
                 {
                     Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
-                    _ => return Outcome::Failed(UpstreamError::backend(FailureKind::Protocol)),
+                    _ => return None,
                 }
             } else if name.eq_ignore_ascii_case(b"connection") {
                 if lists(h.value, "close") {
@@ -397,26 +443,30 @@ impl Exchange<'_> {
             field(out, b"connection", b"close");
         }
         out.extend_from_slice(b"\r\n");
-        conn.buf.advance(len);
-        *response_started = true;
-
-        // The body.
-        let relayed = match framing {
-            _ if head_only => self.client.write_all(out).await.map(|()| true),
-            Framing::None => self.client.write_all(out).await.map(|()| true),
-            Framing::Length(n) => relay_length(self.client, out, conn, n).await,
-            Framing::Chunked => relay_chunked(self.client, out, conn, dechunk).await,
-            Framing::Close => relay_until_close(self.client, out, conn).await,
-        };
-        match relayed {
-            Ok(true) => Outcome::Relayed {
-                status,
-                client_keep,
-                backend_keep: backend_keep && conn.buf.is_empty(),
-            },
-            Ok(false) | Err(_) => Outcome::Broken(status),
-        }
+        Some(FinalHead {
+            len,
+            status,
+            framing,
+            dechunk,
+            head_only,
+            client_keep,
+            backend_keep,
+        })
     }
+}
+
+/// What the backend's final response head says, once the client's head is written.
+struct FinalHead {
+    /// Length of the backend's head in its buffer.
+    len: usize,
+    status: u16,
+    framing: Framing,
+    /// Chunked body relayed as plain data (an HTTP/1.0 client).
+    dechunk: bool,
+    /// The client asked with HEAD but the backend sends a body.
+    head_only: bool,
+    client_keep: bool,
+    backend_keep: bool,
 }
 
 /// Relays a Content-Length body. `Ok(false)`: the backend closed early.

@@ -109,6 +109,7 @@ pub(crate) async fn serve_connection(
     let mut idle = Timer::new();
     let mut deadline = Timer::new();
     let mut first = true;
+    let peer_header = plan::peer_header(peer.ip());
     loop {
         let head = match read_request(&mut stream, &mut buf, &mut shutdown, &mut idle, first).await
         {
@@ -137,7 +138,7 @@ pub(crate) async fn serve_connection(
         let is_head = parts.method == Method::HEAD;
         let mut body = ReqBody::new(framing);
         let loaded = gw.active();
-        let keep = match plan::plan(&gw, &loaded, &mut parts, peer, started).await {
+        let keep = match plan::plan(&gw, &loaded, &mut parts, &peer_header, started).await {
             Err(res) => {
                 // The gateway answers itself; a body already here is skipped, one still on its
                 // way closes the connection after the answer.
