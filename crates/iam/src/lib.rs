@@ -30,12 +30,13 @@ mod tokens;
 
 pub use credentials::{SignedJwt, decode_bytes};
 pub use error::{Error, Result};
+pub use keys::PublishedKey;
 pub use policy::Policy;
 pub use principal::Principal;
 pub use resource::{
     account_resource, ancestors, project_resource, resource_project, valid_project_id,
 };
-pub use tokens::{GrantError, GrantResponse, ID_TOKEN_ISSUER};
+pub use tokens::{Grant, GrantError, GrantErrorKind, ID_TOKEN_ISSUER};
 
 use std::sync::Arc;
 use std::time::Duration;
