@@ -12,6 +12,7 @@ mod action;
 mod cors;
 mod error;
 mod hosted;
+mod idp;
 mod keys;
 mod paths;
 mod request;

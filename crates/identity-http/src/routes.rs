@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 
 use crate::MAX_BODY;
 use crate::error::ApiError;
+use crate::idp::verify_assertion_response;
 use crate::paths::{EMULATOR, TOOLKIT, Toolkit};
 use crate::request::{Credentials, body_object, decode, query_param};
 
@@ -216,7 +217,7 @@ async fn dispatch(
             let req: gatehouse_identity::SignInWithIdpRequest = decode(body)?;
             let return_credential = req.return_idp_credential.unwrap_or(false);
             let done = identity.sign_in_with_idp(&caller, req).await?;
-            Ok(identity.idp_response(&done, return_credential))
+            Ok(verify_assertion_response(&done, return_credential))
         }
         "accounts:sendVerificationCode"
         | "accounts:signInWithPhoneNumber"
