@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod account;
 mod action;
 mod cors;
 mod error;

@@ -16,11 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use gatehouse_google_api::path::SplitPath;
 use gatehouse_identity::{
-    AccountView, Caller, Error, Identity, IssuedTokens, Mode, OobKind, ProjectSettings, Result,
+    Caller, Error, Identity, IssuedTokens, Mode, OobKind, ProjectSettings, Result,
 };
 use serde_json::{Map, Value, json};
 
 use crate::MAX_BODY;
+use crate::account::AccountView;
 use crate::error::ApiError;
 use crate::idp::verify_assertion_response;
 use crate::paths::{EMULATOR, TOOLKIT, Toolkit};

@@ -45,7 +45,7 @@ pub use limits::Limits;
 pub use mail::Mailer;
 pub use requests::*;
 pub use session::{Caller, IssuedTokens, RefreshedTokens};
-pub use user::{AccountView, ProviderInfo};
+pub use user::{ProviderInfo, provider_infos};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
