@@ -8,9 +8,14 @@
 //!   (`/v1/projects/{p}:getIamPolicy` …), and the IAM Credentials API
 //!   (`…/serviceAccounts/{email}:generateIdToken` …) on the same paths ([`api`]).
 //!
-//! Owns: IAM's route table and its resources' JSON. Google's conventions (routing, the error
-//! envelope, callers, the IAM policy mixin) come from `gatehouse-google-api`. Must not: decide
-//! access (that is `gatehouse-iam`) or serve metadata servers (`gatehouse-metadata`).
+//! Owns: IAM's route table and its resources' JSON, the OAuth token endpoint's bodies and
+//! statuses (`token`), the x509 map and JWK set of an account's published keys.
+//! Google's conventions (routing, the error envelope and the status of each `gatehouse-iam`
+//! error, callers, the IAM policy mixin and the Policy message) come from
+//! `gatehouse-google-api`.
+//!
+//! Must not: decide access or validate grants (that is `gatehouse-iam`), write SQL, or serve
+//! metadata servers (`gatehouse-metadata`).
 
 #![forbid(unsafe_code)]
 

@@ -2,10 +2,12 @@
 //! proto3 JSON the `google-cloud-secret-manager` REST transport uses), over
 //! [`gatehouse_secrets::Secrets`].
 //!
-//! Owns: Secret Manager's route table and its resources' JSON. Google's conventions (routing,
-//! the error envelope, callers, paging, the IAM policy mixin) come from
-//! `gatehouse-google-api`. Must not: decide access or store anything (that is
-//! `gatehouse-secrets`), or depend on the IAM HTTP API.
+//! Owns: Secret Manager's route table and its resources' proto3 JSON ([`wire`], which the CLI
+//! prints too). Google's conventions (routing, the error envelope and statuses, callers,
+//! paging, the IAM policy mixin) come from `gatehouse-google-api`.
+//!
+//! Must not: decide access or store anything (that is `gatehouse-secrets`), or depend on the
+//! IAM HTTP API.
 
 #![forbid(unsafe_code)]
 
