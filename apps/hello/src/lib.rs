@@ -2,6 +2,10 @@
 //! invoke it), it answers every request with a greeting and what it learned about the caller:
 //! the end user the gateway authenticated (`X-Apigateway-Api-Userinfo`, base64url JSON claims)
 //! and the service account that invoked it (the ID token Cloud Run checked, signature removed).
+//!
+//! Must not: know Gatehouse's internals (it depends on no Gatehouse crate and reads only what
+//! the gateway and the Cloud Run contract hand every backend), or check tokens itself (the
+//! gateway and the ingress did).
 
 #![forbid(unsafe_code)]
 

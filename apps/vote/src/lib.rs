@@ -2,6 +2,10 @@
 //! behaviour: `GET /` renders the tally, `POST /` casts a vote for the signed-in user (an
 //! Identity Platform / Firebase ID token in `Authorization`), votes live in PostgreSQL (over
 //! the Cloud SQL unix socket or TCP) or SQLite, and every log entry is one JSON line.
+//!
+//! Must not: know Gatehouse's internals: it speaks only public protocols (ID tokens checked
+//! with `gatehouse-verify` as firebase-admin checks them, the Cloud Run contract), so it runs
+//! unchanged against Google.
 
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,6 @@
 //! `vote`: the CATS v DOGS server. Listens on `PORT` (default 8080); see the crate docs and
-//! `docs/vote.md` for the environment it reads.
+//! `docs/vote.md` for the environment it reads. Must not: hold logic (it is all in the
+//! library, where the tests reach it).
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

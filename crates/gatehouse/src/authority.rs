@@ -45,14 +45,11 @@ impl Authority for IamAuthority {
             if account.disabled || account.project_id != project_id {
                 return Vec::new();
             }
-            let Ok(jwks) = self.0.public_jwks(&account.email).await else {
+            let Ok(keys) = self.0.published_keys(&account.email).await else {
                 return Vec::new();
             };
-            jwks["keys"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|k| PublicKey::from_jwk(k).ok())
+            keys.iter()
+                .filter_map(|k| PublicKey::from_jwk(&k.jwk).ok())
                 .collect()
         })
     }

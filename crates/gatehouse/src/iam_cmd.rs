@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use gatehouse_google_api::iam_policy::policy_json;
 use gatehouse_iam::{Iam, IamConfig, project_resource};
 use gatehouse_identity::SystemClock;
 use gatehouse_metadata::{self as metadata, MetadataConfig};
@@ -373,12 +374,12 @@ async fn admin(iam: &Iam, command: &IamCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(e)?;
             let p = iam.policy(&r).await.map_err(e)?;
-            print(&p.0.to_json(p.1));
+            print(&policy_json(&p.0, p.1));
         }
         IamCommand::GetPolicy { target } => {
             let r = resource(target)?;
             let p = iam.policy(&r).await.map_err(e)?;
-            print(&p.0.to_json(p.1));
+            print(&policy_json(&p.0, p.1));
         }
         IamCommand::PrintIdToken {
             audience,

@@ -1,7 +1,8 @@
 //! The `gatehouse` binary: one executable, one subcommand per component, and `up`, which runs
 //! them all from one manifest. Owns the command line (flags shared by every subcommand are in
-//! `cli`), where logs go, and wiring the components together; it must not hold the components'
-//! logic (that is in their crates) nor speak their wire formats.
+//! `cli`), where logs go, and wiring the components together. Must not: hold the components'
+//! logic (that is in their crates) nor define their wire formats (the CLI prints the HTTP
+//! crates' JSON).
 
 #![forbid(unsafe_code)]
 

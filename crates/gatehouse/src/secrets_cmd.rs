@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use gatehouse_iam::{Iam, IamConfig, Principal};
 use gatehouse_identity::SystemClock;
 use gatehouse_secrets::{Key, NewPayload, Secrets};
+use gatehouse_secrets_http::wire;
 use tokio::net::TcpListener;
 
 use crate::state::IfNoMasterKey;
@@ -264,7 +265,7 @@ async fn admin(secrets: &Secrets, args: &SecretsArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .map_err(e)?;
-            let mut out = serde_json::json!({"secret": s.to_json()});
+            let mut out = serde_json::json!({"secret": wire::secret(&s)});
             if let Some(f) = data_file {
                 let data = read_data(f)?;
                 let v = secrets
@@ -278,7 +279,7 @@ async fn admin(secrets: &Secrets, args: &SecretsArgs) -> anyhow::Result<()> {
                     )
                     .await
                     .map_err(e)?;
-                out["version"] = v.to_json();
+                out["version"] = wire::version(&v);
             }
             print(&out);
         }
@@ -288,7 +289,7 @@ async fn admin(secrets: &Secrets, args: &SecretsArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(e)?
                 .iter()
-                .map(|s| s.to_json())
+                .map(wire::secret)
                 .collect();
             print(&serde_json::json!(list));
         }
@@ -312,7 +313,7 @@ async fn admin(secrets: &Secrets, args: &SecretsArgs) -> anyhow::Result<()> {
                     )
                     .await
                     .map_err(e)?;
-                print(&v.to_json());
+                print(&wire::version(&v));
             }
             VersionsCommand::List { secret } => {
                 let list: Vec<_> = secrets
@@ -320,7 +321,7 @@ async fn admin(secrets: &Secrets, args: &SecretsArgs) -> anyhow::Result<()> {
                     .await
                     .map_err(e)?
                     .iter()
-                    .map(|v| v.to_json())
+                    .map(wire::version)
                     .collect();
                 print(&serde_json::json!(list));
             }
@@ -349,7 +350,7 @@ async fn admin(secrets: &Secrets, args: &SecretsArgs) -> anyhow::Result<()> {
                     )
                     .await
                     .map_err(e)?;
-                print(&out.to_json());
+                print(&wire::version(&out));
             }
         },
         SecretsCommand::Serve { .. }

@@ -7,6 +7,10 @@
 //! backend connections (`upstream`), metrics (`metrics`) and config versions (`reload`).
 //! Holds no state beyond caches and config versions; stores nothing on disk.
 //!
+//! Must not: store state, or reach into Gatehouse's other components: identity, IAM and the
+//! backends are spoken to over their public HTTP protocols only (the one shared code is
+//! token verification, `gatehouse-tokens` and `gatehouse-verify`).
+//!
 //! Module order, no cycles: `h1` → `plan` → `auth`/`identity`/`config`/`template`; `h1` →
 //! `upstream`; everything may use `metrics` and `error`.
 

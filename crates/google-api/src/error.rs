@@ -224,6 +224,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_iam_error_has_googles_status_and_name() {
+        for (e, status, name) in [
+            (
+                IamError::InvalidArgument("m".into()),
+                400,
+                "INVALID_ARGUMENT",
+            ),
+            (
+                IamError::FailedPrecondition("m".into()),
+                400,
+                "FAILED_PRECONDITION",
+            ),
+            (
+                IamError::Unauthenticated("m".into()),
+                401,
+                "UNAUTHENTICATED",
+            ),
+            (
+                IamError::PermissionDenied("m".into()),
+                403,
+                "PERMISSION_DENIED",
+            ),
+            (IamError::NotFound("m".into()), 404, "NOT_FOUND"),
+            (IamError::AlreadyExists("m".into()), 409, "ALREADY_EXISTS"),
+            (IamError::Aborted("m".into()), 409, "ABORTED"),
+            (IamError::Internal("m".into()), 500, "INTERNAL"),
+        ] {
+            let (got, _, body) = parts(ApiError::from(e)).await;
+            assert_eq!((got, &body["error"]["status"]), (status, &json!(name)));
+            assert_eq!(body["error"]["code"], status);
+        }
+    }
+
+    #[tokio::test]
     async fn every_code_has_its_status_and_name() {
         for code in Code::ALL {
             let (status, _, body) = parts(ApiError::new(code, "m")).await;

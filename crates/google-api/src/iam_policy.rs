@@ -1,13 +1,30 @@
 //! The google.iam.v1 IAMPolicy mixin every resource with a policy serves:
-//! `:getIamPolicy`, `:setIamPolicy`, `:testIamPermissions`.
+//! `:getIamPolicy`, `:setIamPolicy`, `:testIamPermissions`, and the Policy message's JSON.
 
 use gatehouse_iam::Policy;
+use gatehouse_iam::policy::etag;
 use serde_json::{Value, json};
 
 use crate::{ApiError, Call, Caller, Code};
 
 /// The mixin's verbs.
 pub const VERBS: [&str; 3] = ["getIamPolicy", "setIamPolicy", "testIamPermissions"];
+
+/// Google's JSON for `policy` after `writes` writes (`google/iam/v1/policy.proto`): version 1,
+/// the etag, and the bindings when there are any.
+pub fn policy_json(policy: &Policy, writes: i64) -> Value {
+    let mut v = json!({"version": 1, "etag": etag(writes)});
+    if !policy.bindings.is_empty() {
+        v["bindings"] = json!(
+            policy
+                .bindings
+                .iter()
+                .map(|b| json!({"role": b.role, "members": b.members}))
+                .collect::<Vec<_>>()
+        );
+    }
+    v
+}
 
 /// Strings from a JSON array, or a comma-separated string (some clients send one).
 pub fn strings(v: Option<&Value>) -> Vec<String> {
@@ -52,7 +69,7 @@ pub async fn policy_verb(
                 )));
             }
             let current = iam.policy(resource).await?;
-            Ok(current.0.to_json(current.1))
+            Ok(policy_json(&current.0, current.1))
         }
         "setIamPolicy" => {
             caller
@@ -77,7 +94,7 @@ pub async fn policy_verb(
                 Policy::from_json(p)?
             };
             let writes = iam.set_policy(resource, &next, etag).await?;
-            Ok(next.to_json(writes))
+            Ok(policy_json(&next, writes))
         }
         "testIamPermissions" => {
             let b = call.json()?;
@@ -95,5 +112,33 @@ pub async fn policy_verb(
             Code::NotFound,
             format!("Unknown method :{verb}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_shows_version_etag_and_its_bindings() {
+        assert_eq!(
+            policy_json(&Policy::default(), 0),
+            json!({"version": 1, "etag": "ACAB"})
+        );
+        let mut p = Policy::default();
+        p.add("roles/run.invoker", "user:b@example.com");
+        p.add("roles/run.invoker", "allUsers");
+        p.add("roles/owner", "user:a@example.com");
+        assert_eq!(
+            policy_json(&p, 1),
+            json!({
+                "version": 1,
+                "etag": "AAAAAAAAAAE=",
+                "bindings": [
+                    {"role": "roles/owner", "members": ["user:a@example.com"]},
+                    {"role": "roles/run.invoker", "members": ["allUsers", "user:b@example.com"]},
+                ],
+            })
+        );
     }
 }

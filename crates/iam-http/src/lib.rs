@@ -8,20 +8,26 @@
 //!   (`/v1/projects/{p}:getIamPolicy` …), and the IAM Credentials API
 //!   (`…/serviceAccounts/{email}:generateIdToken` …) on the same paths ([`api`]).
 //!
-//! Owns: IAM's route table and its resources' JSON. Google's conventions (routing, the error
-//! envelope, callers, the IAM policy mixin) come from `gatehouse-google-api`. Must not: decide
-//! access (that is `gatehouse-iam`) or serve metadata servers (`gatehouse-metadata`).
+//! Owns: IAM's route table and its resources' JSON, the OAuth token endpoint's bodies and
+//! statuses (`token`), the x509 map and JWK set of an account's published keys.
+//! Google's conventions (routing, the error envelope and the status of each `gatehouse-iam`
+//! error, callers, the IAM policy mixin and the Policy message) come from
+//! `gatehouse-google-api`.
+//!
+//! Must not: decide access or validate grants (that is `gatehouse-iam`), write SQL, or serve
+//! metadata servers (`gatehouse-metadata`).
 
 #![forbid(unsafe_code)]
 
 mod api;
+mod token;
 
 use axum::Json;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_google_api::{Api, ApiError, Call, Miss};
-use gatehouse_iam::Iam;
-use serde_json::json;
+use gatehouse_iam::{Iam, PublishedKey};
+use serde_json::{Value, json};
 
 /// The IAM HTTP API (everything but metadata servers), on one router.
 pub fn router(iam: Iam) -> axum::Router {
@@ -31,7 +37,7 @@ pub fn router(iam: Iam) -> axum::Router {
 fn table() -> Api<Iam> {
     let mut api = Api::new();
     for path in ["/token", "/oauth2/v4/token", "/o/oauth2/token"] {
-        api = api.route(Method::POST, path, token_endpoint);
+        api = api.route(Method::POST, path, token::token_endpoint);
     }
     api = api
         .route(Method::GET, "/oauth2/v1/certs", x509_certs)
@@ -105,46 +111,55 @@ async fn discovery(iam: Iam, _: Call) -> Result<Response, ApiError> {
 }
 
 async fn account_x509(iam: Iam, call: Call) -> Result<Response, ApiError> {
-    let doc = iam.public_x509(call.capture("email")).await?;
-    Ok(cacheable(doc.to_string(), 300))
+    let keys = iam.published_keys(call.capture("email")).await?;
+    Ok(cacheable(x509_map(&keys).to_string(), 300))
 }
 
 async fn account_jwks(iam: Iam, call: Call) -> Result<Response, ApiError> {
-    let doc = iam.public_jwks(call.capture("email")).await?;
-    Ok(cacheable(doc.to_string(), 300))
+    let keys = iam.published_keys(call.capture("email")).await?;
+    Ok(cacheable(jwk_set(&keys).to_string(), 300))
 }
 
-/// The OAuth token endpoint; its errors are OAuth's `{"error","error_description"}`, not
-/// Google's API envelope.
-async fn token_endpoint(iam: Iam, call: Call) -> Result<Response, ApiError> {
-    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&call.body).unwrap_or_default();
-    let host = call
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    let base = iam.config().public_url.trim_end_matches('/');
-    let own = vec![
-        format!("{base}/token"),
-        format!("http://{host}/token"),
-        format!("https://{host}/token"),
-    ];
-    Ok(match iam.grant(&form, &own).await {
-        Ok(g) => Json(g.0).into_response(),
-        Err(e) => {
-            if e.status >= 500 {
-                tracing::error!(error = %e.description, "token endpoint failed");
-            }
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-            (status, Json(e.body())).into_response()
-        }
-    })
+/// An account's keys as Google's `{kid: PEM certificate}` map.
+fn x509_map(keys: &[PublishedKey]) -> Value {
+    Value::Object(
+        keys.iter()
+            .map(|k| (k.key_id.clone(), Value::String(k.certificate.clone())))
+            .collect(),
+    )
+}
+
+/// An account's keys as a JWK set (`{"keys": [...]}`).
+fn jwk_set(keys: &[PublishedKey]) -> Value {
+    json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn the_route_table_parses() {
-        assert_eq!(super::table().check(), Ok(()));
+        assert_eq!(table().check(), Ok(()));
+    }
+
+    #[test]
+    fn account_keys_are_served_as_an_x509_map_and_a_jwk_set() {
+        let key = |id: &str| PublishedKey {
+            key_id: id.into(),
+            certificate: format!("-----BEGIN CERTIFICATE-----\n{id}\n"),
+            jwk: json!({"kid": id, "kty": "RSA"}),
+        };
+        let keys = [key("b"), key("a")];
+        assert_eq!(
+            x509_map(&keys).to_string(),
+            r#"{"a":"-----BEGIN CERTIFICATE-----\na\n","b":"-----BEGIN CERTIFICATE-----\nb\n"}"#
+        );
+        assert_eq!(
+            jwk_set(&keys),
+            json!({"keys": [{"kid": "b", "kty": "RSA"}, {"kid": "a", "kty": "RSA"}]})
+        );
+        assert_eq!(x509_map(&[]).to_string(), "{}");
+        assert_eq!(jwk_set(&[]).to_string(), r#"{"keys":[]}"#);
     }
 }

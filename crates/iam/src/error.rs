@@ -1,7 +1,8 @@
-//! The crate's one error type: Google's canonical codes, with Google's wording for the
-//! common cases.
+//! The crate's one error type: one variant per Google canonical code, with Google's wording
+//! for the common cases. Statuses and error bodies are the HTTP crates' (`gatehouse-google-api`
+//! maps these errors to its `ApiError`).
 
-/// Errors, with Google's canonical status.
+/// Errors, by Google's canonical code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -23,32 +24,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status Google maps the canonical code to.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Self::InvalidArgument(_) | Self::FailedPrecondition(_) => 400,
-            Self::Unauthenticated(_) => 401,
-            Self::PermissionDenied(_) => 403,
-            Self::NotFound(_) => 404,
-            Self::AlreadyExists(_) | Self::Aborted(_) => 409,
-            Self::Internal(_) => 500,
-        }
-    }
-
-    /// The canonical code's name.
-    pub fn status(&self) -> &'static str {
-        match self {
-            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
-            Self::FailedPrecondition(_) => "FAILED_PRECONDITION",
-            Self::Unauthenticated(_) => "UNAUTHENTICATED",
-            Self::PermissionDenied(_) => "PERMISSION_DENIED",
-            Self::NotFound(_) => "NOT_FOUND",
-            Self::AlreadyExists(_) => "ALREADY_EXISTS",
-            Self::Aborted(_) => "ABORTED",
-            Self::Internal(_) => "INTERNAL",
-        }
-    }
-
     /// The permission-denied error Google gives for `permission` on `resource`.
     pub fn denied(permission: &str, resource: &str) -> Self {
         Self::PermissionDenied(format!(

@@ -1,6 +1,6 @@
 //! Service-account keys: user-managed keys (the private key exists only in the key file
-//! handed out), the system-managed key that signs blobs and JWTs, and key publication as an
-//! x509 map and a JWK set.
+//! handed out), the system-managed key that signs blobs and JWTs, and which public keys are
+//! published.
 
 use std::sync::Arc;
 
@@ -14,6 +14,16 @@ use crate::{Error, Iam, Result, url_escape};
 const SYSTEM_KEY_MS: i64 = 14 * 86_400_000;
 /// User-managed keys never expire (Google's default); stored as far in the future.
 const NO_EXPIRY_MS: i64 = 253_402_300_799_000;
+
+/// A service account's public key as published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedKey {
+    pub key_id: String,
+    /// The x509 certificate (PEM).
+    pub certificate: String,
+    /// The public key as a JWK (`null` if the stored form does not parse).
+    pub jwk: Value,
+}
 
 fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
@@ -157,27 +167,20 @@ impl Iam {
         Ok(key)
     }
 
-    /// The account's published public keys (enabled, unexpired) as `{kid: PEM certificate}`.
-    pub async fn public_x509(&self, email: &str) -> Result<Value> {
+    /// The account's published public keys: enabled and unexpired, in key order. (The x509
+    /// map and the JWK set served from them are `gatehouse-iam-http`'s.)
+    pub async fn published_keys(&self, email: &str) -> Result<Vec<PublishedKey>> {
         let now = self.now_ms();
-        let mut map = serde_json::Map::new();
-        for k in self.keys(email).await? {
-            if !k.disabled && k.expires_at > now {
-                map.insert(k.key_id.clone(), Value::String(k.certificate.clone()));
-            }
-        }
-        Ok(Value::Object(map))
-    }
-
-    /// The account's published public keys as a JWK set.
-    pub async fn public_jwks(&self, email: &str) -> Result<Value> {
-        let now = self.now_ms();
-        let mut keys = Vec::new();
-        for k in self.keys(email).await? {
-            if !k.disabled && k.expires_at > now {
-                keys.push(serde_json::from_str::<Value>(&k.public_jwk).unwrap_or(Value::Null));
-            }
-        }
-        Ok(json!({ "keys": keys }))
+        Ok(self
+            .keys(email)
+            .await?
+            .into_iter()
+            .filter(|k| !k.disabled && k.expires_at > now)
+            .map(|k| PublishedKey {
+                jwk: serde_json::from_str::<Value>(&k.public_jwk).unwrap_or(Value::Null),
+                key_id: k.key_id,
+                certificate: k.certificate,
+            })
+            .collect())
     }
 }

@@ -11,7 +11,13 @@
 //! [`policy`] and [`roles`] (the policy document, the predefined roles), `audit` (the decision
 //! log), `resource` (resource names and id rules).
 //!
-//! Must not: speak HTTP (that is `gatehouse-iam-http`) or write SQL (that is `gatehouse-store`).
+//! Answers leave as typed values (records, [`Policy`] with its write count, [`Grant`] and
+//! [`GrantError`], [`PublishedKey`]s); errors carry Google's canonical codes, not statuses.
+//! Token claims and the service-account key file are this crate's content, not a wire format.
+//!
+//! Must not: speak HTTP, know HTTP statuses or the JSON shapes of the APIs' responses (that is
+//! `gatehouse-iam-http`, with `gatehouse-google-api` for the error envelope and the Policy
+//! message), or write SQL (that is `gatehouse-store`).
 
 #![forbid(unsafe_code)]
 
@@ -30,12 +36,13 @@ mod tokens;
 
 pub use credentials::{SignedJwt, decode_bytes};
 pub use error::{Error, Result};
+pub use keys::PublishedKey;
 pub use policy::Policy;
 pub use principal::Principal;
 pub use resource::{
     account_resource, ancestors, project_resource, resource_project, valid_project_id,
 };
-pub use tokens::{GrantError, GrantResponse, ID_TOKEN_ISSUER};
+pub use tokens::{Grant, GrantError, GrantErrorKind, ID_TOKEN_ISSUER};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
-//! IAM policies in Google's JSON shape (`google/iam/v1/policy.proto`): bindings of roles to
-//! members, etags for read-modify-write, and who a member is.
+//! IAM policies (`google/iam/v1/policy.proto`): bindings of roles to members, their
+//! validation, etags for read-modify-write, and who a member is. The Policy message's JSON
+//! is `gatehouse-google-api`'s (`iam_policy::policy_json`).
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -221,20 +222,6 @@ impl Policy {
             }
         }
         Ok(out)
-    }
-
-    /// Google's JSON for this policy at `writes` writes.
-    pub fn to_json(&self, writes: i64) -> Value {
-        let mut v = json!({"version": 1, "etag": etag(writes)});
-        if !self.bindings.is_empty() {
-            v["bindings"] = json!(
-                self.bindings
-                    .iter()
-                    .map(|b| json!({"role": b.role, "members": b.members}))
-                    .collect::<Vec<_>>()
-            );
-        }
-        v
     }
 }
 

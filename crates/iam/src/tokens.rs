@@ -28,40 +28,67 @@ const GRANT_AUDIENCES: [&str; 4] = [
 ];
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-/// A token endpoint answer (the JSON body).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GrantResponse(pub Value);
+/// What the token endpoint grants (its JSON is `gatehouse-iam-http`'s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// An ID token: the assertion named a `target_audience`.
+    IdToken(String),
+    /// An access token for the assertion's scopes, valid for `expires_in` seconds.
+    AccessToken { token: String, expires_in: i64 },
+}
 
-/// A token endpoint error: `{"error", "error_description"}` with its status.
+/// Why the token endpoint refused, by OAuth 2.0's error codes (RFC 6749 §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantErrorKind {
+    /// A required parameter is missing (`invalid_request`).
+    InvalidRequest,
+    /// The assertion is not acceptable: signature, issuer, audience, times, account
+    /// (`invalid_grant`).
+    InvalidGrant,
+    /// Not the JWT-bearer grant (`unsupported_grant_type`).
+    UnsupportedGrantType,
+    /// No scope asked for (`invalid_scope`).
+    InvalidScope,
+    /// Our failure, not the client's (`internal_failure`).
+    Internal,
+}
+
+impl GrantErrorKind {
+    /// The OAuth `error` code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::Internal => "internal_failure",
+        }
+    }
+}
+
+/// A token endpoint refusal: what kind, and the `error_description` in Google's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantError {
-    pub status: u16,
-    pub error: &'static str,
+    pub kind: GrantErrorKind,
     pub description: String,
 }
 
 impl GrantError {
-    fn invalid_grant(description: impl Into<String>) -> Self {
+    fn new(kind: GrantErrorKind, description: impl Into<String>) -> Self {
         Self {
-            status: 400,
-            error: "invalid_grant",
+            kind,
             description: description.into(),
         }
     }
 
-    /// The JSON body.
-    pub fn body(&self) -> Value {
-        json!({"error": self.error, "error_description": self.description})
+    fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(GrantErrorKind::InvalidGrant, description)
     }
 }
 
 impl From<Error> for GrantError {
     fn from(e: Error) -> Self {
-        Self {
-            status: 500,
-            error: "internal_failure",
-            description: e.to_string(),
-        }
+        Self::new(GrantErrorKind::Internal, e.to_string())
     }
 }
 
@@ -265,13 +292,13 @@ impl Iam {
 
     /// The token endpoint: `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` with an
     /// assertion signed by a service-account key. With `target_audience` in the assertion the
-    /// answer is `{"id_token"}`, else an access token for the assertion's `scope`.
+    /// grant is an ID token, else an access token for the assertion's `scope`.
     /// `own_urls` are further audiences the assertion may name (this server's token URL).
     pub async fn grant(
         &self,
         form: &[(String, String)],
         own_urls: &[String],
-    ) -> Result<GrantResponse, GrantError> {
+    ) -> Result<Grant, GrantError> {
         let param = |name: &str| {
             form.iter()
                 .find(|(k, _)| k == name)
@@ -280,24 +307,23 @@ impl Iam {
         match param("grant_type") {
             Some(JWT_BEARER) => {}
             Some(other) => {
-                return Err(GrantError {
-                    status: 400,
-                    error: "unsupported_grant_type",
-                    description: format!("Invalid grant_type: {other}"),
-                });
+                return Err(GrantError::new(
+                    GrantErrorKind::UnsupportedGrantType,
+                    format!("Invalid grant_type: {other}"),
+                ));
             }
             None => {
-                return Err(GrantError {
-                    status: 400,
-                    error: "unsupported_grant_type",
-                    description: "Invalid grant_type: ".into(),
-                });
+                return Err(GrantError::new(
+                    GrantErrorKind::UnsupportedGrantType,
+                    "Invalid grant_type: ",
+                ));
             }
         }
-        let assertion = param("assertion").ok_or(GrantError {
-            status: 400,
-            error: "invalid_request",
-            description: "Missing required parameter: assertion".into(),
+        let assertion = param("assertion").ok_or_else(|| {
+            GrantError::new(
+                GrantErrorKind::InvalidRequest,
+                "Missing required parameter: assertion",
+            )
         })?;
         let bad_signature = || GrantError::invalid_grant("Invalid JWT Signature.");
         let (header, unverified) = decode_unverified(assertion).map_err(|_| bad_signature())?;
@@ -365,7 +391,7 @@ impl Iam {
             // Key-file ID tokens name the account's email in `azp` (metadata-server and
             // generateIdToken ones its unique id).
             let token = self.mint_id_token(&account, audience, true, true)?;
-            return Ok(GrantResponse(json!({ "id_token": token })));
+            return Ok(Grant::IdToken(token));
         }
         let scopes: Vec<String> = text(&claims, "scope")
             .unwrap_or_default()
@@ -373,18 +399,13 @@ impl Iam {
             .map(str::to_owned)
             .collect();
         if scopes.is_empty() {
-            return Err(GrantError {
-                status: 400,
-                error: "invalid_scope",
-                description: "Empty or missing scope not allowed.".into(),
-            });
+            return Err(GrantError::new(
+                GrantErrorKind::InvalidScope,
+                "Empty or missing scope not allowed.",
+            ));
         }
         let (token, expires_in) =
             self.mint_access_token(&account, &scopes, Some(&key.key_id), TOKEN_LIFETIME)?;
-        Ok(GrantResponse(json!({
-            "access_token": token,
-            "expires_in": expires_in,
-            "token_type": "Bearer",
-        })))
+        Ok(Grant::AccessToken { token, expires_in })
     }
 }

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_iam::{Error, Iam, IamConfig, Policy, Principal, account_resource, policy};
+use gatehouse_iam::{
+    Error, Grant, GrantErrorKind, Iam, IamConfig, Policy, Principal, account_resource, policy,
+};
 use gatehouse_keyring::ManualClock;
 use gatehouse_store::Store;
 use gatehouse_testkit::{PgCluster, TempDir};
@@ -127,12 +129,16 @@ async fn story(store: Store) {
             &[],
         )
         .await
-        .unwrap()
-        .0;
-    let access = granted["access_token"].as_str().unwrap().to_owned();
+        .unwrap();
+    let Grant::AccessToken {
+        token: access,
+        expires_in,
+    } = granted
+    else {
+        panic!("an access token was asked for: {granted:?}");
+    };
     assert!(access.starts_with("ya29."));
-    assert_eq!(granted["token_type"], "Bearer");
-    assert_eq!(granted["expires_in"], 3599);
+    assert_eq!(expires_in, 3599);
     assert_eq!(
         iam.authenticate(&access, AUD).await.unwrap(),
         Principal::ServiceAccount {
@@ -140,7 +146,7 @@ async fn story(store: Store) {
             unique_id: app.unique_id.clone()
         }
     );
-    let id = iam
+    let Grant::IdToken(id) = iam
         .grant(
             &form(&assertion(
                 &file,
@@ -151,10 +157,9 @@ async fn story(store: Store) {
         )
         .await
         .unwrap()
-        .0["id_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    else {
+        panic!("an ID token was asked for");
+    };
     let c = iam
         .verify_id_token(&id, &["https://hello.example".into()])
         .await
@@ -206,7 +211,7 @@ async fn story(store: Store) {
         encode_rs256(&k, &forged).unwrap()
     };
     let e = err(iam.grant(&form(&forged_token), &[]).await);
-    assert_eq!((e.status, e.error), (400, "invalid_grant"));
+    assert_eq!(e.kind, GrantErrorKind::InvalidGrant);
     assert_eq!(e.description, "Invalid JWT Signature.");
     forged.insert("aud".into(), json!("https://evil.example/token"));
     let e = err(iam
@@ -227,7 +232,7 @@ async fn story(store: Store) {
     let e = err(iam
         .grant(&[("grant_type".into(), "password".into())], &[])
         .await);
-    assert_eq!(e.error, "unsupported_grant_type");
+    assert_eq!(e.kind, GrantErrorKind::UnsupportedGrantType);
     // Own token URL accepted as audience.
     assert!(
         iam.grant(
@@ -444,20 +449,20 @@ async fn story(store: Store) {
         .unwrap();
     assert_eq!(blob_kid, signed.key_id);
     // Both verify against the account's published keys.
-    let jwks = iam.public_jwks(&app.email).await.unwrap();
-    let key = jwks["keys"]
-        .as_array()
-        .unwrap()
+    let published = iam.published_keys(&app.email).await.unwrap();
+    let key = published
         .iter()
-        .find(|k| k["kid"] == signed.key_id.as_str())
-        .map(|k| PublicKey::from_jwk(k).unwrap())
+        .find(|k| k.jwk["kid"] == signed.key_id.as_str())
+        .map(|k| PublicKey::from_jwk(&k.jwk).unwrap())
         .unwrap();
     verify_with_key(&signed.signed_jwt, &key).unwrap();
     assert!(key.verify_rs256(b"blob", &sig));
     assert!(
-        iam.public_x509(&app.email).await.unwrap()[&record.key_id]
-            .as_str()
+        published
+            .iter()
+            .find(|k| k.key_id == record.key_id)
             .unwrap()
+            .certificate
             .contains("BEGIN CERTIFICATE")
     );
     assert!(matches!(
@@ -496,7 +501,7 @@ async fn story(store: Store) {
     let e = err(iam
         .grant(&form(&assertion(&file, json!({"scope": "s"}), now)), &[])
         .await);
-    assert_eq!(e.error, "invalid_grant");
+    assert_eq!(e.kind, GrantErrorKind::InvalidGrant);
     iam.set_account_disabled(&app.email, false).await.unwrap();
     assert!(iam.authenticate(&access, AUD).await.is_ok());
 
@@ -508,7 +513,13 @@ async fn story(store: Store) {
         .grant(&form(&assertion(&file, json!({"scope": "s"}), now)), &[])
         .await);
     assert_eq!(e.description, "Invalid JWT Signature.");
-    assert!(iam.public_x509(&app.email).await.unwrap()[&record.key_id].is_null());
+    assert!(
+        iam.published_keys(&app.email)
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.key_id != record.key_id)
+    );
 
     // The audit log has every decision, allowed or not, and no token material.
     let log = iam.audit_log(500).await.unwrap();

@@ -4,14 +4,24 @@
 //!
 //! Handlers are thin: they resolve the caller, decode the body leniently (snake_case or
 //! camelCase keys, numbers as strings), call `gatehouse-identity`, and shape the Firebase
-//! response. No SQL and no identity rules here.
+//! response.
+//!
+//! Owns the wire: routes, CORS, the Firebase error body and every status (`error`), the
+//! responses' JSON (accounts' `UserInfo` in `account`, `VerifyAssertionResponse` in `idp`,
+//! the rest beside their routes), key publication and the action page.
+//!
+//! Must not: decide anything about identities (who may sign in, what a token holds: that is
+//! `gatehouse-identity`) or write SQL (`gatehouse-store`; its records pass through only as
+//! `gatehouse-identity` hands them over).
 
 #![forbid(unsafe_code)]
 
+mod account;
 mod action;
 mod cors;
 mod error;
 mod hosted;
+mod idp;
 mod keys;
 mod paths;
 mod request;

@@ -16,12 +16,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use gatehouse_google_api::path::SplitPath;
 use gatehouse_identity::{
-    AccountView, Caller, Error, Identity, IssuedTokens, Mode, OobKind, ProjectSettings, Result,
+    Caller, Error, Identity, IssuedTokens, Mode, OobKind, ProjectSettings, Result,
 };
 use serde_json::{Map, Value, json};
 
 use crate::MAX_BODY;
+use crate::account::AccountView;
 use crate::error::ApiError;
+use crate::idp::verify_assertion_response;
 use crate::paths::{EMULATOR, TOOLKIT, Toolkit};
 use crate::request::{Credentials, body_object, decode, query_param};
 
@@ -216,7 +218,7 @@ async fn dispatch(
             let req: gatehouse_identity::SignInWithIdpRequest = decode(body)?;
             let return_credential = req.return_idp_credential.unwrap_or(false);
             let done = identity.sign_in_with_idp(&caller, req).await?;
-            Ok(identity.idp_response(&done, return_credential))
+            Ok(verify_assertion_response(&done, return_credential))
         }
         "accounts:sendVerificationCode"
         | "accounts:signInWithPhoneNumber"

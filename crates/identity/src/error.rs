@@ -1,30 +1,31 @@
-//! The identity error: Firebase error codes plus the few protocol-level failures.
+//! The identity error: Firebase error codes plus the few protocol-level failures. Statuses and
+//! the Firebase error body are `gatehouse-identity-http`'s (`ApiError`).
 
 /// An identity failure, in the vocabulary of the Identity Toolkit API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// A business error: HTTP 400 with `message` = `CODE` or `CODE : detail`.
+    /// A business error, by Firebase code: `message` is `CODE` or `CODE : detail`.
     #[error("{code}")]
     Code {
         code: &'static str,
         detail: Option<String>,
     },
-    /// Malformed request (bad JSON, wrong types): 400 `INVALID_ARGUMENT`.
+    /// Malformed request (bad JSON, wrong types): `INVALID_ARGUMENT`.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// No or unusable credentials: 403 `PERMISSION_DENIED`.
+    /// No or unusable credentials: `PERMISSION_DENIED`.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
-    /// Bad OAuth credentials: 401 `UNAUTHENTICATED`.
+    /// Bad OAuth credentials: `UNAUTHENTICATED`.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
-    /// The route or project does not exist: 404.
+    /// The operation or project does not exist: `NOT_FOUND`.
     #[error("not found: {0}")]
     NotFound(String),
-    /// A documented operation this server does not offer: 501.
+    /// A documented operation this server does not offer: `NOT_IMPLEMENTED`.
     #[error("not implemented: {0}")]
     NotImplemented(String),
-    /// Our fault: 500 with no detail for the client; the text is logged.
+    /// Our fault: `INTERNAL`, with no detail for the client; the text is for the log.
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -10,8 +10,14 @@
 //! by concern: provider configuration, discovery, the hosted page's code flow,
 //! `accounts:signInWithIdp`, and account linking.
 //!
-//! Must not: speak HTTP to its callers (that is `gatehouse-identity-http`; the only HTTP here
-//! is outbound, to identity providers) or write SQL (that is `gatehouse-store`).
+//! Answers leave as typed values (`IdpSignedIn`, `UserRecord`, tokens, errors by Firebase
+//! code); requests arrive as the typed structs of `requests`, which `gatehouse-identity-http`
+//! decodes.
+//!
+//! Must not: speak HTTP to its callers, know HTTP statuses or the JSON shapes of the API's
+//! responses (all of that is `gatehouse-identity-http`'s; the only HTTP here is outbound, to
+//! identity providers), or write SQL (that is `gatehouse-store`). Token claims are this
+//! crate's: they are what it signs, not a wire format.
 
 #![forbid(unsafe_code)]
 
@@ -45,7 +51,7 @@ pub use limits::Limits;
 pub use mail::Mailer;
 pub use requests::*;
 pub use session::{Caller, IssuedTokens, RefreshedTokens};
-pub use user::{AccountView, ProviderInfo};
+pub use user::{ProviderInfo, provider_infos};
 
 use std::collections::HashMap;
 use std::net::IpAddr;

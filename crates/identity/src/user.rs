@@ -1,4 +1,5 @@
-//! Accounts as clients see them, and the small rules about e-mails, ids and providers.
+//! Accounts: their providers, and the small rules about e-mails, ids, phone numbers and claims.
+//! (The Firebase `UserInfo` JSON of an account is `gatehouse-identity-http`'s.)
 
 use gatehouse_store::UserRecord;
 use serde::{Deserialize, Serialize};
@@ -6,10 +7,8 @@ use serde_json::{Map, Value, json};
 
 use crate::{Error, Result};
 
-/// What production shows instead of a password hash ("REDACTED", base64).
-pub const REDACTED_HASH: &str = "UkVEQUNURUQ=";
-
-/// A linked provider, as stored in the account's `providers` list and shown in `providerUserInfo`.
+/// A linked provider, as stored in the account's `providers` list (JSON text) and shown in
+/// `providerUserInfo`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderInfo {
@@ -29,82 +28,14 @@ pub struct ProviderInfo {
     pub screen_name: Option<String>,
 }
 
-/// The Firebase `UserInfo` shape returned by lookup, batchGet, query and update.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AccountView {
-    pub local_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    pub email_verified: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub photo_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phone_number: Option<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub disabled: bool,
-    pub provider_user_info: Vec<ProviderInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password_hash: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password_updated_at: Option<i64>,
-    pub valid_since: String,
-    pub created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_login_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_refresh_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub custom_attributes: Option<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub custom_auth: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub email_link_signin: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub initial_email: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant_id: Option<String>,
-}
-
-impl AccountView {
-    /// The view of a stored account.
-    pub fn of(user: &UserRecord) -> Self {
-        Self {
-            local_id: user.local_id.clone(),
-            email: user.email.clone(),
-            email_verified: user.email_verified,
-            display_name: user.display_name.clone(),
-            photo_url: user.photo_url.clone(),
-            phone_number: user.phone_number.clone(),
-            disabled: user.disabled,
-            provider_user_info: provider_infos(user),
-            password_hash: user
-                .password_hash
-                .as_ref()
-                .map(|_| REDACTED_HASH.to_owned()),
-            password_updated_at: user.password_updated_at,
-            valid_since: user.valid_since_secs.to_string(),
-            created_at: user.created_at.to_string(),
-            last_login_at: user.last_login_at.map(|t| t.to_string()),
-            last_refresh_at: user.last_refresh_at.map(iso8601),
-            custom_attributes: user.custom_attributes.clone(),
-            custom_auth: user.custom_auth,
-            email_link_signin: user.email_link_signin,
-            initial_email: user.initial_email.clone(),
-            tenant_id: (!user.tenant_id.is_empty()).then(|| user.tenant_id.clone()),
-        }
-    }
-}
-
 /// The federated providers stored on an account.
 pub(crate) fn stored_providers(user: &UserRecord) -> Vec<ProviderInfo> {
     serde_json::from_str(&user.providers).unwrap_or_default()
 }
 
-/// `providerUserInfo`: the password and phone entries are synthesized, as Firebase does.
-pub(crate) fn provider_infos(user: &UserRecord) -> Vec<ProviderInfo> {
+/// An account's providers as Firebase lists them (`providerUserInfo`): the password and phone
+/// entries are synthesized from the account, the federated ones are stored.
+pub fn provider_infos(user: &UserRecord) -> Vec<ProviderInfo> {
     let mut out = Vec::new();
     if let (Some(email), Some(_)) = (&user.email, &user.password_hash) {
         out.push(ProviderInfo {
@@ -235,11 +166,6 @@ pub(crate) fn new_local_id() -> String {
         .collect()
 }
 
-/// Milliseconds since the epoch as an RFC 3339 UTC timestamp with milliseconds.
-pub(crate) fn iso8601(ms: i64) -> String {
-    gatehouse_tokens::rfc3339(ms, false)
-}
-
 /// Validates custom claims (JSON object text): no reserved names, at most 1000 characters.
 pub(crate) fn check_custom_claims(text: &str) -> Result<Map<String, Value>> {
     let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) else {
@@ -288,12 +214,6 @@ mod tests {
         for bad in ["", "a", "@b", "a@", "a b@c", "a@b@c"] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn iso_dates() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso8601(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 
     #[test]

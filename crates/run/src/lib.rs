@@ -4,6 +4,10 @@
 //! Google-style ID token and `roles/run.invoker` before anything reaches the process. A redeploy
 //! starts a new revision, waits for it, moves traffic and stops the old one. Instances are
 //! reachable only through the ingress where the host allows it ([`isolation`]).
+//!
+//! Must not: decide access itself (the ingress asks `gatehouse-iam`), decrypt secrets itself
+//! (`gatehouse-secrets` resolves them), or touch Gatehouse's store; it holds no state beyond
+//! its processes, their specs and their logs.
 
 #![forbid(unsafe_code)]
 

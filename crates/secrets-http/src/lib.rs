@@ -2,16 +2,19 @@
 //! proto3 JSON the `google-cloud-secret-manager` REST transport uses), over
 //! [`gatehouse_secrets::Secrets`].
 //!
-//! Owns: Secret Manager's route table and its resources' JSON. Google's conventions (routing,
-//! the error envelope, callers, paging, the IAM policy mixin) come from
-//! `gatehouse-google-api`. Must not: decide access or store anything (that is
-//! `gatehouse-secrets`), or depend on the IAM HTTP API.
+//! Owns: Secret Manager's route table and its resources' proto3 JSON ([`wire`], which the CLI
+//! prints too). Google's conventions (routing, the error envelope and statuses, callers,
+//! paging, the IAM policy mixin) come from `gatehouse-google-api`.
+//!
+//! Must not: decide access or store anything (that is `gatehouse-secrets`), or depend on the
+//! IAM HTTP API.
 
 #![forbid(unsafe_code)]
 
+pub mod wire;
+
 use axum::Json;
 use axum::http::Method;
-use base64::Engine as _;
 use gatehouse_google_api::iam_policy::policy_verb;
 use gatehouse_google_api::{Api, ApiError, Call, Caller, Miss, PageRequest};
 use gatehouse_secrets::{NewPayload, Secrets};
@@ -131,7 +134,7 @@ async fn list_secrets(secrets: Secrets, call: Call) -> Reply {
         .list_secrets(who.principal(), project, filter)
         .await?
         .iter()
-        .map(|s| s.to_json())
+        .map(wire::secret)
         .collect();
     page(
         list,
@@ -148,7 +151,7 @@ async fn create_secret(secrets: Secrets, call: Call) -> Reply {
     let created = secrets
         .create_secret(who.principal(), call.capture("project"), id, &call.json()?)
         .await?;
-    Ok(Json(created.to_json()))
+    Ok(Json(wire::secret(&created)))
 }
 
 async fn get_secret(secrets: Secrets, call: Call) -> Reply {
@@ -156,7 +159,7 @@ async fn get_secret(secrets: Secrets, call: Call) -> Reply {
     let secret = secrets
         .get_secret(who.principal(), &secret_name(&call))
         .await?;
-    Ok(Json(secret.to_json()))
+    Ok(Json(wire::secret(&secret)))
 }
 
 async fn update_secret(secrets: Secrets, call: Call) -> Reply {
@@ -172,7 +175,7 @@ async fn update_secret(secrets: Secrets, call: Call) -> Reply {
     let updated = secrets
         .update_secret(who.principal(), &secret_name(&call), &call.json()?, &mask)
         .await?;
-    Ok(Json(updated.to_json()))
+    Ok(Json(wire::secret(&updated)))
 }
 
 async fn delete_secret(secrets: Secrets, call: Call) -> Reply {
@@ -214,7 +217,7 @@ async fn add_version(secrets: Secrets, call: Call) -> Reply {
             },
         )
         .await?;
-    Ok(Json(version.to_json()))
+    Ok(Json(wire::version(&version)))
 }
 
 /// getIamPolicy / setIamPolicy / testIamPermissions on a secret.
@@ -251,7 +254,7 @@ async fn list_versions(secrets: Secrets, call: Call) -> Reply {
         .list_versions(who.principal(), &name, filter)
         .await?
         .iter()
-        .map(|v| v.to_json())
+        .map(wire::version)
         .collect();
     page(list, "versions", &call, &format!("{name}/versions"), filter)
 }
@@ -261,7 +264,7 @@ async fn get_version(secrets: Secrets, call: Call) -> Reply {
     let version = secrets
         .get_version(who.principal(), &version_name(&call))
         .await?;
-    Ok(Json(version.to_json()))
+    Ok(Json(wire::version(&version)))
 }
 
 async fn access(secrets: Secrets, call: Call) -> Reply {
@@ -269,13 +272,7 @@ async fn access(secrets: Secrets, call: Call) -> Reply {
     let a = secrets
         .access(who.principal(), &version_name(&call))
         .await?;
-    Ok(Json(json!({
-        "name": a.name,
-        "payload": {
-            "data": base64::engine::general_purpose::STANDARD.encode(a.data.as_slice()),
-            "dataCrc32c": a.crc32c.to_string(),
-        },
-    })))
+    Ok(Json(wire::accessed(&a)))
 }
 
 /// `:enable`, `:disable`, `:destroy` on a version.
@@ -294,7 +291,7 @@ async fn set_state(secrets: Secrets, call: Call) -> Reply {
     let version = secrets
         .set_state(who.principal(), &version_name(&call), state, etag)
         .await?;
-    Ok(Json(version.to_json()))
+    Ok(Json(wire::version(&version)))
 }
 
 #[cfg(test)]

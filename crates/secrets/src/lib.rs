@@ -10,9 +10,12 @@
 //! (list filters), [`crypto`] (envelope encryption and checksums), `rotation` (master-key
 //! rotation).
 //!
-//! Must not: speak HTTP (that is `gatehouse-secrets-http`), write SQL (that is
-//! `gatehouse-store`), make access decisions of its own (every check goes through
-//! `gatehouse-iam`, which audits it), or log a payload.
+//! Answers leave as typed views ([`SecretView`], [`VersionView`], [`Accessed`]); errors are
+//! `gatehouse-iam`'s, by canonical code.
+//!
+//! Must not: speak HTTP, know HTTP statuses or the proto3 JSON of the resources (that is
+//! `gatehouse-secrets-http`), write SQL (that is `gatehouse-store`), make access decisions of
+//! its own (every check goes through `gatehouse-iam`, which audits it), or log a payload.
 
 #![forbid(unsafe_code)]
 

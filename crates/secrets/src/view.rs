@@ -1,9 +1,8 @@
-//! What callers hand in and get back: resource names, the secret and version views (with their
-//! proto3 JSON), an accessed payload, a new payload.
+//! What callers hand in and get back: resource names, the secret and version views, an accessed
+//! payload, a new payload. Their JSON is `gatehouse-secrets-http`'s.
 
 use gatehouse_iam::{Error, Result};
 use gatehouse_store::{SecretRecord, SecretVersionRecord};
-use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 /// A secret as the API shows it.
@@ -21,29 +20,6 @@ impl SecretView {
             self.project_number, self.record.secret_id
         )
     }
-
-    /// The Secret message (proto3 JSON).
-    pub fn to_json(&self) -> Value {
-        let r = &self.record;
-        let mut v = json!({
-            "name": self.name(),
-            "replication": serde_json::from_str::<Value>(&r.replication).unwrap_or(json!({"automatic": {}})),
-            "createTime": gatehouse_tokens::rfc3339(r.created_at, false),
-            "etag": r.etag,
-        });
-        for (field, text) in [
-            ("labels", &r.labels),
-            ("annotations", &r.annotations),
-            ("versionAliases", &r.version_aliases),
-        ] {
-            if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text)
-                && !m.is_empty()
-            {
-                v[field] = Value::Object(m);
-            }
-        }
-        v
-    }
 }
 
 /// A secret version as the API shows it.
@@ -60,23 +36,6 @@ impl VersionView {
             "projects/{}/secrets/{}/versions/{}",
             self.project_number, self.record.secret_id, self.record.version
         )
-    }
-
-    /// The SecretVersion message (proto3 JSON).
-    pub fn to_json(&self) -> Value {
-        let r = &self.record;
-        let mut v = json!({
-            "name": self.name(),
-            "createTime": gatehouse_tokens::rfc3339(r.created_at, false),
-            "state": r.state,
-            "replicationStatus": {"automatic": {}},
-            "etag": r.etag,
-            "clientSpecifiedPayloadChecksum": r.client_checksum,
-        });
-        if let Some(d) = r.destroyed_at {
-            v["destroyTime"] = json!(gatehouse_tokens::rfc3339(d, false));
-        }
-        v
     }
 }
 

@@ -344,7 +344,7 @@ where
         .unwrap();
     assert_eq!(destroyed.record.state, "DESTROYED");
     assert!(destroyed.record.payload.is_none());
-    assert!(destroyed.to_json()["destroyTime"].is_string());
+    assert!(destroyed.record.destroyed_at.is_some());
     assert!(matches!(
         rotated.access(&app, &v1_name).await,
         Err(Error::FailedPrecondition(m)) if m.ends_with("is in DESTROYED state.")
@@ -402,7 +402,10 @@ where
         )
         .await
         .unwrap();
-    assert_eq!(updated.to_json()["labels"]["env"], "prod");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&updated.record.labels).unwrap()["env"],
+        "prod"
+    );
     rotated
         .set_state(&admin, &v3, "ENABLED", None)
         .await
@@ -514,13 +517,13 @@ async fn times_come_from_the_iam_clock() {
         .create_secret(&local, "clock-proj", "aa-first", &body)
         .await
         .unwrap();
-    assert_eq!(first.to_json()["createTime"], "2023-11-14T22:13:20.000Z");
+    assert_eq!(first.record.created_at, T0);
     clock.advance(1_500);
     let second = secrets
         .create_secret(&local, "clock-proj", "zz-second", &body)
         .await
         .unwrap();
-    assert_eq!(second.to_json()["createTime"], "2023-11-14T22:13:21.500Z");
+    assert_eq!(second.record.created_at, T0 + 1_500);
     let listed: Vec<String> = secrets
         .list_secrets(&local, "clock-proj", None)
         .await
@@ -539,8 +542,8 @@ async fn times_come_from_the_iam_clock() {
         )
         .await
         .unwrap();
-    assert_eq!(version.to_json()["createTime"], "2023-11-14T22:13:23.500Z");
-    assert!(version.to_json().get("destroyTime").is_none());
+    assert_eq!(version.record.created_at, T0 + 3_500);
+    assert_eq!(version.record.destroyed_at, None);
 
     clock.advance(250);
     let destroyed = secrets
@@ -552,14 +555,8 @@ async fn times_come_from_the_iam_clock() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        destroyed.to_json()["destroyTime"],
-        "2023-11-14T22:13:23.750Z"
-    );
-    assert_eq!(
-        destroyed.to_json()["createTime"],
-        "2023-11-14T22:13:23.500Z"
-    );
+    assert_eq!(destroyed.record.destroyed_at, Some(T0 + 3_750));
+    assert_eq!(destroyed.record.created_at, T0 + 3_500);
 
     let log = iam.audit_log(100).await.unwrap();
     assert!(log.iter().any(|r| r.at == T0 + 3_750

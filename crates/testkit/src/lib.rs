@@ -3,9 +3,10 @@
 //! `node --test` runner that fails when no test ran, and (feature `world`) the IAM + Secret
 //! Manager + runner world that the runner and app tests deploy into.
 //!
-//! Missing prerequisites fail loudly with the install hint; nothing here turns a test into a
-//! skip. Not for production code: no crate's `[dependencies]` may name it, only
-//! `[dev-dependencies]`.
+//! Missing prerequisites fail loudly with the install hint.
+//!
+//! Must not: turn a test into a skip, or be used by production code (no crate's
+//! `[dependencies]` may name it, only `[dev-dependencies]`).
 
 #![forbid(unsafe_code)]
 

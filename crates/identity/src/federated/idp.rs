@@ -1,11 +1,11 @@
 //! `accounts:signInWithIdp`: the SDKs hand us a provider's ID token (or Google access token),
-//! which is verified and turned into the provider's profile of the user; and the
-//! `VerifyAssertionResponse` answer.
+//! which is verified and turned into the provider's profile of the user. The
+//! `VerifyAssertionResponse` built from the outcome is `gatehouse-identity-http`'s.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::{GOOGLE_ISSUER, IdpSignedIn, form_encode};
 use crate::config::Mode;
@@ -305,55 +305,6 @@ impl Identity {
                 "unreadable tokeninfo answer",
             )),
         }
-    }
-
-    /// The response of `accounts:signInWithIdp` (`VerifyAssertionResponse`).
-    pub fn idp_response(&self, out: &IdpSignedIn, return_credential: bool) -> Value {
-        let p = &out.profile;
-        let mut v = json!({
-            "kind": "identitytoolkit#VerifyAssertionResponse",
-            "providerId": p.provider_id,
-            "federatedId": p.federated_id(),
-            "localId": out.user.local_id,
-            "emailVerified": p.email_verified,
-            "rawUserInfo": Value::Object(p.claims.clone()).to_string(),
-            "isNewUser": out.is_new_user,
-        });
-        let set = |v: &mut Value, k: &str, x: &Option<String>| {
-            if let Some(x) = x {
-                v[k] = json!(x);
-            }
-        };
-        set(&mut v, "email", &p.email);
-        set(&mut v, "displayName", &p.display_name);
-        set(&mut v, "fullName", &p.display_name);
-        set(&mut v, "photoUrl", &p.photo_url);
-        if let Some(first) = p.claims.get("given_name").and_then(Value::as_str) {
-            v["firstName"] = json!(first);
-        }
-        if let Some(last) = p.claims.get("family_name").and_then(Value::as_str) {
-            v["lastName"] = json!(last);
-        }
-        if out.need_confirmation {
-            v["needConfirmation"] = json!(true);
-            v.as_object_mut().map(|o| o.remove("localId"));
-            if let Some(email) = &out.user.email {
-                v["email"] = json!(email);
-            }
-            if return_credential {
-                v["errorMessage"] = json!("FEDERATED_USER_ID_ALREADY_LINKED");
-            }
-        }
-        if return_credential || !out.need_confirmation {
-            set(&mut v, "oauthIdToken", &out.oauth_id_token);
-            set(&mut v, "oauthAccessToken", &out.oauth_access_token);
-        }
-        if let Some(t) = &out.tokens {
-            v["idToken"] = json!(t.id_token);
-            v["refreshToken"] = json!(t.refresh_token);
-            v["expiresIn"] = json!(t.expires_in.to_string());
-        }
-        v
     }
 }
 
