@@ -45,6 +45,21 @@ pub(crate) fn connection_may_remove(name: &[u8]) -> bool {
         .any(|p| name.eq_ignore_ascii_case(p))
 }
 
+/// Whether a field name (any case) is one of [`HOP_BY_HOP`]; by length first, since this runs
+/// for every field of every response.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 => is(b"te"),
+        7 => is(b"trailer") || is(b"upgrade"),
+        10 => is(b"connection") || is(b"keep-alive"),
+        16 => is(b"proxy-connection"),
+        17 => is(b"transfer-encoding"),
+        19 => is(b"proxy-authorization"),
+        _ => false,
+    }
+}
+
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names first: most messages carry none, and a removal is a lookup each.
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
@@ -469,6 +484,27 @@ pub(crate) fn peer_header(ip: std::net::IpAddr) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn hop_by_hop_names_match_in_any_case_and_nothing_else() {
+        for n in &super::HOP_BY_HOP {
+            assert!(super::is_hop_by_hop(n.as_str().as_bytes()), "{n}");
+            assert!(super::is_hop_by_hop(
+                n.as_str().to_ascii_uppercase().as_bytes()
+            ));
+        }
+        for n in [
+            "t",
+            "tee",
+            "content-length",
+            "host",
+            "connectionx",
+            "keep-alivex",
+            "trailers",
+        ] {
+            assert!(!super::is_hop_by_hop(n.as_bytes()), "{n}");
+        }
+    }
 
     #[test]
     fn peer_addresses_are_written_as_display_writes_them() {

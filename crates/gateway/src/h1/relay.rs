@@ -430,9 +430,7 @@ impl Exchange<'_> {
         status_line(out, status, res.reason.unwrap_or(""));
         for h in res.headers.iter() {
             let name = h.name.as_bytes();
-            let hop = plan::HOP_BY_HOP
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()));
+            let hop = plan::is_hop_by_hop(name);
             let keep_te = name.eq_ignore_ascii_case(b"transfer-encoding") && !dechunk;
             if (hop && !keep_te) || dropped.iter().any(|d| name.eq_ignore_ascii_case(d)) {
                 continue;
