@@ -11,7 +11,7 @@ Series (each `wrk -t1 -c64 -d10s --latency`, 3 runs, median):
   g0  gateway, no-auth route /open            g1  gateway, valid token (verified-token cache hit)
   g2  gateway, token signed by another key    g3  gateway, a different valid token per request
   g3c control for g3: the same Lua script with a one-token list (cache hit)
-  g1m g1 with the gateway's default thread count (one per core); every other g series runs the
+  g1m g1 with the gateway's default thread count (gateway::default_threads: one per core, one core left free up to 4 cores); every other g series runs the
       gateway with --threads 1, as the peers run one nginx worker / one HAProxy thread
 
 One nginx backend (same config as the peer benchmark) runs throughout; every proxy is started
@@ -84,7 +84,7 @@ SERIES = [
     ("g3", f"Gatehouse gateway, a different valid token on every request (uncached verification)", "gateway",
      {"lua": "distinct"}),
     ("g3c", "control for g3: same Lua script, one-token list (cache hit)", "gateway", {"lua": "single"}),
-    ("g1m", "Gatehouse gateway, valid token, default threads (one per core)", "gateway",
+    ("g1m", "Gatehouse gateway, valid token, default threads (gateway::default_threads: 1 on 2 cores)", "gateway",
      {"path": "/", "token": "valid", "threads": 0}),
 ]
 LABEL = {s[0]: s[1] for s in SERIES}
@@ -275,7 +275,7 @@ def make_server(kind, work, gatehouse, how=None):
         argv = [gatehouse, "gateway", "--config", os.path.join(work, "gateway.yaml"),
                 "--listen", f"127.0.0.1:{P['gateway']}", "--admin-listen", f"127.0.0.1:{P['gateway_admin']}"]
         # One serving thread, as the peers run one worker (nginx) / one thread (HAProxy);
-        # threads 0 = the default, one per core.
+        # threads 0 = the default, gateway::default_threads.
         threads = (how or {}).get("threads", 1)
         if threads:
             argv += ["--threads", str(threads)]

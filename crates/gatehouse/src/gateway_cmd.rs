@@ -37,7 +37,8 @@ pub struct GatewayArgs {
     /// Admin listener: /metrics, /healthz, config versions.
     #[arg(long)]
     admin_listen: Option<String>,
-    /// Threads serving connections (each connection stays on one); default: one per core.
+    /// Threads serving connections (each connection stays on one); default: one per core,
+    /// leaving one core free on machines of up to four cores (one thread on two cores).
     #[arg(long, env = "GATEHOUSE_GATEWAY_THREADS")]
     threads: Option<usize>,
     /// Watch the config file and apply it once it has not changed for this many seconds

@@ -61,7 +61,7 @@ pub struct GatewayOptions {
     pub local_backend: String,
     /// Valid API keys; `None`: any present key is accepted.
     pub api_keys: Option<HashSet<String>>,
-    /// Threads serving connections; `None`: one per core.
+    /// Threads serving connections; `None`: [`default_threads`].
     pub threads: Option<usize>,
 }
 
@@ -184,11 +184,24 @@ impl Gateway {
     }
 }
 
+/// The default number of serving threads on a machine with `cores` cores: one per core, but
+/// on a machine of four cores or fewer one core is left to what shares it (the backends, the
+/// identity server, the clients). On 2 cores a second gateway thread measured a p99 three
+/// times one thread's (6.7-7.0 ms against 2.1 ms, docs/benchmarks.md): the gateway's threads
+/// and its backend preempted each other.
+pub fn default_threads(cores: usize) -> usize {
+    match cores {
+        0..=2 => 1,
+        3..=4 => cores - 1,
+        n => n,
+    }
+}
+
 /// Serves the gateway on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) until
 /// `shutdown`; then stops accepting, lets every in-flight request finish (up to 30 s) and closes
 /// idle connections.
 ///
-/// Connections are served by one single-threaded runtime per core (or
+/// Connections are served by [`default_threads`] single-threaded runtimes (or
 /// [`GatewayOptions::threads`]), each accepted connection handed to the next: a request never
 /// crosses threads, so there is no work stealing or cross-thread wake-up on the request path.
 pub async fn serve(
@@ -196,10 +209,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let threads = gateway
-        .options
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = gateway.options.threads.unwrap_or_else(|| {
+        default_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Every connection task holds a sender; `recv` returns `None` once all have finished.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
@@ -277,4 +289,13 @@ async fn worker(
     }
     drop((local_tx, done));
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), local_rx.recv()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_threads_leave_a_core_on_small_machines() {
+        let got: Vec<usize> = (0..=9).map(super::default_threads).collect();
+        assert_eq!(got, [1, 1, 1, 2, 3, 5, 6, 7, 8, 9]);
+    }
 }
