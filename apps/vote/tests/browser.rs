@@ -12,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use gatehouse_testkit::TempDir;
+use gatehouse_testkit::temp_dir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_vote_and_sign_out_in_chromium() {
@@ -30,7 +30,7 @@ async fn sign_in_vote_and_sign_out_in_chromium() {
     );
     // The identity server with `oidc.corp`, an upstream oidc-provider, for scenario E.
     let idp = identity_with(true).await;
-    let dir = TempDir::new("vote-browser").unwrap();
+    let dir = temp_dir("vote-browser").unwrap();
     let vote = spawn_vote(&[
         (
             "DATABASE_URL",

@@ -12,7 +12,7 @@ use axum::http::{Method, StatusCode};
 use gatehouse_google_api::lro::{self, Operations, OperationsHost};
 use gatehouse_google_api::{Api, ApiError, Call, Code};
 use gatehouse_store::Store;
-use gatehouse_testkit::TempDir;
+use gatehouse_testkit::{TempDir, temp_dir};
 use serde_json::{Value, json};
 
 /// A host whose callers are allowed what their `x-allow` header lists.
@@ -83,7 +83,7 @@ async fn send(
 
 #[tokio::test]
 async fn lifecycle_over_http_and_across_a_restart() {
-    let dir = TempDir::new("lro").unwrap();
+    let dir = temp_dir("lro").unwrap();
     let ops = Operations::new(store(&dir).await);
     let app = router(&ops);
     let parent = "projects/p/locations/us-central1";
@@ -155,7 +155,7 @@ async fn lifecycle_over_http_and_across_a_restart() {
 
 #[tokio::test]
 async fn wait_returns_when_done_and_cancel_ends_with_cancelled() {
-    let dir = TempDir::new("lro-wait").unwrap();
+    let dir = temp_dir("lro-wait").unwrap();
     let ops = Operations::new(store(&dir).await);
     let app = router(&ops);
     let op = ops
@@ -222,7 +222,7 @@ async fn wait_returns_when_done_and_cancel_ends_with_cancelled() {
 
 #[tokio::test]
 async fn operations_need_permission_on_their_project() {
-    let dir = TempDir::new("lro-authz").unwrap();
+    let dir = temp_dir("lro-authz").unwrap();
     let ops = Operations::new(store(&dir).await);
     let app = router(&ops);
     let op = ops

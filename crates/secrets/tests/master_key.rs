@@ -11,7 +11,7 @@ use gatehouse_iam::{Iam, IamConfig};
 use gatehouse_keyring::{Keyring, Purpose, SystemClock};
 use gatehouse_secrets::{Key, Secrets};
 use gatehouse_store::Store;
-use gatehouse_testkit::{PgCluster, TempDir};
+use gatehouse_testkit::{PgCluster, temp_dir};
 use serde_json::json;
 use sqlx::Row as _;
 
@@ -147,7 +147,7 @@ async fn rotation_covers_signing_keys(url: &str) {
 
 #[tokio::test]
 async fn sqlite_rotation_covers_signing_keys() {
-    let dir = TempDir::new("rotate-sqlite").unwrap();
+    let dir = temp_dir("rotate-sqlite").unwrap();
     rotation_covers_signing_keys(&format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("g.db").display()

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use gatehouse_run::{IsolationMode, ServiceSpec};
+use gatehouse_run::{IsolationMode, RunConfig, Runner, ServiceSpec};
 use serde_json::Value;
 
 pub const APP: &str = r#"
@@ -67,15 +67,16 @@ pub fn write_app(path: &std::path::Path, source: &str) {
     std::fs::write(path, format!("{prefix}{source}")).unwrap();
 }
 
-/// The testkit world (IAM with a zero cache TTL, Secret Manager, a runner deploying into
-/// `run-proj`) and the workload script in its directory.
+/// The world (IAM with a zero cache TTL, Secret Manager), a runner deploying into `run-proj`,
+/// and the workload script in the world's directory.
 pub struct World {
-    pub kit: gatehouse_testkit::World,
+    pub kit: gatehouse_world::World,
+    pub runner: Runner,
     pub app: PathBuf,
 }
 
 impl std::ops::Deref for World {
-    type Target = gatehouse_testkit::World;
+    type Target = gatehouse_world::World;
 
     fn deref(&self) -> &Self::Target {
         &self.kit
@@ -87,16 +88,28 @@ pub async fn world() -> World {
 }
 
 pub async fn world_with(isolation: IsolationMode, forward: Vec<std::net::SocketAddr>) -> World {
-    let mut builder = gatehouse_testkit::World::builder()
+    let kit = gatehouse_world::World::builder()
         .project("run-proj")
-        .isolation(isolation);
-    for addr in forward {
-        builder = builder.forward(addr);
-    }
-    let kit = builder.build().await.unwrap();
+        .build()
+        .await
+        .unwrap();
+    let runner = Runner::new(
+        kit.iam.clone(),
+        Some(kit.secrets.clone()),
+        RunConfig {
+            isolation,
+            forward,
+            ..RunConfig::new(
+                "run-proj",
+                "us-central1",
+                "127.0.0.1",
+                kit.dir.path().join("data"),
+            )
+        },
+    );
     let app = kit.dir.path().join("app.py");
     write_app(&app, APP);
-    World { kit, app }
+    World { kit, runner, app }
 }
 
 pub fn spec(w: &World, yaml: &str) -> ServiceSpec {
