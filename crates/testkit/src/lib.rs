@@ -14,12 +14,16 @@
 #![forbid(unsafe_code)]
 
 pub mod adversarial;
+mod browser;
+mod fetch;
 pub mod node;
 mod oneshot;
 mod pg;
 mod smtp;
 mod spawn;
 
+pub use browser::{run_in_chromium, workspace_root};
+pub use fetch::FetchJson;
 pub use node::{NodeSummary, NodeTests};
 pub use oneshot::{Reply, send};
 pub use pg::PgCluster;
