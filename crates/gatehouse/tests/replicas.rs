@@ -139,6 +139,8 @@ fn identity_and_gateway_replicas_on_one_postgres() {
     assert_eq!(status, 200);
 
     // Revoked through A (the Admin SDK's revokeRefreshTokens: validSince = now) …
+    // validSince has second resolution and the replicas are separate processes on the system
+    // clock (no clock to inject): the token must be from an earlier second than the revocation.
     std::thread::sleep(Duration::from_millis(1100));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
