@@ -263,15 +263,47 @@ def port_open(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def http_call(port, method, path, body=None, ctype="application/json", timeout=10):
+def request(port, method, path, body=None, headers=None, timeout=10):
+    """One request to 127.0.0.1:`port` on a fresh connection: (status, body bytes)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        headers = {"Content-Type": ctype} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
+        conn.request(method, path, body=body, headers=headers or {})
         r = conn.getresponse()
         return r.status, r.read()
     finally:
         conn.close()
+
+
+def http_call(port, method, path, body=None, ctype="application/json", timeout=10):
+    headers = {"Content-Type": ctype} if body is not None else {}
+    return request(port, method, path, body, headers, timeout)
+
+
+def pf(ok):
+    """A verdict cell: **PASS**, **FAIL** or n/a (not measured)."""
+    return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")
+
+
+def cli(cmd_run, report=None, add_run_args=lambda r: None):
+    """`bench.py run --results R [--docs D] [--gatehouse G] ...` (the bench's own arguments added
+    by `add_run_args`) and, with `report`, `bench.py report RESULTS [--docs D]`."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--results", required=True)
+    r.add_argument("--docs")
+    r.add_argument("--gatehouse", default=os.path.join(ROOT, "target", "release", "gatehouse"))
+    add_run_args(r)
+    if report is not None:
+        p = sub.add_parser("report")
+        p.add_argument("results")
+        p.add_argument("--docs")
+    args = ap.parse_args()
+    if args.cmd == "run":
+        cmd_run(args)
+    else:
+        print(report(args.results, args.docs))
 
 
 LIVE = []  # servers still running (stopped on exit, on error and on SIGINT/SIGTERM)

@@ -21,7 +21,6 @@ a bounded `wrk -d`. CPU and memory come from /proc (utime+stime of each process 
 sampled every 100 ms during each run, VmHWM at the end).
 """
 
-import argparse
 import base64
 import http.client
 import json
@@ -41,8 +40,9 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 sys.path.insert(0, os.path.dirname(HERE))
 from common import (  # noqa: E402
-    TCK, RssSampler, Server, ToolWait, close_results, command_output, cpu_ticks, emit, env_int,
-    ksoftirqd_pids, load, machine_meta, open_results, parse_wrk, port_open, proc_stat_cpu, proc_tree,
+    TCK, RssSampler, Server, ToolWait, cli, close_results, command_output, cpu_ticks, emit, env_int,
+    ksoftirqd_pids, load, machine_meta, open_results, parse_wrk, pf, port_open, proc_stat_cpu, proc_tree,
+    request,
     say, status_kb, stop_all, utc_mtime, wait_quiet, write_section as _write_section,
 )
 
@@ -286,13 +286,7 @@ def make_server(kind, work, gatehouse, how=None):
 
 
 def status(port, path, headers=None, timeout=5):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
+    return request(port, "GET", path, headers=headers, timeout=timeout)
 
 
 def start(server, timeout=30):
@@ -557,10 +551,6 @@ def fm(x):
     return "–" if x is None else (f"{x:.2f}" if x < 10 else f"{x:.1f}")
 
 
-def pf(ok):
-    return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")
-
-
 def report(path, docs_path=None):
     recs = load(path)
     m = next(r for r in recs if r["kind"] == "meta")
@@ -716,21 +706,7 @@ def write_section(docs_path, section):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--results", required=True)
-    r.add_argument("--docs")
-    r.add_argument("--gatehouse", default=os.path.join(ROOT, "target", "release", "gatehouse"))
-    r.add_argument("--scratch", required=True)
-    p = sub.add_parser("report")
-    p.add_argument("results")
-    p.add_argument("--docs")
-    args = ap.parse_args()
-    if args.cmd == "run":
-        cmd_run(args)
-    else:
-        print(report(args.results, args.docs))
+    cli(cmd_run, report, lambda r: r.add_argument("--scratch", required=True))
 
 
 if __name__ == "__main__":

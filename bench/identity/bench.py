@@ -10,7 +10,6 @@ bounded `wrk -d`. CPU and memory come from /proc (utime+stime of the server's pr
 VmRSS sampled every 100 ms during each run, VmHWM at the end).
 """
 
-import argparse
 import json
 import os
 import re
@@ -28,9 +27,9 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 sys.path.insert(0, os.path.dirname(HERE))
 from common import (  # noqa: E402
-    TCK, RssSampler, Server, close_results, command_output, cpu_ticks, emit, env_int, http_call, load,
+    TCK, RssSampler, Server, cli, close_results, command_output, cpu_ticks, emit, env_int, http_call, load,
     machine_meta,
-    open_results, parse_wrk, proc_stat_cpu, proc_tree, say, status_kb, stop_all, utc_mtime,
+    open_results, parse_wrk, pf, proc_stat_cpu, proc_tree, say, status_kb, stop_all, utc_mtime,
     wait_for_builds, wait_quiet,
 )
 
@@ -321,10 +320,6 @@ def fmt_mb(x):
     return "–" if x is None else f"{x:.1f} MB"
 
 
-def pf(ok):
-    return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")
-
-
 def report(path, docs_path=None):
     recs = load(path)
     meta_r = next(r for r in recs if r["kind"] == "meta")
@@ -468,25 +463,13 @@ def report(path, docs_path=None):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--results", required=True)
-    r.add_argument("--docs")
-    r.add_argument("--gatehouse", default=os.path.join(ROOT, "target", "release", "gatehouse"))
-    r.add_argument("--hash-rate", default=os.path.join(ROOT, "target", "release", "examples", "hash_rate"))
-    r.add_argument("--fb-dir", required=True)
-    r.add_argument("--scratch", required=True)
-    r.add_argument("--pg-url", default=os.environ.get("GATEHOUSE_BENCH_PG_URL"))
-    r.add_argument("--skip-emulator", action="store_true")
-    p = sub.add_parser("report")
-    p.add_argument("results")
-    p.add_argument("--docs")
-    args = ap.parse_args()
-    if args.cmd == "run":
-        cmd_run(args)
-    else:
-        print(report(args.results, args.docs))
+    def run_args(r):
+        r.add_argument("--hash-rate", default=os.path.join(ROOT, "target", "release", "examples", "hash_rate"))
+        r.add_argument("--fb-dir", required=True)
+        r.add_argument("--scratch", required=True)
+        r.add_argument("--pg-url", default=os.environ.get("GATEHOUSE_BENCH_PG_URL"))
+        r.add_argument("--skip-emulator", action="store_true")
+    cli(cmd_run, report, run_args)
 
 
 if __name__ == "__main__":

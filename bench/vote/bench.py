@@ -17,7 +17,6 @@ of the vote process, of the postmaster's tree including reaped parallel workers,
 vote process's RSS is sampled every 100 ms.
 """
 
-import argparse
 import http.client
 import json
 import os
@@ -39,9 +38,9 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 sys.path.insert(0, os.path.dirname(HERE))
 from common import (  # noqa: E402
-    TCK, RssSampler, Server, close_results, cpu_ticks, emit, env_int, env_list,
+    TCK, RssSampler, Server, cli, close_results, cpu_ticks, emit, env_int, env_list,
     ksoftirqd_pids, machine_meta, open_results, parse_wrk, proc_stat_cpu, proc_tree, say, status_kb,
-    stop_all, utc_mtime, wait_for_builds, wait_quiet,
+    request as common_request, stop_all, utc_mtime, wait_for_builds, wait_quiet,
 )
 
 sys.path.insert(0, HERE)
@@ -85,13 +84,7 @@ def free_port():
 
 
 def request(port, method, path, body=None, headers=None, timeout=120):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
+    return common_request(port, method, path, body, headers, timeout)
 
 
 # ---------------------------------------------------------------- servers
@@ -528,17 +521,11 @@ def cmd_run(args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--results", required=True)
-    r.add_argument("--work", required=True, help="scratch folder for this run (outside the repository)")
-    r.add_argument("--docs")
-    r.add_argument("--gatehouse", default=os.path.join(ROOT, "target", "release", "gatehouse"))
-    r.add_argument("--vote", default=os.path.join(ROOT, "target", "release", "vote"))
-    r.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin")
-    args = ap.parse_args()
-    cmd_run(args)
+    def run_args(r):
+        r.add_argument("--work", required=True, help="scratch folder for this run (outside the repository)")
+        r.add_argument("--vote", default=os.path.join(ROOT, "target", "release", "vote"))
+        r.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin")
+    cli(cmd_run, add_run_args=run_args)
 
 
 if __name__ == "__main__":
