@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
 use axum::Router;
@@ -78,7 +76,10 @@ async fn send(
     allow: &str,
     body: &str,
 ) -> (StatusCode, Value) {
-    common::send(app, method, uri, &[("x-allow", allow)], body.to_owned()).await
+    let r = gatehouse_testkit::send(app, method, uri, &[("x-allow", allow)], body.to_owned())
+        .await
+        .unwrap();
+    (r.status, r.json)
 }
 
 #[tokio::test]
