@@ -279,6 +279,29 @@ def http_call(port, method, path, body=None, ctype="application/json", timeout=1
     return request(port, method, path, body, headers, timeout)
 
 
+FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
+
+
+def repeat_runs(want, label, one_try, digits=2):
+    """Runs `one_try(tries)` until `want` runs were kept, at most 3 * `want` tries. A run during
+    which processes outside the test used more than FOREIGN_MAX % of a core is discarded, unless
+    it is the last chance of keeping any. `one_try` returns (record, figures, cpu): what is
+    emitted besides the figures and the verdict, the figures, the CPU part of the progress line."""
+    kept = tries = 0
+    while kept < want and tries < 3 * want:
+        tries += 1
+        record, r, cpu = one_try(tries)
+        disturbed = r["foreign_pct"] > FOREIGN_MAX
+        discarded = disturbed and not (tries >= 3 * want and kept == 0)
+        emit({**record, "try": tries, "discarded": discarded, **r})
+        say(f"  [{label}] try {tries}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.{digits}f} ms "
+            f"p99 {r['p99_ms']:.{digits}f} ms non-2xx {r['non2xx']} errs {r['socket_errors']} {cpu} "
+            f"foreign {r['foreign_pct']}% rss {r['rss_peak_mb']} MB{' DISCARDED (other load)' if discarded else ''}")
+        if not discarded:
+            kept += 1
+        time.sleep(1)
+
+
 def pf(ok):
     """A verdict cell: **PASS**, **FAIL** or n/a (not measured)."""
     return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")

@@ -40,16 +40,15 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 sys.path.insert(0, os.path.dirname(HERE))
 from common import (  # noqa: E402
-    TCK, RssSampler, Server, ToolWait, cli, close_results, command_output, cpu_ticks, emit, env_int,
+    TCK, RssSampler, Server, FOREIGN_MAX, ToolWait, cli, close_results, command_output, cpu_ticks, emit, env_int,
     ksoftirqd_pids, load, machine_meta, open_results, parse_wrk, pf, port_open, proc_stat_cpu, proc_tree,
-    request,
+    repeat_runs, request,
     say, status_kb, stop_all, utc_mtime, wait_quiet, write_section as _write_section,
 )
 
 ISS = "https://issuer.peerbench.test/"  # as the peer tokens (bench-peers/mint_jwt.py)
 AUD = "peerbench-api"
 KID = "bench-key-1"
-FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
 TOKEN_CACHE_MAX = 10_000  # crates/gateway/src/auth.rs
 # Medians from /work/shared/bench-peers/README.md (2026-11-21), same series and method.
 PEER_README = {"a": 135_147, "b": 62_488, "c": 21_717}
@@ -364,27 +363,23 @@ def wrk_once(sid, loaded, backend, how, work, token_start):
 
 
 def run_series(sid, loaded, backend, how, work, tools):
-    want, kept, tries, token_start = CFG["runs"], 0, 0, 0
-    while kept < want and tries < 3 * want:
-        tries += 1
+    token_start = 0
+
+    def one_try(tries):
+        nonlocal token_start
         tools.wait()
         quiet = wait_quiet(CFG["quiet_timeout"])
         r, text = wrk_once(sid, loaded, backend, how, work, token_start)
-        token_start += r["requests"]
-        disturbed = r["foreign_pct"] > FOREIGN_MAX
-        last_chance = (not disturbed) or (tries >= 3 * want and kept == 0)
-        discarded = disturbed and not last_chance
-        emit({"kind": "wrk", "series": sid, "target": loaded.name, "try": tries, "quiet_before": quiet,
-              "discarded": discarded, "token_start": token_start - r["requests"] if "lua" in how else None, **r})
+        first_token, token_start = token_start, token_start + r["requests"]
         if tries == 1:
             open(os.path.join(work, f"wrk-{sid}.txt"), "w").write(text)
-        say(f"  [{sid}] try {tries}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
-            f"non-2xx {r['non2xx']} errs {r['socket_errors']} cpu {r['server_cpu_pct']}% "
-            f"({r['server_cpu_us_per_req']} us/req) backend {r['backend_cpu_pct']}% wrk {r['wrk_cpu_pct']}% "
-            f"foreign {r['foreign_pct']}% rss {r['rss_peak_mb']} MB{' DISCARDED (other load)' if discarded else ''}")
-        if not discarded:
-            kept += 1
-        time.sleep(1)
+        record = {"kind": "wrk", "series": sid, "target": loaded.name, "quiet_before": quiet,
+                  "token_start": first_token if "lua" in how else None}
+        cpu = (f"cpu {r['server_cpu_pct']}% ({r['server_cpu_us_per_req']} us/req) "
+               f"backend {r['backend_cpu_pct']}% wrk {r['wrk_cpu_pct']}%")
+        return record, r, cpu
+
+    repeat_runs(CFG["runs"], sid, one_try, digits=3)
 
 
 # ---------------------------------------------------------------- checks

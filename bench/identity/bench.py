@@ -27,9 +27,9 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 sys.path.insert(0, os.path.dirname(HERE))
 from common import (  # noqa: E402
-    TCK, RssSampler, Server, cli, close_results, command_output, cpu_ticks, emit, env_int, http_call, load,
+    FOREIGN_MAX, TCK, RssSampler, Server, cli, close_results, command_output, cpu_ticks, emit, env_int, http_call, load,
     machine_meta,
-    open_results, parse_wrk, pf, proc_stat_cpu, proc_tree, say, status_kb, stop_all, utc_mtime,
+    open_results, parse_wrk, pf, proc_stat_cpu, repeat_runs, proc_tree, say, status_kb, stop_all, utc_mtime,
     wait_for_builds, wait_quiet,
 )
 
@@ -43,7 +43,6 @@ LABEL = {
     "lookup": "`accounts:lookup` (idToken)",
 }
 FRESH = "gatehouse-sqlite-lookup-only"  # fresh process that serves only the lookup load
-FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
 
 CFG = {
     "runs": env_int("BENCH_RUNS", 3),
@@ -131,24 +130,14 @@ def wrk_once(server, endpoint, env_extra):
 
 
 def bench_endpoint(target, server, endpoint, env_extra):
-    want, kept, tries = CFG["runs"], 0, 0
-    while kept < want and tries < 3 * want:
-        tries += 1
+    def one_try(tries):
         quiet = wait_quiet(CFG["quiet_timeout"])
         tag = f"{target}-{endpoint}-{tries}-{int(time.time())}".replace("_", "-").lower()
         r = wrk_once(server, endpoint, {**env_extra, "BENCH_TAG": tag})
-        disturbed = r["foreign_pct"] > FOREIGN_MAX
-        last_chance = (not disturbed) or (tries >= 3 * want and kept == 0)
-        emit({"kind": "wrk", "target": target, "endpoint": endpoint, "try": tries, "quiet_before": quiet,
-              "discarded": disturbed and not last_chance, **r})
-        flag = " DISCARDED (other load)" if disturbed and not last_chance else ""
-        say(f"  [{target} {endpoint}] try {tries}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.2f} ms "
-            f"p99 {r['p99_ms']:.2f} ms non-2xx {r['non2xx']} errs {r['socket_errors']} "
-            f"cpu {r['server_cpu_pct']}% wrk {r['wrk_cpu_pct']}% foreign {r['foreign_pct']}% "
-            f"rss {r['rss_peak_mb']} MB{flag}")
-        if not flag:
-            kept += 1
-        time.sleep(1)
+        record = {"kind": "wrk", "target": target, "endpoint": endpoint, "quiet_before": quiet}
+        return record, r, f"cpu {r['server_cpu_pct']}% wrk {r['wrk_cpu_pct']}%"
+
+    repeat_runs(CFG["runs"], f"{target} {endpoint}", one_try)
 
 
 # ---------------------------------------------------------------- target setup

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from common import (  # noqa: E402
     TCK, RssSampler, Server, cli, close_results, cpu_ticks, emit, env_int, env_list,
     ksoftirqd_pids, machine_meta, open_results, parse_wrk, proc_stat_cpu, proc_tree, say, status_kb,
-    request as common_request, stop_all, utc_mtime, wait_for_builds, wait_quiet,
+    repeat_runs, request as common_request, stop_all, utc_mtime, wait_for_builds, wait_quiet,
 )
 
 sys.path.insert(0, HERE)
@@ -49,7 +49,6 @@ import summarize  # noqa: E402
 PROJECT = "bench-proj"
 API_KEY = "bench-key"
 TABLE = "pet_votes"
-FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
 # The app's DDL for the sample's table (apps/vote/src/db.rs); the app adds the time_cast index
 # and the tally table itself when it starts.
 DDL = (f"CREATE TABLE {TABLE} (vote_id bigserial PRIMARY KEY NOT NULL, time_cast timestamptz NOT NULL, "
@@ -323,22 +322,15 @@ def wrk_once(vote, pg, idp, op, token, duration):
 
 
 def series(size, mode, op, vote, pg, idp, identity, work):
-    want, kept, tries = CFG["runs"], 0, 0
-    while kept < want and tries < 3 * want:
-        tries += 1
+    def one_try(tries):
         r, text = wrk_once(vote, pg, idp, op, identity.token(), CFG["duration"])
-        disturbed = r["foreign_pct"] > FOREIGN_MAX
-        discarded = disturbed and not (tries >= 3 * want and kept == 0)
-        emit({"kind": "wrk", "size": size, "mode": mode, "op": op, "try": tries, "discarded": discarded, **r})
         if tries == 1:
             open(os.path.join(work, f"wrk-{size}-{mode}-{op}.txt"), "w").write(text)
-        say(f"  [{size} {mode} {op}] try {tries}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.2f} ms "
-            f"p99 {r['p99_ms']:.2f} ms non-2xx {r['non2xx']} errs {r['socket_errors']} "
-            f"vote {r['app_cpu_pct']}% pg {r['pg_cpu_pct']}% wrk {r['wrk_cpu_pct']}% "
-            f"foreign {r['foreign_pct']}% rss {r['rss_peak_mb']} MB{' DISCARDED (other load)' if discarded else ''}")
-        if not discarded:
-            kept += 1
-        time.sleep(1)
+        record = {"kind": "wrk", "size": size, "mode": mode, "op": op}
+        cpu = f"vote {r['app_cpu_pct']}% pg {r['pg_cpu_pct']}% wrk {r['wrk_cpu_pct']}%"
+        return record, r, cpu
+
+    repeat_runs(CFG["runs"], f"{size} {mode} {op}", one_try)
 
 
 # ---------------------------------------------------------------- one block: size x mode
