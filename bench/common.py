@@ -302,6 +302,18 @@ def repeat_runs(want, label, one_try, digits=2):
         time.sleep(1)
 
 
+def start_run(results, scratch):
+    """Opens the results file, makes this run's scratch folder (`<scratch>/run-<results' name>`)
+    and stops every server on SIGTERM and SIGINT; the scratch folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(results)), exist_ok=True)
+    open_results(results)
+    work = os.path.join(scratch, "run-" + os.path.basename(results).split(".")[0])
+    os.makedirs(work, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
+    signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
+    return work
+
+
 def pf(ok):
     """A verdict cell: **PASS**, **FAIL** or n/a (not measured)."""
     return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from common import (  # noqa: E402
     TCK, RssSampler, Server, FOREIGN_MAX, ToolWait, cli, close_results, command_output, cpu_ticks, emit, env_int,
     ksoftirqd_pids, load, machine_meta, open_results, parse_wrk, pf, port_open, proc_stat_cpu, proc_tree,
-    repeat_runs, request,
+    repeat_runs, request, start_run,
     say, status_kb, stop_all, utc_mtime, wait_quiet, write_section as _write_section,
 )
 
@@ -442,12 +442,7 @@ def meta(args):
 # ---------------------------------------------------------------- run
 
 def cmd_run(args):
-    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    open_results(args.results)
-    work = os.path.join(args.scratch, "run-" + os.path.basename(args.results).split(".")[0])
-    os.makedirs(work, exist_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
-    signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
+    work = start_run(args.results, args.scratch)
     only = CFG["only"] or [s[0] for s in SERIES]
     if CFG["tokens"] <= TOKEN_CACHE_MAX:
         say(f"warning: BENCH_TOKENS={CFG['tokens']} does not exceed the gateway's token cache ({TOKEN_CACHE_MAX}); "

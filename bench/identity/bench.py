@@ -30,7 +30,7 @@ from common import (  # noqa: E402
     FOREIGN_MAX, TCK, RssSampler, Server, cli, close_results, command_output, cpu_ticks, emit, env_int, http_call, load,
     machine_meta,
     open_results, parse_wrk, pf, proc_stat_cpu, repeat_runs, proc_tree, say, status_kb, stop_all, utc_mtime,
-    wait_for_builds, wait_quiet,
+    start_run, wait_for_builds, wait_quiet,
 )
 
 API_KEY = "fake-api-key"
@@ -239,12 +239,7 @@ def meta(args):
 
 
 def cmd_run(args):
-    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    open_results(args.results)
-    scratch = os.path.join(args.scratch, "run-" + os.path.basename(args.results).split(".")[0])
-    os.makedirs(scratch, exist_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
-    signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
+    scratch = start_run(args.results, args.scratch)
     try:
         emit(meta(args))
         say(f"results: {args.results}\nscratch: {scratch}")
