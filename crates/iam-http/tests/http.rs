@@ -15,12 +15,10 @@ struct World {
 }
 
 async fn world() -> World {
-    let kit = gatehouse_world::World::builder()
-        .project("iam-proj")
-        .build()
-        .await
-        .unwrap();
-    let (admin, token) = kit.admin("iam-admin", "roles/owner").await.unwrap();
+    let (kit, admin, token) =
+        gatehouse_world::World::with_admin("iam-proj", "iam-admin", "roles/owner")
+            .await
+            .unwrap();
     World {
         app: gatehouse_iam_http::router(kit.iam.clone()),
         token,

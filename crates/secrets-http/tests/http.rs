@@ -16,15 +16,10 @@ struct World {
 }
 
 async fn world() -> World {
-    let kit = gatehouse_world::World::builder()
-        .project("sec-proj")
-        .build()
-        .await
-        .unwrap();
-    let (_, token) = kit
-        .admin("sm-admin", "roles/secretmanager.admin")
-        .await
-        .unwrap();
+    let (kit, _, token) =
+        gatehouse_world::World::with_admin("sec-proj", "sm-admin", "roles/secretmanager.admin")
+            .await
+            .unwrap();
     World {
         app: gatehouse_secrets_http::router(kit.secrets.clone()),
         token,

@@ -60,6 +60,18 @@ impl World {
         }
     }
 
+    /// A world in `project` with an administrator: service account `account_id` granted `role`
+    /// on the project ([`World::admin`]); the world, the account and its access token.
+    pub async fn with_admin(
+        project: &str,
+        account_id: &str,
+        role: &str,
+    ) -> anyhow::Result<(Self, ServiceAccountRecord, String)> {
+        let world = Self::builder().project(project).build().await?;
+        let (admin, token) = world.admin(account_id, role).await?;
+        Ok((world, admin, token))
+    }
+
     /// Service account `account_id` in the world's project, granted `role` on the project, and
     /// a `cloud-platform` access token for it.
     pub async fn admin(
