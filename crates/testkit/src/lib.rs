@@ -1,7 +1,7 @@
 //! Test harness for Gatehouse: ephemeral PostgreSQL clusters, free ports, temporary
 //! directories, a recording SMTP server, a spawner for the real `gatehouse` binary, a
-//! `node --test` runner that fails when no test ran, one-request router calls, a headless
-//! Chromium for page tests, and the token-minting helpers the test suites share.
+//! `node --test` runner that fails when no test ran, the adversarial corpus runner,
+//! one-request router calls, request → JSON for HTTP clients, and Chromium for page tests.
 //!
 //! It knows no Gatehouse domain crate but `gatehouse-tokens`, so every crate's tests can use
 //! it without a dependency cycle; the IAM + Secret Manager world lives one layer up, in
