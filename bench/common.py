@@ -263,15 +263,82 @@ def port_open(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def http_call(port, method, path, body=None, ctype="application/json", timeout=10):
+def request(port, method, path, body=None, headers=None, timeout=10):
+    """One request to 127.0.0.1:`port` on a fresh connection: (status, body bytes)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        headers = {"Content-Type": ctype} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
+        conn.request(method, path, body=body, headers=headers or {})
         r = conn.getresponse()
         return r.status, r.read()
     finally:
         conn.close()
+
+
+def http_call(port, method, path, body=None, ctype="application/json", timeout=10):
+    headers = {"Content-Type": ctype} if body is not None else {}
+    return request(port, method, path, body, headers, timeout)
+
+
+FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
+
+
+def repeat_runs(want, label, one_try, digits=2):
+    """Runs `one_try(tries)` until `want` runs were kept, at most 3 * `want` tries. A run during
+    which processes outside the test used more than FOREIGN_MAX % of a core is discarded, unless
+    it is the last chance of keeping any. `one_try` returns (record, figures, cpu): what is
+    emitted besides the figures and the verdict, the figures, the CPU part of the progress line."""
+    kept = tries = 0
+    while kept < want and tries < 3 * want:
+        tries += 1
+        record, r, cpu = one_try(tries)
+        disturbed = r["foreign_pct"] > FOREIGN_MAX
+        discarded = disturbed and not (tries >= 3 * want and kept == 0)
+        emit({**record, "try": tries, "discarded": discarded, **r})
+        say(f"  [{label}] try {tries}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.{digits}f} ms "
+            f"p99 {r['p99_ms']:.{digits}f} ms non-2xx {r['non2xx']} errs {r['socket_errors']} {cpu} "
+            f"foreign {r['foreign_pct']}% rss {r['rss_peak_mb']} MB{' DISCARDED (other load)' if discarded else ''}")
+        if not discarded:
+            kept += 1
+        time.sleep(1)
+
+
+def start_run(results, scratch):
+    """Opens the results file, makes this run's scratch folder (`<scratch>/run-<results' name>`)
+    and stops every server on SIGTERM and SIGINT; the scratch folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(results)), exist_ok=True)
+    open_results(results)
+    work = os.path.join(scratch, "run-" + os.path.basename(results).split(".")[0])
+    os.makedirs(work, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
+    signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
+    return work
+
+
+def pf(ok):
+    """A verdict cell: **PASS**, **FAIL** or n/a (not measured)."""
+    return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")
+
+
+def cli(cmd_run, report=None, add_run_args=lambda r: None):
+    """`bench.py run --results R [--docs D] [--gatehouse G] ...` (the bench's own arguments added
+    by `add_run_args`) and, with `report`, `bench.py report RESULTS [--docs D]`."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--results", required=True)
+    r.add_argument("--docs")
+    r.add_argument("--gatehouse", default=os.path.join(ROOT, "target", "release", "gatehouse"))
+    add_run_args(r)
+    if report is not None:
+        p = sub.add_parser("report")
+        p.add_argument("results")
+        p.add_argument("--docs")
+    args = ap.parse_args()
+    if args.cmd == "run":
+        cmd_run(args)
+    else:
+        print(report(args.results, args.docs))
 
 
 LIVE = []  # servers still running (stopped on exit, on error and on SIGINT/SIGTERM)

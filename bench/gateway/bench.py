@@ -21,7 +21,6 @@ a bounded `wrk -d`. CPU and memory come from /proc (utime+stime of each process 
 sampled every 100 ms during each run, VmHWM at the end).
 """
 
-import argparse
 import base64
 import http.client
 import json
@@ -41,15 +40,15 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 sys.path.insert(0, os.path.dirname(HERE))
 from common import (  # noqa: E402
-    TCK, RssSampler, Server, ToolWait, close_results, command_output, cpu_ticks, emit, env_int,
-    ksoftirqd_pids, load, machine_meta, open_results, parse_wrk, port_open, proc_stat_cpu, proc_tree,
+    TCK, RssSampler, Server, FOREIGN_MAX, ToolWait, cli, close_results, command_output, cpu_ticks, emit, env_int,
+    ksoftirqd_pids, load, machine_meta, open_results, parse_wrk, pf, port_open, proc_stat_cpu, proc_tree,
+    repeat_runs, request, start_run,
     say, status_kb, stop_all, utc_mtime, wait_quiet, write_section as _write_section,
 )
 
 ISS = "https://issuer.peerbench.test/"  # as the peer tokens (bench-peers/mint_jwt.py)
 AUD = "peerbench-api"
 KID = "bench-key-1"
-FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
 TOKEN_CACHE_MAX = 10_000  # crates/gateway/src/auth.rs
 # Medians from /work/shared/bench-peers/README.md (2026-11-21), same series and method.
 PEER_README = {"a": 135_147, "b": 62_488, "c": 21_717}
@@ -286,13 +285,7 @@ def make_server(kind, work, gatehouse, how=None):
 
 
 def status(port, path, headers=None, timeout=5):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
+    return request(port, "GET", path, headers=headers, timeout=timeout)
 
 
 def start(server, timeout=30):
@@ -370,27 +363,23 @@ def wrk_once(sid, loaded, backend, how, work, token_start):
 
 
 def run_series(sid, loaded, backend, how, work, tools):
-    want, kept, tries, token_start = CFG["runs"], 0, 0, 0
-    while kept < want and tries < 3 * want:
-        tries += 1
+    token_start = 0
+
+    def one_try(tries):
+        nonlocal token_start
         tools.wait()
         quiet = wait_quiet(CFG["quiet_timeout"])
         r, text = wrk_once(sid, loaded, backend, how, work, token_start)
-        token_start += r["requests"]
-        disturbed = r["foreign_pct"] > FOREIGN_MAX
-        last_chance = (not disturbed) or (tries >= 3 * want and kept == 0)
-        discarded = disturbed and not last_chance
-        emit({"kind": "wrk", "series": sid, "target": loaded.name, "try": tries, "quiet_before": quiet,
-              "discarded": discarded, "token_start": token_start - r["requests"] if "lua" in how else None, **r})
+        first_token, token_start = token_start, token_start + r["requests"]
         if tries == 1:
             open(os.path.join(work, f"wrk-{sid}.txt"), "w").write(text)
-        say(f"  [{sid}] try {tries}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
-            f"non-2xx {r['non2xx']} errs {r['socket_errors']} cpu {r['server_cpu_pct']}% "
-            f"({r['server_cpu_us_per_req']} us/req) backend {r['backend_cpu_pct']}% wrk {r['wrk_cpu_pct']}% "
-            f"foreign {r['foreign_pct']}% rss {r['rss_peak_mb']} MB{' DISCARDED (other load)' if discarded else ''}")
-        if not discarded:
-            kept += 1
-        time.sleep(1)
+        record = {"kind": "wrk", "series": sid, "target": loaded.name, "quiet_before": quiet,
+                  "token_start": first_token if "lua" in how else None}
+        cpu = (f"cpu {r['server_cpu_pct']}% ({r['server_cpu_us_per_req']} us/req) "
+               f"backend {r['backend_cpu_pct']}% wrk {r['wrk_cpu_pct']}%")
+        return record, r, cpu
+
+    repeat_runs(CFG["runs"], sid, one_try, digits=3)
 
 
 # ---------------------------------------------------------------- checks
@@ -453,12 +442,7 @@ def meta(args):
 # ---------------------------------------------------------------- run
 
 def cmd_run(args):
-    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    open_results(args.results)
-    work = os.path.join(args.scratch, "run-" + os.path.basename(args.results).split(".")[0])
-    os.makedirs(work, exist_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
-    signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
+    work = start_run(args.results, args.scratch)
     only = CFG["only"] or [s[0] for s in SERIES]
     if CFG["tokens"] <= TOKEN_CACHE_MAX:
         say(f"warning: BENCH_TOKENS={CFG['tokens']} does not exceed the gateway's token cache ({TOKEN_CACHE_MAX}); "
@@ -555,10 +539,6 @@ def fr(x):
 
 def fm(x):
     return "–" if x is None else (f"{x:.2f}" if x < 10 else f"{x:.1f}")
-
-
-def pf(ok):
-    return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")
 
 
 def report(path, docs_path=None):
@@ -716,21 +696,7 @@ def write_section(docs_path, section):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--results", required=True)
-    r.add_argument("--docs")
-    r.add_argument("--gatehouse", default=os.path.join(ROOT, "target", "release", "gatehouse"))
-    r.add_argument("--scratch", required=True)
-    p = sub.add_parser("report")
-    p.add_argument("results")
-    p.add_argument("--docs")
-    args = ap.parse_args()
-    if args.cmd == "run":
-        cmd_run(args)
-    else:
-        print(report(args.results, args.docs))
+    cli(cmd_run, report, lambda r: r.add_argument("--scratch", required=True))
 
 
 if __name__ == "__main__":

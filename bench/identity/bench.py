@@ -10,7 +10,6 @@ bounded `wrk -d`. CPU and memory come from /proc (utime+stime of the server's pr
 VmRSS sampled every 100 ms during each run, VmHWM at the end).
 """
 
-import argparse
 import json
 import os
 import re
@@ -28,10 +27,10 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 sys.path.insert(0, os.path.dirname(HERE))
 from common import (  # noqa: E402
-    TCK, RssSampler, Server, close_results, command_output, cpu_ticks, emit, env_int, http_call, load,
+    FOREIGN_MAX, TCK, RssSampler, Server, cli, close_results, command_output, cpu_ticks, emit, env_int, http_call, load,
     machine_meta,
-    open_results, parse_wrk, proc_stat_cpu, proc_tree, say, status_kb, stop_all, utc_mtime,
-    wait_for_builds, wait_quiet,
+    open_results, parse_wrk, pf, proc_stat_cpu, repeat_runs, proc_tree, say, status_kb, stop_all, utc_mtime,
+    start_run, wait_for_builds, wait_quiet,
 )
 
 API_KEY = "fake-api-key"
@@ -44,7 +43,6 @@ LABEL = {
     "lookup": "`accounts:lookup` (idToken)",
 }
 FRESH = "gatehouse-sqlite-lookup-only"  # fresh process that serves only the lookup load
-FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
 
 CFG = {
     "runs": env_int("BENCH_RUNS", 3),
@@ -132,24 +130,14 @@ def wrk_once(server, endpoint, env_extra):
 
 
 def bench_endpoint(target, server, endpoint, env_extra):
-    want, kept, tries = CFG["runs"], 0, 0
-    while kept < want and tries < 3 * want:
-        tries += 1
+    def one_try(tries):
         quiet = wait_quiet(CFG["quiet_timeout"])
         tag = f"{target}-{endpoint}-{tries}-{int(time.time())}".replace("_", "-").lower()
         r = wrk_once(server, endpoint, {**env_extra, "BENCH_TAG": tag})
-        disturbed = r["foreign_pct"] > FOREIGN_MAX
-        last_chance = (not disturbed) or (tries >= 3 * want and kept == 0)
-        emit({"kind": "wrk", "target": target, "endpoint": endpoint, "try": tries, "quiet_before": quiet,
-              "discarded": disturbed and not last_chance, **r})
-        flag = " DISCARDED (other load)" if disturbed and not last_chance else ""
-        say(f"  [{target} {endpoint}] try {tries}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.2f} ms "
-            f"p99 {r['p99_ms']:.2f} ms non-2xx {r['non2xx']} errs {r['socket_errors']} "
-            f"cpu {r['server_cpu_pct']}% wrk {r['wrk_cpu_pct']}% foreign {r['foreign_pct']}% "
-            f"rss {r['rss_peak_mb']} MB{flag}")
-        if not flag:
-            kept += 1
-        time.sleep(1)
+        record = {"kind": "wrk", "target": target, "endpoint": endpoint, "quiet_before": quiet}
+        return record, r, f"cpu {r['server_cpu_pct']}% wrk {r['wrk_cpu_pct']}%"
+
+    repeat_runs(CFG["runs"], f"{target} {endpoint}", one_try)
 
 
 # ---------------------------------------------------------------- target setup
@@ -251,12 +239,7 @@ def meta(args):
 
 
 def cmd_run(args):
-    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    open_results(args.results)
-    scratch = os.path.join(args.scratch, "run-" + os.path.basename(args.results).split(".")[0])
-    os.makedirs(scratch, exist_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
-    signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
+    scratch = start_run(args.results, args.scratch)
     try:
         emit(meta(args))
         say(f"results: {args.results}\nscratch: {scratch}")
@@ -319,10 +302,6 @@ def fmt_ms(x):
 
 def fmt_mb(x):
     return "–" if x is None else f"{x:.1f} MB"
-
-
-def pf(ok):
-    return "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")
 
 
 def report(path, docs_path=None):
@@ -468,25 +447,13 @@ def report(path, docs_path=None):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--results", required=True)
-    r.add_argument("--docs")
-    r.add_argument("--gatehouse", default=os.path.join(ROOT, "target", "release", "gatehouse"))
-    r.add_argument("--hash-rate", default=os.path.join(ROOT, "target", "release", "examples", "hash_rate"))
-    r.add_argument("--fb-dir", required=True)
-    r.add_argument("--scratch", required=True)
-    r.add_argument("--pg-url", default=os.environ.get("GATEHOUSE_BENCH_PG_URL"))
-    r.add_argument("--skip-emulator", action="store_true")
-    p = sub.add_parser("report")
-    p.add_argument("results")
-    p.add_argument("--docs")
-    args = ap.parse_args()
-    if args.cmd == "run":
-        cmd_run(args)
-    else:
-        print(report(args.results, args.docs))
+    def run_args(r):
+        r.add_argument("--hash-rate", default=os.path.join(ROOT, "target", "release", "examples", "hash_rate"))
+        r.add_argument("--fb-dir", required=True)
+        r.add_argument("--scratch", required=True)
+        r.add_argument("--pg-url", default=os.environ.get("GATEHOUSE_BENCH_PG_URL"))
+        r.add_argument("--skip-emulator", action="store_true")
+    cli(cmd_run, report, run_args)
 
 
 if __name__ == "__main__":

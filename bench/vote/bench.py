@@ -17,7 +17,6 @@ of the vote process, of the postmaster's tree including reaped parallel workers,
 vote process's RSS is sampled every 100 ms.
 """
 
-import argparse
 import http.client
 import json
 import os
@@ -39,9 +38,9 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 sys.path.insert(0, os.path.dirname(HERE))
 from common import (  # noqa: E402
-    TCK, RssSampler, Server, close_results, cpu_ticks, emit, env_int, env_list,
+    TCK, RssSampler, Server, cli, close_results, cpu_ticks, emit, env_int, env_list,
     ksoftirqd_pids, machine_meta, open_results, parse_wrk, proc_stat_cpu, proc_tree, say, status_kb,
-    stop_all, utc_mtime, wait_for_builds, wait_quiet,
+    repeat_runs, request as common_request, stop_all, utc_mtime, wait_for_builds, wait_quiet,
 )
 
 sys.path.insert(0, HERE)
@@ -50,7 +49,6 @@ import summarize  # noqa: E402
 PROJECT = "bench-proj"
 API_KEY = "bench-key"
 TABLE = "pet_votes"
-FOREIGN_MAX = 10.0  # % of one core used by processes outside the test -> run discarded
 # The app's DDL for the sample's table (apps/vote/src/db.rs); the app adds the time_cast index
 # and the tally table itself when it starts.
 DDL = (f"CREATE TABLE {TABLE} (vote_id bigserial PRIMARY KEY NOT NULL, time_cast timestamptz NOT NULL, "
@@ -85,13 +83,7 @@ def free_port():
 
 
 def request(port, method, path, body=None, headers=None, timeout=120):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
+    return common_request(port, method, path, body, headers, timeout)
 
 
 # ---------------------------------------------------------------- servers
@@ -330,22 +322,15 @@ def wrk_once(vote, pg, idp, op, token, duration):
 
 
 def series(size, mode, op, vote, pg, idp, identity, work):
-    want, kept, tries = CFG["runs"], 0, 0
-    while kept < want and tries < 3 * want:
-        tries += 1
+    def one_try(tries):
         r, text = wrk_once(vote, pg, idp, op, identity.token(), CFG["duration"])
-        disturbed = r["foreign_pct"] > FOREIGN_MAX
-        discarded = disturbed and not (tries >= 3 * want and kept == 0)
-        emit({"kind": "wrk", "size": size, "mode": mode, "op": op, "try": tries, "discarded": discarded, **r})
         if tries == 1:
             open(os.path.join(work, f"wrk-{size}-{mode}-{op}.txt"), "w").write(text)
-        say(f"  [{size} {mode} {op}] try {tries}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.2f} ms "
-            f"p99 {r['p99_ms']:.2f} ms non-2xx {r['non2xx']} errs {r['socket_errors']} "
-            f"vote {r['app_cpu_pct']}% pg {r['pg_cpu_pct']}% wrk {r['wrk_cpu_pct']}% "
-            f"foreign {r['foreign_pct']}% rss {r['rss_peak_mb']} MB{' DISCARDED (other load)' if discarded else ''}")
-        if not discarded:
-            kept += 1
-        time.sleep(1)
+        record = {"kind": "wrk", "size": size, "mode": mode, "op": op}
+        cpu = f"vote {r['app_cpu_pct']}% pg {r['pg_cpu_pct']}% wrk {r['wrk_cpu_pct']}%"
+        return record, r, cpu
+
+    repeat_runs(CFG["runs"], f"{size} {mode} {op}", one_try)
 
 
 # ---------------------------------------------------------------- one block: size x mode
@@ -528,17 +513,11 @@ def cmd_run(args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--results", required=True)
-    r.add_argument("--work", required=True, help="scratch folder for this run (outside the repository)")
-    r.add_argument("--docs")
-    r.add_argument("--gatehouse", default=os.path.join(ROOT, "target", "release", "gatehouse"))
-    r.add_argument("--vote", default=os.path.join(ROOT, "target", "release", "vote"))
-    r.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin")
-    args = ap.parse_args()
-    cmd_run(args)
+    def run_args(r):
+        r.add_argument("--work", required=True, help="scratch folder for this run (outside the repository)")
+        r.add_argument("--vote", default=os.path.join(ROOT, "target", "release", "vote"))
+        r.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin")
+    cli(cmd_run, add_run_args=run_args)
 
 
 if __name__ == "__main__":

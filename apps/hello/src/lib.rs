@@ -106,6 +106,7 @@ pub async fn serve(port: u16) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_testkit::FetchJson as _;
 
     #[test]
     fn binds_where_the_runner_says() {
@@ -131,10 +132,7 @@ mod tests {
             .get(format!("{url}/hello"))
             .header("x-apigateway-api-userinfo", user)
             .header("x-serverless-authorization", invoker)
-            .send()
-            .await
-            .unwrap()
-            .json()
+            .fetch_json()
             .await
             .unwrap();
         assert_eq!(v["message"], "Hello, ada@example.com!");

@@ -9,28 +9,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
-use gatehouse_testkit::TempDir;
+use gatehouse_testkit::{run_in_chromium, temp_dir, workspace_root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_vote_and_sign_out_in_chromium() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let script = root.join("tests/browser/vote.e2e.mjs");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).is_file(),
-        "Chromium is required at {chromium}: apt-get install -y chromium"
-    );
-    assert!(
-        root.join("tests/browser/node_modules/playwright-core")
-            .is_dir(),
-        "playwright-core is required: run tests/browser/setup.sh"
-    );
     // The identity server with `oidc.corp`, an upstream oidc-provider, for scenario E.
     let idp = identity_with(true).await;
-    let dir = TempDir::new("vote-browser").unwrap();
+    let dir = temp_dir("vote-browser").unwrap();
     let vote = spawn_vote(&[
         (
             "DATABASE_URL",
@@ -41,25 +27,17 @@ async fn sign_in_vote_and_sign_out_in_chromium() {
         ("API_KEY", API_KEY.to_owned()),
     ])
     .await;
-    let artifacts = root.join("target/browser-artifacts");
-    let out = tokio::process::Command::new("node")
-        .arg(&script)
-        .env("VOTE_URL", format!("{}/", vote.url))
-        .env("CHROMIUM", &chromium)
-        .env("ARTIFACTS", &artifacts)
-        .env("OIDC_PROVIDER_ID", "oidc.corp")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("node is required: apt-get install -y nodejs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser test failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    for scenario in ["PASS A", "PASS B", "PASS C", "PASS D", "PASS E"] {
-        assert!(stdout.contains(scenario), "{scenario} missing:\n{stdout}");
-    }
+    let artifacts = workspace_root().join("target/browser-artifacts");
+    run_in_chromium(
+        "tests/browser/vote.e2e.mjs",
+        &[
+            ("VOTE_URL", &format!("{}/", vote.url)),
+            ("ARTIFACTS", &artifacts.display().to_string()),
+            ("OIDC_PROVIDER_ID", "oidc.corp"),
+        ],
+        &["PASS A", "PASS B", "PASS C", "PASS D", "PASS E"],
+    )
+    .await
+    .unwrap();
     assert!(artifacts.join("vote.png").is_file());
 }

@@ -10,12 +10,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gatehouse_testkit::TempDir;
+use gatehouse_testkit::temp_dir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_tests_on_sqlite_with_logs_and_graceful_stop() {
     let idp = identity().await;
-    let dir = TempDir::new("vote-sqlite").unwrap();
+    let dir = temp_dir("vote-sqlite").unwrap();
     let db = dir.path().join("votes.db");
     let env = [
         ("DATABASE_URL", format!("sqlite://{}", db.display())),
@@ -174,14 +174,26 @@ async fn under_the_runner_on_managed_postgres_with_the_credentials_secret() {
     use gatehouse_run::{ServiceSpec, SqlInstanceSpec, SqlUser};
 
     let idp = identity().await;
-    let world = gatehouse_testkit::World::builder()
+    let world = gatehouse_world::World::builder()
         .project(PROJECT)
-        // The identity server, reachable from inside the instance's namespace.
-        .forward(idp.url.trim_start_matches("http://").parse().unwrap())
         .build()
         .await
         .unwrap();
-    let (iam, runner) = (&world.iam, &world.runner);
+    let runner = &gatehouse_run::Runner::new(
+        world.iam.clone(),
+        Some(world.secrets.clone()),
+        gatehouse_run::RunConfig {
+            // The identity server, reachable from inside the instance's namespace.
+            forward: vec![idp.url.trim_start_matches("http://").parse().unwrap()],
+            ..gatehouse_run::RunConfig::new(
+                PROJECT,
+                "us-central1",
+                "127.0.0.1",
+                world.dir.path().join("data"),
+            )
+        },
+    );
+    let iam = &world.iam;
     let sa = iam
         .create_account(PROJECT, "idp-sql-identity", "", "")
         .await

@@ -290,15 +290,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let runner = Runner::new(
                 iam.clone(),
                 secrets,
-                RunConfig {
+                RunConfig::new(
                     project,
-                    region: args.region.clone(),
-                    bind_host: bind.clone(),
-                    data_root: args.store.data_dir.clone(),
-                    socket_root: args.store.data_dir.join("cloudsql"),
-                    isolation: gatehouse_run::IsolationMode::Auto,
-                    forward: Vec::new(),
-                },
+                    args.region.clone(),
+                    bind.clone(),
+                    args.store.data_dir.clone(),
+                ),
             );
             match runner.isolation().warning() {
                 Some(w) => eprintln!("{w}"),

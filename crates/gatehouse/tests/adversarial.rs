@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gatehouse_testkit::TempDir;
 use gatehouse_testkit::adversarial::{self, Expect, Material};
+use gatehouse_testkit::temp_dir;
 use gatehouse_tokens::SigningKey;
 use serde_json::{Value, json};
 
@@ -181,7 +181,7 @@ struct Target {
 
 #[test]
 fn the_corpus_against_the_production_stack() {
-    let dir = TempDir::new("adversarial-up").unwrap();
+    let dir = temp_dir("adversarial-up").unwrap();
     let (_up, urls, data, master_key) = start(dir.path());
     let identity = urls["identity"].clone();
     let gateway = urls["gateway api-gateway"].clone();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gatehouse_testkit::node::files_ending_with;
-use gatehouse_testkit::{NodeTests, PgCluster, Spawned, TempDir};
+use gatehouse_testkit::{NodeTests, PgCluster, Spawned, temp_dir};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -103,7 +103,7 @@ fn run_suites(server: &Spawned) {
 
 #[test]
 fn firebase_clients_against_sqlite() {
-    let data = TempDir::new("gatehouse-compat").unwrap();
+    let data = temp_dir("gatehouse-compat").unwrap();
     let server = start_server(data.path(), None);
     run_suites(&server);
 }
@@ -112,7 +112,7 @@ fn firebase_clients_against_sqlite() {
 fn firebase_clients_against_postgres() {
     let pg = PgCluster::start().expect("ephemeral PostgreSQL");
     let url = pg.create_database("compat").unwrap();
-    let data = TempDir::new("gatehouse-compat-pg").unwrap();
+    let data = temp_dir("gatehouse-compat-pg").unwrap();
     let server = start_server(data.path(), Some(&url));
     run_suites(&server);
 }
@@ -121,7 +121,7 @@ fn firebase_clients_against_postgres() {
 /// Node Admin SDK in emulator mode requires.
 #[test]
 fn node_admin_sdk_with_unsigned_tokens() {
-    let data = TempDir::new("gatehouse-compat-unsigned").unwrap();
+    let data = temp_dir("gatehouse-compat-unsigned").unwrap();
     let args: Vec<String> = [
         "identity",
         "--project",

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use gatehouse_testkit::{Spawned, TempDir};
+use gatehouse_testkit::{Spawned, temp_dir};
 use gatehouse_tokens::{Claims, SigningKey, encode_rs256};
 use serde_json::{Value, json};
 
@@ -84,7 +84,7 @@ fn custom_token(email: &str, key: &SigningKey, uid: &str) -> String {
 
 #[tokio::test]
 async fn production_admins_and_custom_token_signers_come_from_iam() {
-    let dir = TempDir::new("iam-identity").unwrap();
+    let dir = temp_dir("iam-identity").unwrap();
     let d = dir.path();
     let admin = iam(
         d,

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gatehouse_testkit::{PgCluster, Spawned, TempDir};
+use gatehouse_testkit::{PgCluster, Spawned, temp_dir};
 use serde_json::{Value, json};
 
 fn gatehouse(args: &[String]) -> Spawned {
@@ -65,7 +65,7 @@ fn refresh(identity: &str, token: &str) -> (u16, Value) {
 fn identity_and_gateway_replicas_on_one_postgres() {
     let pg = PgCluster::start().expect("ephemeral PostgreSQL");
     let url = pg.create_database("replicas").unwrap();
-    let dir = TempDir::new("replicas").unwrap();
+    let dir = temp_dir("replicas").unwrap();
     let master_key = dir.path().join("master.key");
     let made = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["secrets", "generate-master-key"])
@@ -139,6 +139,8 @@ fn identity_and_gateway_replicas_on_one_postgres() {
     assert_eq!(status, 200);
 
     // Revoked through A (the Admin SDK's revokeRefreshTokens: validSince = now) …
+    // validSince has second resolution and the replicas are separate processes on the system
+    // clock (no clock to inject): the token must be from an earlier second than the revocation.
     std::thread::sleep(Duration::from_millis(1100));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

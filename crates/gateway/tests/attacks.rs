@@ -161,7 +161,9 @@ async fn head_override_and_stray_bytes_never_reach_another_client() {
         !res.contains("victim"),
         "a HEAD answer carries no body: {res}"
     );
-    // The victim, right after, on its own connection.
+    // The victim, right after, on its own connection. The pause is a window for a wrong
+    // reuse of the attacker's upstream connection: what would be awaited is an event that must
+    // not happen, and the gateway exposes no pool state to wait on.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let res = exchange(
         &w.gateway,
@@ -180,6 +182,7 @@ async fn head_override_and_stray_bytes_never_reach_another_client() {
     let first = read_for(&mut a, Duration::from_millis(200)).await;
     assert!(first.ends_with("ok"), "{first}");
     drop(a);
+    // A window in which a wrongly pooled connection would be handed on (no pool state to await).
     tokio::time::sleep(Duration::from_millis(50)).await;
     let res = exchange(
         &w.gateway,

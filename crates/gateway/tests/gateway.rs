@@ -158,7 +158,7 @@ paths:
         ))
         .await;
         let sa = SigningKey::generate().unwrap();
-        let dir = gatehouse_testkit::TempDir::new("gw-sa").unwrap();
+        let dir = gatehouse_testkit::temp_dir("gw-sa").unwrap();
         let pem = {
             use base64::Engine as _;
             let b64 = base64::engine::general_purpose::STANDARD.encode(sa.pkcs8_der());

@@ -495,7 +495,7 @@ async fn reloaded(
 #[tokio::test]
 async fn a_changed_config_file_is_applied_and_a_bad_one_is_not() {
     let backend = spawn(Router::new().fallback(any(echo))).await;
-    let dir = gatehouse_testkit::TempDir::new("gw-watch").unwrap();
+    let dir = gatehouse_testkit::temp_dir("gw-watch").unwrap();
     let file = dir.path().join("api.yaml");
     let config = |path: &str| {
         format!(
@@ -543,7 +543,7 @@ async fn a_changed_config_file_is_applied_and_a_bad_one_is_not() {
 #[tokio::test]
 async fn a_swapped_symlink_is_followed_and_sighup_style_reloads_share_the_version_sequence() {
     let backend = spawn(Router::new().fallback(any(echo))).await;
-    let dir = gatehouse_testkit::TempDir::new("gw-link").unwrap();
+    let dir = gatehouse_testkit::temp_dir("gw-link").unwrap();
     let config = |path: &str| {
         format!(
             "swagger: \"2.0\"\ninfo: {{title: t, version: 1.0.0}}\nhost: api.example\nx-google-backend:\n  address: {backend}\npaths:\n  {path}:\n    get: {{operationId: op}}\n"

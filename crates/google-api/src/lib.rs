@@ -28,7 +28,7 @@ pub mod router;
 pub use auth::Caller;
 pub use code::Code;
 pub use error::ApiError;
-pub use mask::FieldMask;
+pub use mask::{FieldMask, camel_case};
 pub use page::{Page, PageRequest};
 pub use path::{Captures, PathTemplate};
 pub use router::{Api, Call, Miss, RouteTable};

@@ -53,10 +53,10 @@ impl FieldMask {
     /// Paths compare in camelCase or snake_case alike.
     pub fn check(&self, updatable: &[&str]) -> Result<(), ApiError> {
         for path in &self.paths {
-            let want = camel(path);
+            let want = camel_case(path);
             let ok = path == "*"
                 || updatable.iter().any(|u| {
-                    let u = camel(u);
+                    let u = camel_case(u);
                     want == u || want.strip_prefix(&u).is_some_and(|r| r.starts_with('.'))
                 });
             if !ok {
@@ -76,7 +76,7 @@ impl FieldMask {
                 *target = patch.clone();
                 return;
             }
-            let parts: Vec<String> = camel(path).split('.').map(str::to_owned).collect();
+            let parts: Vec<String> = camel_case(path).split('.').map(str::to_owned).collect();
             let value = parts
                 .iter()
                 .try_fold(patch, |v, k| v.get(k.as_str()))
@@ -117,8 +117,10 @@ fn set(target: &mut Value, parts: &[String], value: Option<Value>) {
     }
 }
 
-/// `expire_time` → `expireTime` (per dotted part).
-fn camel(path: &str) -> String {
+/// snake_case → camelCase as protobuf's JSON names are made: every `_` is dropped and the
+/// character after it upper-cased (`expire_time` → `expireTime`, `_x` → `X`); other
+/// characters, dots included, are kept (`a.b_c` → `a.bC`).
+pub fn camel_case(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     let mut upper = false;
     for c in path.chars() {
@@ -138,6 +140,14 @@ fn camel(path: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn camel_case_as_protobuf_json_names() {
+        assert_eq!(camel_case("expire_time"), "expireTime");
+        assert_eq!(camel_case("expireTime"), "expireTime");
+        assert_eq!(camel_case("_x"), "X");
+        assert_eq!(camel_case("a.b_c"), "a.bC");
+    }
 
     #[test]
     fn parse_and_check() {

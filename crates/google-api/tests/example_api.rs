@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -103,7 +101,10 @@ async fn send(
     uri: &str,
     body: impl Into<Body>,
 ) -> (StatusCode, Value) {
-    common::send(app, method, uri, &[], body).await
+    let r = gatehouse_testkit::send(app, method, uri, &[], body)
+        .await
+        .unwrap();
+    (r.status, r.json)
 }
 
 #[tokio::test]

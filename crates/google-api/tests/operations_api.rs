@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
 use axum::Router;
@@ -12,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use gatehouse_google_api::lro::{self, Operations, OperationsHost};
 use gatehouse_google_api::{Api, ApiError, Call, Code};
 use gatehouse_store::Store;
-use gatehouse_testkit::TempDir;
+use gatehouse_testkit::{TempDir, temp_dir};
 use serde_json::{Value, json};
 
 /// A host whose callers are allowed what their `x-allow` header lists.
@@ -78,12 +76,15 @@ async fn send(
     allow: &str,
     body: &str,
 ) -> (StatusCode, Value) {
-    common::send(app, method, uri, &[("x-allow", allow)], body.to_owned()).await
+    let r = gatehouse_testkit::send(app, method, uri, &[("x-allow", allow)], body.to_owned())
+        .await
+        .unwrap();
+    (r.status, r.json)
 }
 
 #[tokio::test]
 async fn lifecycle_over_http_and_across_a_restart() {
-    let dir = TempDir::new("lro").unwrap();
+    let dir = temp_dir("lro").unwrap();
     let ops = Operations::new(store(&dir).await);
     let app = router(&ops);
     let parent = "projects/p/locations/us-central1";
@@ -155,7 +156,7 @@ async fn lifecycle_over_http_and_across_a_restart() {
 
 #[tokio::test]
 async fn wait_returns_when_done_and_cancel_ends_with_cancelled() {
-    let dir = TempDir::new("lro-wait").unwrap();
+    let dir = temp_dir("lro-wait").unwrap();
     let ops = Operations::new(store(&dir).await);
     let app = router(&ops);
     let op = ops
@@ -222,7 +223,7 @@ async fn wait_returns_when_done_and_cancel_ends_with_cancelled() {
 
 #[tokio::test]
 async fn operations_need_permission_on_their_project() {
-    let dir = TempDir::new("lro-authz").unwrap();
+    let dir = temp_dir("lro-authz").unwrap();
     let ops = Operations::new(store(&dir).await);
     let app = router(&ops);
     let op = ops

@@ -3,60 +3,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use gatehouse_iam::{Iam, IamConfig, MasterKey, Policy};
-use gatehouse_keyring::SystemClock;
-use gatehouse_store::Store;
-use gatehouse_testkit::TempDir;
+use axum::http::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 struct World {
     app: Router,
     token: String,
     email: String,
-    _dir: TempDir,
+    _kit: gatehouse_world::World,
 }
 
 async fn world() -> World {
-    let dir = TempDir::new("iam-http").unwrap();
-    let store = Store::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("i.db").display()
-    ))
-    .await
-    .unwrap();
-    let config = IamConfig {
-        cache_ttl: std::time::Duration::ZERO,
-        ..IamConfig::default()
-    };
-    let master = Arc::new(MasterKey::generate().unwrap());
-    let iam = Iam::new(store, Arc::new(SystemClock), master, config)
-        .await
-        .unwrap();
-    let admin = iam
-        .create_account("iam-proj", "iam-admin", "", "")
-        .await
-        .unwrap();
-    let policy = Policy::from_json(&json!({"bindings": [{
-        "role": "roles/owner",
-        "members": [format!("serviceAccount:{}", admin.email)],
-    }]}))
-    .unwrap();
-    iam.set_policy("projects/iam-proj", &policy, None)
-        .await
-        .unwrap();
-    let scopes = vec!["https://www.googleapis.com/auth/cloud-platform".to_owned()];
-    let (token, _) = iam.mint_access_token(&admin, &scopes, None, 3600).unwrap();
+    let (kit, admin, token) =
+        gatehouse_world::World::with_admin("iam-proj", "iam-admin", "roles/owner")
+            .await
+            .unwrap();
     World {
-        app: gatehouse_iam_http::router(iam),
+        app: gatehouse_iam_http::router(kit.iam.clone()),
         token,
-        email: admin.email.clone(),
-        _dir: dir,
+        email: admin.email,
+        _kit: kit,
     }
 }
 
@@ -68,24 +35,16 @@ impl World {
         auth: Option<&str>,
         body: &str,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(token) = auth {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let res = self
-            .app
-            .clone()
-            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+        let bearer = auth.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| (header::AUTHORIZATION.as_str(), b))
+            .into_iter()
+            .collect();
+        let r = gatehouse_testkit::send(&self.app, method, uri, &headers, body.to_owned())
             .await
             .unwrap();
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (r.status, r.json)
     }
 }
 

@@ -77,7 +77,7 @@ impl Default for IamConfig {
 }
 
 /// Google ID tokens for service accounts (`iss` https://accounts.google.com).
-pub(crate) const GOOGLE_ID_TOKEN: Purpose = Purpose {
+pub const GOOGLE_ID_TOKEN: Purpose = Purpose {
     name: "google_id_token",
     max_token_ms: 3_600_000,
     cert_subject: "accounts.google.com",

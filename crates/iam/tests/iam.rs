@@ -12,7 +12,7 @@ use gatehouse_iam::{
 };
 use gatehouse_keyring::ManualClock;
 use gatehouse_store::Store;
-use gatehouse_testkit::{PgCluster, TempDir};
+use gatehouse_testkit::{PgCluster, temp_dir};
 use gatehouse_tokens::{Claims, PublicKey, SigningKey, encode_rs256, verify_with_key};
 use serde_json::{Value, json};
 
@@ -540,7 +540,7 @@ async fn story(store: Store) {
 
 #[tokio::test]
 async fn sqlite() {
-    let dir = TempDir::new("iam-sqlite").unwrap();
+    let dir = temp_dir("iam-sqlite").unwrap();
     let store = Store::connect(&format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("iam.db").display()

@@ -137,23 +137,10 @@ fn camel_keys(value: Value) -> Value {
     }
 }
 
+/// `grant_type` → `grantType`; leading underscores are dropped, not a word boundary
+/// (`_x` → `x`).
 fn to_camel(key: &str) -> String {
-    if !key.contains('_') {
-        return key.to_owned();
-    }
-    let mut out = String::with_capacity(key.len());
-    let mut upper = false;
-    for c in key.chars() {
-        if c == '_' {
-            upper = !out.is_empty();
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    gatehouse_google_api::camel_case(key.trim_start_matches('_'))
 }
 
 #[cfg(test)]

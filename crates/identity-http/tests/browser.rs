@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::Builder;
 use gatehouse_identity::ProjectConfig;
 use serde_json::json;
@@ -43,18 +41,6 @@ async fn app(identity_url: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_sign_in_result_does_not_sign_the_victim_in() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).is_file(),
-        "Chromium is required at {chromium}: apt-get install -y chromium"
-    );
-    let playwright = root.join("tests/browser/node_modules/playwright-core");
-    assert!(
-        playwright.is_dir(),
-        "playwright-core is required: run tests/browser/setup.sh"
-    );
-
     let mut project = ProjectConfig::development("demo-project");
     project.settings.authorized_domains = Some(vec!["127.0.0.1".into()]);
     let s = Builder::default().project(project).start().await;
@@ -70,25 +56,16 @@ async fn a_planted_sign_in_result_does_not_sign_the_victim_in() {
         "isNewUser": false,
     });
 
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("crates/identity-http/tests/browser/login_csrf.e2e.mjs"))
-        .env("APP_URL", &app_url)
-        .env("ATTACKER_RESULT", planted.to_string())
-        .env("VICTIM_EMAIL", "victim@example.com")
-        .env("VICTIM_PASSWORD", "victim-pw-1")
-        .env("PLAYWRIGHT_CORE", &playwright)
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("node is required: apt-get install -y nodejs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser test failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    for pass in ["PASS forged", "PASS genuine", "PASS popup"] {
-        assert!(stdout.contains(pass), "{pass} missing:\n{stdout}");
-    }
+    gatehouse_testkit::run_in_chromium(
+        "crates/identity-http/tests/browser/login_csrf.e2e.mjs",
+        &[
+            ("APP_URL", &app_url),
+            ("ATTACKER_RESULT", &planted.to_string()),
+            ("VICTIM_EMAIL", "victim@example.com"),
+            ("VICTIM_PASSWORD", "victim-pw-1"),
+        ],
+        &["PASS forged", "PASS genuine", "PASS popup"],
+    )
+    .await
+    .unwrap();
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Builder, Server, message};
-use gatehouse_testkit::PgCluster;
+use gatehouse_testkit::{FetchJson as _, PgCluster};
 use serde_json::{Value, json};
 
 /// Concurrent sign-ups with one e-mail: exactly one wins; batch paging, query and delete work.
@@ -89,10 +89,7 @@ async fn shared_story(s: &Server) {
             .http
             .get(url)
             .bearer_auth("owner")
-            .send()
-            .await
-            .unwrap()
-            .json()
+            .fetch_json()
             .await
             .unwrap();
         for u in b["users"].as_array().unwrap() {

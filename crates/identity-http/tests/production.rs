@@ -195,7 +195,7 @@ async fn unsigned_id_tokens_are_opt_in_and_refused_in_production() {
 
     let mut bad = ProjectConfig::production("p");
     bad.unsigned_id_tokens = true;
-    let dir = gatehouse_testkit::TempDir::new("gh-prod").unwrap();
+    let dir = gatehouse_testkit::temp_dir("gh-prod").unwrap();
     let store = gatehouse_store::Store::connect(&format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("x.db").display()

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Builder, Server, header, message, payload};
+use gatehouse_testkit::FetchJson as _;
 use gatehouse_tokens::{PublicKey, Verifier};
 use serde_json::{Value, json};
 
@@ -264,14 +265,6 @@ async fn discovery_document_points_at_the_jwks() {
         .unwrap();
     assert_eq!(doc["issuer"], "https://securetoken.google.com/demo-project");
     let jwks_url = doc["jwks_uri"].as_str().unwrap();
-    let keys: Value = s
-        .http
-        .get(jwks_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: Value = s.http.get(jwks_url).fetch_json().await.unwrap();
     assert!(!keys["keys"].as_array().unwrap().is_empty());
 }

@@ -34,7 +34,9 @@ const SESSION_COOKIE: Purpose = Purpose {
 };
 
 impl KeyPurpose {
-    fn spec(self) -> &'static Purpose {
+    /// The keyring purpose: its name in the `signing_keys` table, token lifetime, certificate
+    /// subject.
+    pub const fn spec(self) -> &'static Purpose {
         match self {
             Self::IdToken => &ID_TOKEN,
             Self::SessionCookie => &SESSION_COOKIE,

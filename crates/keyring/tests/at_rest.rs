@@ -11,7 +11,7 @@ use std::sync::Arc;
 use gatehouse_keyring::envelope::Key;
 use gatehouse_keyring::{Error, Keyring, Purpose, SystemClock};
 use gatehouse_store::Store;
-use gatehouse_testkit::{PgCluster, TempDir};
+use gatehouse_testkit::{PgCluster, temp_dir};
 use gatehouse_tokens::{Claims, PublicKey, SigningKey, Verifier, encode_rs256};
 use serde_json::{Value, json};
 use sqlx::Row as _;
@@ -155,7 +155,7 @@ async fn sealed_from_the_start(url: &str) {
 /// The schema and rows an earlier version left: migrations 0001–0005, plaintext PKCS#8.
 async fn legacy_database(url: &str, migrations: &str, key: &SigningKey, purpose: &Purpose) {
     sqlx::any::install_default_drivers();
-    let only_old = TempDir::new("keyring-old-migrations").unwrap();
+    let only_old = temp_dir("keyring-old-migrations").unwrap();
     for entry in std::fs::read_dir(migrations).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -229,7 +229,7 @@ const PG_MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../store/migra
 
 #[tokio::test]
 async fn sqlite_keys_are_sealed() {
-    let dir = TempDir::new("keyring-sealed").unwrap();
+    let dir = temp_dir("keyring-sealed").unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("g.db").display());
     sealed_from_the_start(&url).await;
     assert_no_private_key_on_disk(dir.path());
@@ -237,7 +237,7 @@ async fn sqlite_keys_are_sealed() {
 
 #[tokio::test]
 async fn sqlite_plaintext_keys_from_before_are_sealed() {
-    let dir = TempDir::new("keyring-legacy").unwrap();
+    let dir = temp_dir("keyring-legacy").unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("g.db").display());
     plaintext_rows_are_sealed(&url, SQLITE_MIGRATIONS).await;
     // Nor does the plaintext linger in freed pages or the write-ahead log.

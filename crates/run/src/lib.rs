@@ -58,6 +58,29 @@ pub struct RunConfig {
     pub forward: Vec<SocketAddr>,
 }
 
+impl RunConfig {
+    /// Services of `project` in `region`, ingresses bound on `bind_host`, SQL data under
+    /// `data_root` with the `/cloudsql` sockets in `<data_root>/cloudsql`, isolated when
+    /// possible ([`IsolationMode::Auto`]), nothing forwarded.
+    pub fn new(
+        project: impl Into<String>,
+        region: impl Into<String>,
+        bind_host: impl Into<String>,
+        data_root: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        let data_root = data_root.into();
+        Self {
+            project: project.into(),
+            region: region.into(),
+            bind_host: bind_host.into(),
+            socket_root: data_root.join("cloudsql"),
+            data_root,
+            isolation: IsolationMode::Auto,
+            forward: Vec::new(),
+        }
+    }
+}
+
 /// Why a deploy failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {

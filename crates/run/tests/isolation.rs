@@ -17,8 +17,7 @@ use serde_json::json;
 /// The workload: tells its environment, and tries what a compromised service would.
 const PROBE_APP: &str = r#"
 import http.server, json, os, sys, urllib.parse, urllib.request
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class H(JsonHandler):
     def do_GET(self):
         u = urllib.parse.urlparse(self.path)
         q = dict(urllib.parse.parse_qsl(u.query))
@@ -42,15 +41,8 @@ class H(http.server.BaseHTTPRequestHandler):
             out = {"token": google.oauth2.id_token.fetch_id_token(google.auth.transport.requests.Request(), q["aud"])}
         else:
             out = {"env": dict(os.environ), "pid": os.getpid(), "uid": os.getuid()}
-        body = json.dumps(out).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer((os.environ.get("GATEHOUSE_BIND_ADDR", "0.0.0.0"), int(os.environ["PORT"])), H).serve_forever()
+        self.reply(out)
+serve(H)
 "#;
 
 /// A service `name` running the probe app as account `name-sa`, public or not, with a secret

@@ -279,21 +279,14 @@ async fn private_and_public_services_secrets_restarts_and_redeploys() {
 /// A workload that answers `GET /db` with what `psql` gets over the Cloud SQL socket.
 const DB_APP: &str = r#"
 import http.server, json, os, subprocess, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class H(JsonHandler):
     def do_GET(self):
         sock = os.path.join(os.environ["DB_SOCKET_PATH"], os.environ["INSTANCE"])
         r = subprocess.run([os.environ["PSQL"], "-h", sock, "-U", "vote-user", "-d", "votes", "-qtAc",
                             "CREATE TABLE IF NOT EXISTS t (n int); INSERT INTO t VALUES (42); SELECT sum(n) FROM t"],
                            env={"PGPASSWORD": os.environ["DB_PASS"]}, capture_output=True, text=True)
-        body = json.dumps({"out": r.stdout.strip(), "err": r.stderr.strip(), "socket": os.environ["DB_SOCKET_PATH"]}).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer((os.environ.get("GATEHOUSE_BIND_ADDR", "0.0.0.0"), int(os.environ["PORT"])), H).serve_forever()
+        self.reply({"out": r.stdout.strip(), "err": r.stderr.strip(), "socket": os.environ["DB_SOCKET_PATH"]})
+serve(H)
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use gatehouse_run::{SqlInstance, SqlInstanceSpec};
-use gatehouse_testkit::TempDir;
+use gatehouse_testkit::temp_dir;
 
 const PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 
@@ -44,7 +44,7 @@ fn login(socket_dir: &Path, user: &str, password: &str) -> Result<String, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_with_quotes_dollars_and_backslashes_work() {
-    let dir = TempDir::new("run-sql").unwrap();
+    let dir = temp_dir("run-sql").unwrap();
     let spec = SqlInstanceSpec {
         name: "pw-db".into(),
         databases: vec!["app".into()],

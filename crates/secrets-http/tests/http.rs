@@ -4,60 +4,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use gatehouse_iam::{Iam, IamConfig, Policy};
-use gatehouse_keyring::SystemClock;
-use gatehouse_secrets::{Key, Secrets};
-use gatehouse_store::Store;
-use gatehouse_testkit::TempDir;
-use serde_json::{Value, json};
-use tower::ServiceExt as _;
+use axum::http::{Method, StatusCode, header};
+use serde_json::Value;
 
 struct World {
     app: Router,
     token: String,
-    _dir: TempDir,
+    _kit: gatehouse_world::World,
 }
 
 async fn world() -> World {
-    let dir = TempDir::new("secrets-http").unwrap();
-    let store = Store::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("s.db").display()
-    ))
-    .await
-    .unwrap();
-    let master = Arc::new(Key::generate().unwrap());
-    let config = IamConfig {
-        cache_ttl: std::time::Duration::ZERO,
-        ..IamConfig::default()
-    };
-    let iam = Iam::new(store.clone(), Arc::new(SystemClock), master.clone(), config)
-        .await
-        .unwrap();
-    let secrets = Secrets::new(store, iam.clone(), master).await.unwrap();
-    let admin = iam
-        .create_account("sec-proj", "sm-admin", "", "")
-        .await
-        .unwrap();
-    let policy = Policy::from_json(&json!({"bindings": [{
-        "role": "roles/secretmanager.admin",
-        "members": [format!("serviceAccount:{}", admin.email)],
-    }]}))
-    .unwrap();
-    iam.set_policy("projects/sec-proj", &policy, None)
-        .await
-        .unwrap();
-    let scopes = vec!["https://www.googleapis.com/auth/cloud-platform".to_owned()];
-    let (token, _) = iam.mint_access_token(&admin, &scopes, None, 3600).unwrap();
+    let (kit, _, token) =
+        gatehouse_world::World::with_admin("sec-proj", "sm-admin", "roles/secretmanager.admin")
+            .await
+            .unwrap();
     World {
-        app: gatehouse_secrets_http::router(secrets),
+        app: gatehouse_secrets_http::router(kit.secrets.clone()),
         token,
-        _dir: dir,
+        _kit: kit,
     }
 }
 
@@ -69,29 +35,17 @@ impl World {
         body: impl Into<Body>,
         auth: bool,
     ) -> (StatusCode, Option<String>, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if auth {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {}", self.token));
-        }
-        let res = self
-            .app
-            .clone()
-            .oneshot(req.body(body.into()).unwrap())
+        let bearer = format!("Bearer {}", self.token);
+        let headers = [(header::AUTHORIZATION.as_str(), bearer.as_str())];
+        let headers = if auth { &headers[..] } else { &[] };
+        let r = gatehouse_testkit::send(&self.app, method, uri, headers, body)
             .await
             .unwrap();
-        let status = res.status();
-        let challenge = res
-            .headers()
+        let challenge = r
+            .headers
             .get(header::WWW_AUTHENTICATE)
             .map(|v| v.to_str().unwrap().to_owned());
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (
-            status,
-            challenge,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (r.status, challenge, r.json)
     }
 
     async fn create(&self, id: &str) {

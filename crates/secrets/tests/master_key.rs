@@ -11,21 +11,14 @@ use gatehouse_iam::{Iam, IamConfig};
 use gatehouse_keyring::{Keyring, Purpose, SystemClock};
 use gatehouse_secrets::{Key, Secrets};
 use gatehouse_store::Store;
-use gatehouse_testkit::{PgCluster, TempDir};
+use gatehouse_testkit::{PgCluster, temp_dir};
 use serde_json::json;
 use sqlx::Row as _;
 
-const ID_TOKEN: Purpose = Purpose {
-    name: "id_token",
-    max_token_ms: 3_600_000,
-    cert_subject: "securetoken.system.gserviceaccount.com",
-};
-/// IAM's service-account ID-token keys (a keyring finds a purpose by its name).
-const GOOGLE_ID_TOKEN: Purpose = Purpose {
-    name: "google_id_token",
-    max_token_ms: 3_600_000,
-    cert_subject: "accounts.google.com",
-};
+/// Identity's ID-token keys and IAM's service-account ID-token keys: the same purposes the
+/// servers use (a keyring finds a purpose by its name).
+const ID_TOKEN: Purpose = *gatehouse_identity::KeyPurpose::IdToken.spec();
+const GOOGLE_ID_TOKEN: Purpose = gatehouse_iam::GOOGLE_ID_TOKEN;
 
 async fn keyring(store: &Store, master: &Arc<Key>) -> Result<Keyring, gatehouse_keyring::Error> {
     Keyring::load(
@@ -147,7 +140,7 @@ async fn rotation_covers_signing_keys(url: &str) {
 
 #[tokio::test]
 async fn sqlite_rotation_covers_signing_keys() {
-    let dir = TempDir::new("rotate-sqlite").unwrap();
+    let dir = temp_dir("rotate-sqlite").unwrap();
     rotation_covers_signing_keys(&format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("g.db").display()

@@ -10,7 +10,7 @@ use gatehouse_iam::{Error, Iam, IamConfig, Principal};
 use gatehouse_keyring::{ManualClock, SystemClock};
 use gatehouse_secrets::{Key, NewPayload, Secrets, crc32c};
 use gatehouse_store::Store;
-use gatehouse_testkit::{PgCluster, TempDir};
+use gatehouse_testkit::{PgCluster, temp_dir};
 use serde_json::json;
 
 const PAYLOAD_1: &[u8] = b"postgres-password-6f1d2c-FIRST";
@@ -452,7 +452,7 @@ where
 
 #[tokio::test]
 async fn sqlite() {
-    let dir = TempDir::new("secrets-sqlite").unwrap();
+    let dir = temp_dir("secrets-sqlite").unwrap();
     let file = dir.path().join("s.db");
     let store = Store::connect(&format!("sqlite://{}?mode=rwc", file.display()))
         .await
@@ -494,7 +494,7 @@ async fn postgres() {
 async fn times_come_from_the_iam_clock() {
     // 2023-11-14T22:13:20Z.
     const T0: i64 = 1_700_000_000_000;
-    let dir = TempDir::new("secrets-clock").unwrap();
+    let dir = temp_dir("secrets-clock").unwrap();
     let file = dir.path().join("s.db");
     let store = Store::connect(&format!("sqlite://{}?mode=rwc", file.display()))
         .await

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_store::{Error, IdentityLink, OobCodeRecord, RefreshTokenRecord, Store, UserRecord};
-use gatehouse_testkit::{PgCluster, TempDir};
+use gatehouse_testkit::{PgCluster, temp_dir};
 
 fn user(id: &str, email: Option<&str>) -> UserRecord {
     UserRecord {
@@ -147,7 +147,7 @@ async fn story(store: &Store) {
 
 #[tokio::test]
 async fn sqlite() {
-    let dir = TempDir::new("store-sqlite").unwrap();
+    let dir = temp_dir("store-sqlite").unwrap();
     let store = Store::connect(&format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("s.db").display()

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_store::{Error, OperationRecord, Store};
-use gatehouse_testkit::{PgCluster, TempDir};
+use gatehouse_testkit::{PgCluster, temp_dir};
 
 fn op(name: &str, parent: &str, at: i64) -> OperationRecord {
     OperationRecord {
@@ -98,7 +98,7 @@ async fn story(store: &Store) {
 
 #[tokio::test]
 async fn sqlite_operations_survive_a_restart() {
-    let dir = TempDir::new("store-ops").unwrap();
+    let dir = temp_dir("store-ops").unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
     let store = Store::connect(&url).await.unwrap();
     story(&store).await;

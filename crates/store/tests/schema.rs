@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use gatehouse_store::Store;
-use gatehouse_testkit::{PgCluster, TempDir};
+use gatehouse_testkit::{PgCluster, TempDir, temp_dir};
 use sqlx::{Connection, PgConnection, Row, SqliteConnection};
 
 /// One backend's schema as a sorted set of lines (`users: column email text null`, ...).
@@ -290,7 +290,7 @@ async fn migrated_sqlite(dir: &TempDir) -> SqliteConnection {
 
 #[tokio::test]
 async fn sqlite_and_postgres_schemas_match_after_migrations() {
-    let dir = TempDir::new("store-schema").unwrap();
+    let dir = temp_dir("store-schema").unwrap();
     let sqlite = sqlite_schema(&mut migrated_sqlite(&dir).await).await;
 
     let pg = PgCluster::start().expect("ephemeral PostgreSQL");
@@ -323,7 +323,7 @@ async fn sqlite_and_postgres_schemas_match_after_migrations() {
 /// The comparison sees a difference: a column, an index, a table, a foreign key.
 #[tokio::test]
 async fn a_schema_difference_is_reported() {
-    let dir = TempDir::new("store-schema-diff").unwrap();
+    let dir = temp_dir("store-schema-diff").unwrap();
     let mut conn = migrated_sqlite(&dir).await;
     let before = sqlite_schema(&mut conn).await;
     for ddl in [

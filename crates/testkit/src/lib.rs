@@ -1,7 +1,11 @@
 //! Test harness for Gatehouse: ephemeral PostgreSQL clusters, free ports, temporary
 //! directories, a recording SMTP server, a spawner for the real `gatehouse` binary, a
-//! `node --test` runner that fails when no test ran, and (feature `world`) the IAM + Secret
-//! Manager + runner world that the runner and app tests deploy into.
+//! `node --test` runner that fails when no test ran, the adversarial corpus runner,
+//! one-request router calls, request → JSON for HTTP clients, and Chromium for page tests.
+//!
+//! It knows no Gatehouse domain crate but `gatehouse-tokens`, so every crate's tests can use
+//! it without a dependency cycle; the IAM + Secret Manager world lives one layer up, in
+//! `gatehouse-world`.
 //!
 //! Missing prerequisites fail loudly with the install hint.
 //!
@@ -11,22 +15,24 @@
 #![forbid(unsafe_code)]
 
 pub mod adversarial;
+mod browser;
+mod fetch;
 pub mod node;
+mod oneshot;
 mod pg;
 mod smtp;
 mod spawn;
-#[cfg(feature = "world")]
-mod world;
 
+pub use browser::{run_in_chromium, workspace_root};
+pub use fetch::FetchJson;
 pub use node::{NodeSummary, NodeTests};
+pub use oneshot::{Reply, send};
 pub use pg::PgCluster;
 pub use smtp::{SmtpSink, StoredMail};
 pub use spawn::Spawned;
-#[cfg(feature = "world")]
-pub use world::{World, WorldBuilder};
+pub use tempfile::TempDir;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
@@ -36,37 +42,13 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// A directory removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates a fresh directory under the system temp dir.
-    pub fn new(prefix: &str) -> anyhow::Result<Self> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self(path))
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory under the system temp dir whose name starts with `prefix`; removed when
+/// the returned [`TempDir`] is dropped.
+pub fn temp_dir(prefix: &str) -> anyhow::Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir()
+        .with_context(|| format!("creating a temporary directory `{prefix}-*`"))
 }
 
 /// Whether this process runs as root (initdb then has to run as `postgres`).

@@ -11,8 +11,6 @@ use std::process::Command;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::TempDir;
-
 /// A `node --test` run: a directory, the files in it, environment variables.
 #[derive(Debug)]
 pub struct NodeTests {
@@ -72,7 +70,7 @@ impl NodeTests {
                 path.display()
             );
         }
-        let scratch = TempDir::new("node-tap")?;
+        let scratch = crate::temp_dir("node-tap")?;
         let tap = scratch.path().join("summary.tap");
         let status = Command::new("node")
             .arg("--test")

@@ -30,7 +30,7 @@ impl PgCluster {
                 bin.display()
             );
         }
-        let dir = TempDir::new("gatehouse-pg")?;
+        let dir = crate::temp_dir("gatehouse-pg")?;
         let data = dir.path().join("data");
         let root = is_root();
         if root {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gatehouse_identity::{Identity, IdentityOptions, ProjectConfig, RateLimits, SystemClock};
 use gatehouse_store::Store;
-use gatehouse_testkit::TempDir;
+use gatehouse_testkit::{FetchJson as _, TempDir, temp_dir};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
@@ -83,7 +83,7 @@ pub async fn start_op(identity_url: &str) -> Op {
 
 /// [`identity`], optionally with `oidc.corp` — an upstream oidc-provider — configured.
 pub async fn identity_with(oidc: bool) -> Idp {
-    let dir = TempDir::new("vote-idp").unwrap();
+    let dir = temp_dir("vote-idp").unwrap();
     let store = Store::connect(&format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("id.db").display()
@@ -151,10 +151,7 @@ pub async fn id_token_with(idp: &Idp, email: &str, key: &str) -> String {
             idp.url
         ))
         .json(&json!({"email": email, "password": "correct-horse-9", "returnSecureToken": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
+        .fetch_json()
         .await
         .unwrap();
     res["idToken"].as_str().unwrap().to_owned()

@@ -220,18 +220,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         iam.clone(),
         Some(secrets.clone()),
         RunConfig {
-            project: project.clone(),
-            region: m.project.region.clone(),
-            bind_host: host.clone(),
-            data_root: data_dir.clone(),
-            socket_root: data_dir.join("cloudsql"),
-            isolation: gatehouse_run::IsolationMode::Auto,
             // Services reach the identity and IAM servers at their URLs, inside their
             // network namespaces too.
             forward: [&identity_url, &iam_url]
                 .iter()
                 .filter_map(|u| u.strip_prefix("http://")?.parse().ok())
                 .collect(),
+            ..RunConfig::new(
+                project.clone(),
+                m.project.region.clone(),
+                host.clone(),
+                data_dir.clone(),
+            )
         },
     );
     match runner.isolation().warning() {

@@ -8,7 +8,7 @@ use gatehouse_identity::{
     Identity, IdentityOptions, ManualClock, ProjectConfig, RateLimits, SmtpConfig,
 };
 use gatehouse_store::Store;
-use gatehouse_testkit::TempDir;
+use gatehouse_testkit::{TempDir, temp_dir};
 use serde_json::{Value, json};
 
 pub const NOW_MS: i64 = 1_800_000_000_000;
@@ -53,7 +53,7 @@ impl Builder {
     /// The identity service this builder describes, not yet served; links point at
     /// `public_url`.
     pub async fn build(self, public_url: &str) -> (Identity, Arc<ManualClock>, TempDir) {
-        let dir = TempDir::new("gatehouse-it").unwrap();
+        let dir = temp_dir("gatehouse-it").unwrap();
         let url = self.database_url.clone().unwrap_or_else(|| {
             format!(
                 "sqlite://{}?mode=rwc",

@@ -5,13 +5,12 @@
 
 use std::path::PathBuf;
 
-use gatehouse_run::{IsolationMode, ServiceSpec};
+use gatehouse_run::{IsolationMode, RunConfig, Runner, ServiceSpec};
 use serde_json::Value;
 
 pub const APP: &str = r#"
 import http.server, json, os, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class H(JsonHandler):
     def do_GET(self):
         if self.path == "/crash":
             os._exit(3)
@@ -25,15 +24,10 @@ class H(http.server.BaseHTTPRequestHandler):
         else:
             keys = ["K_SERVICE", "K_REVISION", "K_CONFIGURATION", "DB_PASS", "GCE_METADATA_HOST", "PORT", "GREETING"]
             out = {"env": {k: os.environ.get(k) for k in keys}, "headers": {k.lower(): v for k, v in self.headers.items()}, "pid": os.getpid()}
-        body = json.dumps(out).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(out)
     def log_message(self, *a):
         sys.stderr.write("request " + self.path + "\n")
-http.server.ThreadingHTTPServer((os.environ.get("GATEHOUSE_BIND_ADDR", "0.0.0.0"), int(os.environ["PORT"])), H).serve_forever()
+serve(H)
 "#;
 
 /// The IAM compat suite's venv: its packages (google-auth) are what the workload imports.
@@ -58,24 +52,44 @@ pub fn python() -> PathBuf {
     p
 }
 
-/// Writes a workload script that finds google-auth in the compat venv.
+/// What every workload script starts with: google-auth from the compat venv, a handler base
+/// that answers JSON (and logs nothing), and `serve(H)` on the runner's address and port.
+const PRELUDE: &str = r#"
+import http.server, json, os
+class JsonHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def reply(self, out):
+        body = json.dumps(out).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+def serve(H):
+    http.server.ThreadingHTTPServer((os.environ.get("GATEHOUSE_BIND_ADDR", "0.0.0.0"), int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// Writes a workload script (after [`PRELUDE`]) that finds google-auth in the compat venv.
 pub fn write_app(path: &std::path::Path, source: &str) {
     let prefix = format!(
-        "import sys; sys.path.insert(0, {:?})\n",
+        "import sys; sys.path.insert(0, {:?})\n{PRELUDE}",
         site_packages().display().to_string()
     );
     std::fs::write(path, format!("{prefix}{source}")).unwrap();
 }
 
-/// The testkit world (IAM with a zero cache TTL, Secret Manager, a runner deploying into
-/// `run-proj`) and the workload script in its directory.
+/// The world (IAM with a zero cache TTL, Secret Manager), a runner deploying into `run-proj`,
+/// and the workload script in the world's directory.
 pub struct World {
-    pub kit: gatehouse_testkit::World,
+    pub kit: gatehouse_world::World,
+    pub runner: Runner,
     pub app: PathBuf,
 }
 
 impl std::ops::Deref for World {
-    type Target = gatehouse_testkit::World;
+    type Target = gatehouse_world::World;
 
     fn deref(&self) -> &Self::Target {
         &self.kit
@@ -87,16 +101,28 @@ pub async fn world() -> World {
 }
 
 pub async fn world_with(isolation: IsolationMode, forward: Vec<std::net::SocketAddr>) -> World {
-    let mut builder = gatehouse_testkit::World::builder()
+    let kit = gatehouse_world::World::builder()
         .project("run-proj")
-        .isolation(isolation);
-    for addr in forward {
-        builder = builder.forward(addr);
-    }
-    let kit = builder.build().await.unwrap();
+        .build()
+        .await
+        .unwrap();
+    let runner = Runner::new(
+        kit.iam.clone(),
+        Some(kit.secrets.clone()),
+        RunConfig {
+            isolation,
+            forward,
+            ..RunConfig::new(
+                "run-proj",
+                "us-central1",
+                "127.0.0.1",
+                kit.dir.path().join("data"),
+            )
+        },
+    );
     let app = kit.dir.path().join("app.py");
     write_app(&app, APP);
-    World { kit, app }
+    World { kit, runner, app }
 }
 
 pub fn spec(w: &World, yaml: &str) -> ServiceSpec {
