@@ -63,13 +63,16 @@ pub(crate) async fn forward(
         Ok(res) => res,
         Err(e) => {
             let (status, msg) = (e.status(), e.message());
-            tracing::warn!(
-                operation = op,
-                status,
-                side = ?e.side,
-                error = &e as &(dyn std::error::Error + 'static),
-                "backend failed: {msg}"
-            );
+            if let Some(suppressed) = gw.upstream.failure_log.admit() {
+                tracing::warn!(
+                    operation = op,
+                    status,
+                    side = ?e.side,
+                    suppressed,
+                    error = &e as &(dyn std::error::Error + 'static),
+                    "backend failed: {msg}"
+                );
+            }
             return plan::local(plan.metrics, started, GatewayError::new(status, msg));
         }
     };

@@ -203,14 +203,17 @@ impl Exchange<'_> {
             }
             Outcome::Failed(e) => {
                 let (status, msg) = (e.status(), e.message());
-                tracing::warn!(
-                    operation = op,
-                    status,
-                    side = ?e.side,
-                    reused = e.reused,
-                    error = &e as &(dyn std::error::Error + 'static),
-                    "backend failed: {msg}"
-                );
+                if let Some(suppressed) = self.gw.upstream.failure_log.admit() {
+                    tracing::warn!(
+                        operation = op,
+                        status,
+                        side = ?e.side,
+                        reused = e.reused,
+                        suppressed,
+                        error = &e as &(dyn std::error::Error + 'static),
+                        "backend failed: {msg}"
+                    );
+                }
                 let keep = self.client_keep && self.body.as_ref().is_none_or(ReqBody::done);
                 self.answer(plan.metrics, status, msg, keep).await
             }
