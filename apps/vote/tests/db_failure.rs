@@ -46,7 +46,7 @@ async fn voter(url: String, token: String, stop: Arc<AtomicBool>, out: Arc<Mutex
         .unwrap();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let team = if n % 2 == 0 { "CATS" } else { "DOGS" };
+        let team = if n.is_multiple_of(2) { "CATS" } else { "DOGS" };
         n += 1;
         let sent = Instant::now();
         let res = client

@@ -67,6 +67,8 @@ pub(super) struct Launch {
     pub user: Option<(u32, u32)>,
     /// The server's stdout and stderr are appended here.
     pub log: PathBuf,
+    /// The socket's lock file (`<socket dir>/.s.PGSQL.<port>.lock`).
+    pub socket_lock: PathBuf,
 }
 
 impl Launch {
@@ -109,10 +111,11 @@ impl Launch {
     }
 }
 
-/// The `postmaster.pid` of a data directory: the pid on its first line and the status word on
-/// its eighth (`starting`, `ready`, `stopping`), as `pg_ctl -w` reads it.
-fn lock_file(data: &Path) -> Option<(u32, String)> {
-    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+/// A PostgreSQL lock file (`postmaster.pid`, the socket's `.lock`): the pid on its first line
+/// and, in `postmaster.pid`, the status word on its eighth (`starting`, `ready`, `stopping`),
+/// as `pg_ctl -w` reads it.
+fn lock_file(path: &Path) -> Option<(u32, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines();
     let pid = lines.next()?.trim().parse().ok()?;
     let status = lines.nth(6).unwrap_or_default().trim().to_owned();
@@ -123,15 +126,15 @@ fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(|p| kill(Pid::from_raw(p), None::<Signal>).is_ok())
 }
 
-/// Removes `postmaster.pid` when the postmaster it names is certainly gone: it is `dead` (our
-/// own child, already reaped) or no process has its pid. A live pid is left alone (PostgreSQL
-/// then refuses to start, which is right: another server owns the directory). Returns the pid
-/// of a live owner, if any.
-pub(super) fn clear_stale_lock(data: &Path, dead: Option<u32>) -> Option<u32> {
-    let (pid, _) = lock_file(data)?;
+/// Removes the lock file at `path` when the postmaster it names is certainly gone: it is `dead`
+/// (our own child, already reaped, whose pid may since belong to another process) or no
+/// process has its pid. A live owner's file is left alone (PostgreSQL then refuses to start,
+/// which is right: another server owns the directory); its pid is returned.
+pub(super) fn clear_stale_lock(path: &Path, dead: Option<u32>) -> Option<u32> {
+    let (pid, _) = lock_file(path)?;
     if Some(pid) == dead || !alive(pid) {
-        if let Err(e) = std::fs::remove_file(data.join("postmaster.pid")) {
-            tracing::warn!(data = %data.display(), "removing a stale postmaster.pid: {e}");
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), "removing a stale lock file: {e}");
         }
         None
     } else {
@@ -146,7 +149,7 @@ async fn wait_ready(child: &mut Child, data: &Path) -> Result<(), String> {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!("postgres exited during start-up: {status}"));
         }
-        if let Some((owner, state)) = lock_file(data)
+        if let Some((owner, state)) = lock_file(&data.join("postmaster.pid"))
             && Some(owner) == pid
             && state == "ready"
         {
@@ -310,30 +313,51 @@ async fn supervise(
                 () = tokio::time::sleep(delay) => {}
             }
             failures = failures.saturating_add(1);
-            if let Some(owner) = clear_stale_lock(&launch.data, Some(dead)) {
+            clear_stale_lock(&launch.socket_lock, Some(dead));
+            if let Some(owner) = clear_stale_lock(&launch.data.join("postmaster.pid"), Some(dead)) {
                 tracing::warn!(
                     instance = launch.name,
                     owner,
                     "sql instance: another postmaster holds the data directory; waiting"
                 );
             }
-            set(Health::Starting, None);
-            let started = tokio::select! {
+            let mut c = match launch.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(
+                        instance = launch.name,
+                        "sql instance: starting postgres: {e}"
+                    );
+                    continue;
+                }
+            };
+            pid.store(c.id().unwrap_or(0), Ordering::Release);
+            set(Health::Starting, c.id());
+            let ready = tokio::select! {
                 biased;
-                () = stopping(&mut stop) => {
+                () = stopping(&mut stop) => None,
+                ready = wait_ready(&mut c, &launch.data) => Some(ready),
+            };
+            match ready {
+                Some(Ok(())) => break c,
+                Some(Err(why)) => {
+                    shutdown(&mut c).await;
+                    pid.store(0, Ordering::Release);
+                    set(Health::Down, None);
+                    tracing::warn!(
+                        instance = launch.name,
+                        attempt = failures,
+                        retry_in_ms = backoff(failures).as_millis(),
+                        "sql instance: restart failed: {why}"
+                    );
+                }
+                None => {
+                    // Stopped while starting: the half-started server is stopped too.
+                    shutdown(&mut c).await;
+                    pid.store(0, Ordering::Release);
                     set(Health::Stopped, None);
                     return;
                 }
-                started = launch.start() => started,
-            };
-            match started {
-                Ok(c) => break c,
-                Err(why) => tracing::warn!(
-                    instance = launch.name,
-                    attempt = failures,
-                    retry_in_ms = backoff(failures).as_millis(),
-                    "sql instance: restart failed: {why}"
-                ),
             }
         };
         let current = child.id();
@@ -371,13 +395,14 @@ mod tests {
     #[test]
     fn the_lock_file_gives_pid_and_status() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(lock_file(dir.path()), None);
+        let path = dir.path().join("postmaster.pid");
+        assert_eq!(lock_file(&path), None);
         std::fs::write(
-            dir.path().join("postmaster.pid"),
+            &path,
             "4242\n/data\n1700000000\n5432\n/cloudsql/p:r:db\n\n  1234    5\nready   \n",
         )
         .unwrap();
-        assert_eq!(lock_file(dir.path()), Some((4242, "ready".into())));
+        assert_eq!(lock_file(&path), Some((4242, "ready".into())));
     }
 
     /// A lock file naming a dead process (or our reaped child) goes; one naming a live
@@ -388,14 +413,14 @@ mod tests {
         let path = dir.path().join("postmaster.pid");
         let me = std::process::id();
         std::fs::write(&path, format!("{me}\n")).unwrap();
-        assert_eq!(clear_stale_lock(dir.path(), None), Some(me));
+        assert_eq!(clear_stale_lock(&path, None), Some(me));
         assert!(path.is_file(), "a live owner's lock file is kept");
-        assert_eq!(clear_stale_lock(dir.path(), Some(me)), None);
+        assert_eq!(clear_stale_lock(&path, Some(me)), None);
         assert!(!path.exists(), "the reaped child's lock file is removed");
 
         // A pid that cannot be running (above any pid_max).
         std::fs::write(&path, "2147483646\n").unwrap();
-        assert_eq!(clear_stale_lock(dir.path(), None), None);
+        assert_eq!(clear_stale_lock(&path, None), None);
         assert!(!path.exists());
     }
 }
