@@ -84,6 +84,10 @@ impl Launch {
         c.arg("-D")
             .arg(&self.data)
             .args(&self.args)
+            // Nothing of the runner's environment (its secrets among it) reaches the server;
+            // locale and time zone come from the data directory's configuration.
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
