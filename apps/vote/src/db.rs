@@ -7,8 +7,14 @@
 //! `time_cast`, in one statement (one snapshot). A tally table created next to an existing
 //! votes table starts from a count of it, under a lock. `TALLY_MODE=count` switches to the
 //! sample's own queries (a COUNT per candidate per request), for comparison in benchmarks.
+//!
+//! Outages: a connection is waited for at most [`ACQUIRE_TIMEOUT`] (the sample waits a minute),
+//! every pooled connection is checked before use (a server that restarted leaves dead ones
+//! behind), and an error says whether the database was unreachable ([`DbError::Unavailable`],
+//! a 503 to the client) or refused the statement ([`DbError::Failed`], a 500).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, PgPool, Row as _, SqlitePool};
 
@@ -17,6 +23,51 @@ use crate::page::{RecentVote, Tally};
 
 /// Tally rows per candidate.
 const SHARDS: i64 = 8;
+
+/// The longest a request waits for a database connection (connecting included).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the database did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Unreachable, starting up, shutting down or out of connections: a retry later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else (configuration, a statement refused).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl DbError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// SQLSTATE classes that mean "the server is not there right now": 08 connection exception,
+/// 53 insufficient resources (too many connections), 57 operator intervention (shutdown,
+/// crash, starting up).
+fn unavailable_state(code: &str) -> bool {
+    ["08", "53", "57"].iter().any(|c| code.starts_with(c))
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        let unavailable = match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| unavailable_state(&c)),
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Failed(e.to_string())
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Pool {
@@ -47,8 +98,9 @@ fn q(s: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
 
 impl Votes {
     /// Connects and creates the schema when missing.
-    pub async fn open(target: &DbTarget, table: &str, count_mode: bool) -> Result<Self, String> {
-        let e = |e: sqlx::Error| e.to_string();
+    pub async fn open(target: &DbTarget, table: &str, count_mode: bool) -> Result<Self, DbError> {
+        let e = DbError::from;
+        let refused = |e: String| DbError::Failed(e);
         match target {
             DbTarget::Sqlite(path) => {
                 let opts = sqlx::sqlite::SqliteConnectOptions::new()
@@ -56,7 +108,7 @@ impl Votes {
                     .create_if_missing(true)
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(std::time::Duration::from_secs(10));
+                    .busy_timeout(Duration::from_secs(10));
                 let pool = sqlx::sqlite::SqlitePoolOptions::new()
                     .max_connections(5)
                     .connect_with(opts)
@@ -107,12 +159,15 @@ impl Votes {
                         .username(user)
                         .password(password)
                         .database(database),
-                    DbTarget::Sqlite(_) => return Err("not a PostgreSQL target".into()),
+                    DbTarget::Sqlite(_) => return Err(refused("not a PostgreSQL target".into())),
                 };
-                // The sample's pool: five connections, a minute to get one.
+                // The sample's five connections; not its minute to get one: during an outage
+                // a vote is refused quickly, and a connection left dead by a server restart
+                // fails its check and is replaced.
                 let pool = sqlx::postgres::PgPoolOptions::new()
                     .max_connections(5)
-                    .acquire_timeout(std::time::Duration::from_secs(60))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .test_before_acquire(true)
                     .connect_with(opts)
                     .await
                     .map_err(e)?;
@@ -232,7 +287,13 @@ impl Votes {
     }
 
     /// Stores a vote and counts it, atomically.
-    pub async fn vote(&self, team: &str, time_ms: i64, uid: &str) -> Result<(), sqlx::Error> {
+    pub async fn vote(&self, team: &str, time_ms: i64, uid: &str) -> Result<(), DbError> {
+        self.vote_sql(team, time_ms, uid)
+            .await
+            .map_err(DbError::from)
+    }
+
+    async fn vote_sql(&self, team: &str, time_ms: i64, uid: &str) -> Result<(), sqlx::Error> {
         let shard = {
             use rand::Rng as _;
             rand::rng().random_range(0..SHARDS)
@@ -277,7 +338,11 @@ impl Votes {
     }
 
     /// The counts and the five newest votes.
-    pub async fn tally(&self) -> Result<Tally, sqlx::Error> {
+    pub async fn tally(&self) -> Result<Tally, DbError> {
+        self.tally_sql().await.map_err(DbError::from)
+    }
+
+    async fn tally_sql(&self) -> Result<Tally, sqlx::Error> {
         if self.count_mode {
             return self.tally_by_count().await;
         }

@@ -25,8 +25,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use gatehouse_verify::{GOOGLE_KEYS_BASE, IdTokenVerifier};
 
-use crate::db::Votes;
+use crate::db::{DbError, Votes};
 use crate::page::ClientConfig;
+
+/// The longest a request waits for the database: a connection within
+/// [`db::ACQUIRE_TIMEOUT`], the statement within what is left. Past it the answer is a 503 (a
+/// vote still being written is finished and logged, but not acknowledged).
+pub const DB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The page's sign-in client.
 const APP_JS: &str = include_str!("../static/app.js");
@@ -118,12 +123,12 @@ impl App {
 
     /// The database, connected (and the schema created) on first use; a failure is not kept,
     /// so the next request tries again.
-    pub async fn votes(&self) -> Result<&Votes, String> {
+    pub async fn votes(&self) -> Result<&Votes, DbError> {
         let s = &self.0.settings;
         self.0
             .votes
             .get_or_try_init(|| async {
-                let target = config::db_target(&s.env)?;
+                let target = config::db_target(&s.env).map_err(DbError::Failed)?;
                 Votes::open(&target, &s.table, s.count_mode).await
             })
             .await
@@ -175,11 +180,38 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
         .into_response()
 }
 
+/// `work` within [`DB_DEADLINE`]; running out of time counts as the database being unavailable.
+async fn in_time<T>(work: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
+    tokio::time::timeout(DB_DEADLINE, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DbError::Unavailable(format!(
+                "no answer from the database within {} ms",
+                DB_DEADLINE.as_millis()
+            )))
+        })
+}
+
+/// The status for a database error: 503 (with `Retry-After`) when a retry may work, else 500.
+fn db_failure(e: &DbError, body: &'static str) -> Response {
+    if e.is_unavailable() {
+        let mut res = html(StatusCode::SERVICE_UNAVAILABLE, body.into());
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        res
+    } else {
+        html(StatusCode::INTERNAL_SERVER_ERROR, body.into())
+    }
+}
+
 async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
-    let tally = match app.votes().await {
-        Ok(v) => v.tally().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
+    let tally = in_time(async {
+        match app.votes().await {
+            Ok(v) => v.tally().await,
+            Err(e) => Err(e),
+        }
+    })
+    .await;
     match tally {
         Ok(t) => html(
             StatusCode::OK,
@@ -192,10 +224,7 @@ async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
                 app.trace(&headers).as_deref(),
                 None,
             );
-            html(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Unable to load page; see logs for more details.".into(),
-            )
+            db_failure(&e, "Unable to load page; see logs for more details.")
         }
     }
 }
@@ -258,7 +287,7 @@ async fn vote(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respon
         let (app, team, uid, trace) = (app.clone(), team.clone(), uid.clone(), trace.clone());
         tokio::spawn(async move {
             let stored = match app.votes().await {
-                Ok(v) => v.vote(&team, now, &uid).await.map_err(|e| e.to_string()),
+                Ok(v) => v.vote(&team, now, &uid).await,
                 Err(e) => Err(e),
             };
             if stored.is_ok() {
@@ -272,7 +301,12 @@ async fn vote(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respon
             stored
         })
     };
-    let stored = task.await.unwrap_or_else(|e| Err(e.to_string()));
+    // The answer waits for the commit: a 200 means the vote is stored.
+    let stored = in_time(async {
+        task.await
+            .unwrap_or_else(|e| Err(DbError::Failed(e.to_string())))
+    })
+    .await;
     match stored {
         Ok(()) => html(
             StatusCode::OK,
@@ -285,10 +319,7 @@ async fn vote(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respon
                 trace.as_deref(),
                 None,
             );
-            html(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Unable to cast vote; see logs for more details.".into(),
-            )
+            db_failure(&e, "Unable to cast vote; see logs for more details.")
         }
     }
 }

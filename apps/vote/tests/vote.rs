@@ -171,88 +171,9 @@ fn gatehouse_tokens_claims(token: &str) -> serde_json::Value {
 /// and its project id from the metadata server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_the_runner_on_managed_postgres_with_the_credentials_secret() {
-    use gatehouse_run::{ServiceSpec, SqlInstanceSpec, SqlUser};
-
     let idp = identity().await;
-    let world = gatehouse_world::World::builder()
-        .project(PROJECT)
-        .build()
-        .await
-        .unwrap();
-    let runner = &gatehouse_run::Runner::new(
-        world.iam.clone(),
-        Some(world.secrets.clone()),
-        gatehouse_run::RunConfig {
-            // The identity server, reachable from inside the instance's namespace.
-            forward: vec![idp.url.trim_start_matches("http://").parse().unwrap()],
-            ..gatehouse_run::RunConfig::new(
-                PROJECT,
-                "us-central1",
-                "127.0.0.1",
-                world.dir.path().join("data"),
-            )
-        },
-    );
-    let iam = &world.iam;
-    let sa = iam
-        .create_account(PROJECT, "idp-sql-identity", "", "")
-        .await
-        .unwrap();
-    let member = format!("serviceAccount:{}", sa.email);
-    world.add_secret("db-pass", b"s3cret-Pw").await.unwrap();
-    world
-        .add_secret(
-            "idp-sql-secrets",
-            serde_json::json!({
-                "CLOUD_SQL_CONNECTION_NAME": format!("{PROJECT}:us-central1:idp-sql-instance"),
-                "DB_NAME": "votes",
-                "DB_USER": "vote-user",
-                "DB_PASSWORD": "s3cret-Pw",
-            })
-            .to_string()
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    iam.edit_binding(
-        &format!("projects/{PROJECT}/secrets/idp-sql-secrets"),
-        "roles/secretmanager.secretAccessor",
-        &member,
-        true,
-    )
-    .await
-    .unwrap();
-    iam.edit_binding(
-        &format!("projects/{PROJECT}"),
-        "roles/cloudsql.client",
-        &member,
-        true,
-    )
-    .await
-    .unwrap();
-    runner
-        .start_sql(SqlInstanceSpec {
-            name: "idp-sql-instance".into(),
-            databases: vec!["votes".into()],
-            users: vec![SqlUser {
-                name: "vote-user".into(),
-                password_secret: "db-pass:latest".into(),
-            }],
-            tcp_port: None,
-        })
-        .await
-        .expect("PostgreSQL 15 starts (apt-get install -y postgresql-15)");
-    let spec = ServiceSpec::parse(&format!(
-        "name: idp-sql\ncommand: [{:?}]\nservice_account: {}\nallow_unauthenticated: true\n\
-         secrets: {{CLOUD_SQL_CREDENTIALS_SECRET: 'idp-sql-secrets:latest'}}\n\
-         cloudsql_instances: ['{PROJECT}:us-central1:idp-sql-instance']\n\
-         env: {{GATEHOUSE_IDENTITY_URL: {:?}, API_KEY: {API_KEY}}}\n",
-        env!("CARGO_BIN_EXE_vote"),
-        sa.email,
-        idp.url
-    ))
-    .unwrap();
-    let service = runner.deploy(spec).await.unwrap();
+    let (world, service) = on_managed_postgres(&idp).await;
+    let runner = &world.runner;
     sample_tests(&service.url, &idp, "pg-voter@example.com").await;
 
     // The app's JSON lines reached the service log as structured entries, with the trace

@@ -4,6 +4,9 @@
 //! optionally over TCP, with databases and users (passwords from Secret Manager) created from
 //! the spec.
 //!
+//! The server is supervised ([`postmaster`]): a postmaster that dies is started again on the
+//! same data directory and socket, so apps reconnect to the same path.
+//!
 //! Authentication: application users log in with their password (scram-sha-256) over the
 //! socket or TCP; administration uses the server's own OS account over the socket (`peer`), so
 //! no password-less superuser login is reachable by services.
@@ -13,6 +16,11 @@ use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
+
+mod postmaster;
+
+pub use postmaster::{Health, Status};
+use postmaster::{Launch, Supervisor};
 
 const INSTALL_HINT: &str = "install the PostgreSQL 15 server binaries: `apt-get install -y \
      postgresql-15` (they live in /usr/lib/postgresql/15/bin; set GATEHOUSE_PG_BIN to use another \
@@ -102,7 +110,11 @@ pub struct SqlInstance {
     data: PathBuf,
     bin: PathBuf,
     root: bool,
+    /// The uid and gid the server runs as when the runner is root.
+    user: Option<(u32, u32)>,
     superuser: String,
+    /// Keeps the postmaster running (`None` only before it first started).
+    supervisor: Option<Supervisor>,
 }
 
 fn pg_bin() -> Result<PathBuf, String> {
@@ -198,6 +210,20 @@ impl SqlInstance {
         })?;
         let connection_name = format!("{project}:{region}:{}", spec.name);
         let root = is_root();
+        let user = if root {
+            let found = nix::unistd::User::from_name("postgres")
+                .ok()
+                .flatten()
+                .ok_or_else(|| SqlError {
+                    instance: spec.name.clone(),
+                    why: format!(
+                        "there is no `postgres` user to run the server as: {INSTALL_HINT}"
+                    ),
+                })?;
+            Some((found.uid.as_raw(), found.gid.as_raw()))
+        } else {
+            None
+        };
         let superuser = if root {
             "postgres".to_owned()
         } else {
@@ -210,7 +236,9 @@ impl SqlInstance {
             spec,
             bin,
             root,
+            user,
             superuser,
+            supervisor: None,
         };
         let io = |e: std::io::Error| me.err(e.to_string());
         std::fs::create_dir_all(&me.data).map_err(io)?;
@@ -276,28 +304,56 @@ impl SqlInstance {
         } else {
             ""
         };
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses='{listen}' -c unix_socket_permissions=0777",
-            me.socket_dir.display()
-        );
-        let out = me
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(&me.data)
-            .args(["-o", &opts, "-w", "-t", "60", "-l"])
-            .arg(me.data.join("server.log"))
-            .arg("start")
-            .output()
-            .await
-            .map_err(io)?;
-        if !out.status.success() {
-            let log = std::fs::read_to_string(me.data.join("server.log")).unwrap_or_default();
-            return Err(me.err(format!(
-                "pg_ctl start failed: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                log.lines().rev().take(10).collect::<Vec<_>>().join("\n")
-            )));
+        let launch = Launch {
+            name: me.connection_name.clone(),
+            postgres: me.bin.join("postgres"),
+            data: me.data.clone(),
+            args: vec![
+                "-p".into(),
+                port.to_string(),
+                "-k".into(),
+                me.socket_dir.display().to_string(),
+                "-c".into(),
+                format!("listen_addresses={listen}"),
+                "-c".into(),
+                "unix_socket_permissions=0777".into(),
+                // After a crash PostgreSQL first syncs the data directory: one syncfs() of
+                // the file system instead of an fsync() per file (measured here: 0.14 s
+                // instead of 2.6 s before recovery could start).
+                "-c".into(),
+                "recovery_init_sync_method=syncfs".into(),
+            ],
+            user: me.user,
+            log: me.data.join("server.log"),
+            socket_lock: me.socket_dir.join(format!(".s.PGSQL.{port}.lock")),
+        };
+        if let Some(owner) = postmaster::clear_stale_lock(&me.data.join("postmaster.pid"), None) {
+            // A server left running by a runner that was killed: stopped, then ours starts.
+            tracing::warn!(
+                instance = me.connection_name,
+                pid = owner,
+                "sql instance: stopping a server left running on its data directory"
+            );
+            me.command("pg_ctl")
+                .arg("-D")
+                .arg(&me.data)
+                .args(["-m", "fast", "-w", "-t", "60", "stop"])
+                .output()
+                .await
+                .map_err(io)?;
         }
+        let child = launch.start().await.map_err(|why| {
+            let log = std::fs::read_to_string(me.data.join("server.log")).unwrap_or_default();
+            let tail: Vec<_> = log.lines().rev().take(10).collect();
+            me.err(format!(
+                "{why}\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ))
+        })?;
+        let me = Self {
+            supervisor: Some(Supervisor::new(launch, child)),
+            ..me
+        };
         if port != 5432 {
             // The Cloud SQL layout names the socket .s.PGSQL.5432 whatever the TCP port.
             let _ = std::os::unix::fs::symlink(
@@ -305,6 +361,17 @@ impl SqlInstance {
                 me.socket_dir.join(".s.PGSQL.5432"),
             );
         }
+        if let Err(e) = me.set_up(port, passwords).await {
+            me.stop().await;
+            return Err(e);
+        }
+        tracing::info!(instance = me.connection_name, socket = %me.socket_dir.display(), "sql instance running");
+        Ok(me)
+    }
+
+    /// Creates the users (or resets their passwords) and the databases.
+    async fn set_up(&self, port: u16, passwords: &[(String, String)]) -> Result<(), SqlError> {
+        let me = self;
         for (user, password) in passwords {
             me.psql(port, "postgres", &user_script(user, password))
                 .await?;
@@ -327,8 +394,7 @@ impl SqlInstance {
             }
             me.psql(port, db, &script).await?;
         }
-        tracing::info!(instance = me.connection_name, socket = %me.socket_dir.display(), "sql instance running");
-        Ok(me)
+        Ok(())
     }
 
     /// `psql` as the administrator over the socket, reading its script from stdin: the
@@ -376,16 +442,31 @@ impl SqlInstance {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Stops the server (fast shutdown: connections are closed, data is safe).
+    /// Stops supervising, then stops the server (fast shutdown: connections are closed, data
+    /// is safe); returns when it has exited.
     pub async fn stop(&self) {
-        let _ = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "fast", "-w", "stop"])
-            .output()
-            .await;
+        if let Some(s) = &self.supervisor {
+            s.stop().await;
+        }
         tracing::info!(instance = self.connection_name, "sql instance stopped");
+    }
+
+    /// What the server is doing now (its pid, restarts so far).
+    pub fn status(&self) -> Status {
+        self.supervisor.as_ref().map_or(
+            Status {
+                health: Health::Stopped,
+                pid: None,
+                restarts: 0,
+                since: std::time::Instant::now(),
+            },
+            Supervisor::status,
+        )
+    }
+
+    /// Every change of [`status`](Self::status), as it happens.
+    pub fn watch(&self) -> Option<tokio::sync::watch::Receiver<Status>> {
+        self.supervisor.as_ref().map(Supervisor::watch)
     }
 }
 
@@ -424,7 +505,9 @@ mod tests {
             data: PathBuf::from("/data"),
             bin: PathBuf::from("/usr/lib/postgresql/15/bin"),
             root: true,
+            user: Some((102, 104)),
             superuser: "postgres".into(),
+            supervisor: None,
         };
         let cmd = me.psql_command(5432, "postgres");
         let argv: Vec<String> = std::iter::once(cmd.as_std().get_program())

@@ -144,6 +144,24 @@ impl Store {
         Ok(())
     }
 
+    /// Problems the database finds in its own files: SQLite's `PRAGMA integrity_check` lines
+    /// (empty when it says `ok`). PostgreSQL keeps its pages consistent through its WAL and has
+    /// no cheap whole-database check: an answer is all that is asked of it.
+    pub async fn integrity_problems(&self) -> Result<Vec<String>> {
+        match self.backend {
+            Backend::Sqlite => {
+                let lines: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(lines.into_iter().filter(|l| l != "ok").collect())
+            }
+            Backend::Postgres => {
+                self.ping().await?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
     /// After plaintext was overwritten: moves the SQLite write-ahead log into the database file
     /// and truncates it, so the replaced pages do not linger in the log (`secure_delete` zeroes
     /// them in the database file). Best effort; PostgreSQL keeps old row versions until

@@ -334,3 +334,108 @@ pub async fn sample_tests(url: &str, idp: &Idp, email: &str) {
     );
     assert!(html.contains("DOGS are winning by 4 votes."));
 }
+
+/// The managed instance the seed's vote service uses, and its credentials.
+pub const SQL_INSTANCE: &str = "idp-sql-instance";
+pub const DB_USER: &str = "vote-user";
+pub const DB_PASSWORD: &str = "s3cret-Pw";
+
+/// As the seed deploys it: a service under the runner with its own account, its database
+/// credentials in a secret only that account may read (`CLOUD_SQL_CREDENTIALS_SECRET`), its
+/// votes on a managed PostgreSQL instance over the Cloud SQL unix socket (`DB_SOCKET_PATH`),
+/// and its project id from the metadata server.
+pub async fn on_managed_postgres(
+    idp: &Idp,
+) -> (OnPostgres, std::sync::Arc<gatehouse_run::Service>) {
+    use gatehouse_run::{ServiceSpec, SqlInstanceSpec, SqlUser};
+
+    let world = gatehouse_world::World::builder()
+        .project(PROJECT)
+        .build()
+        .await
+        .unwrap();
+    let runner = gatehouse_run::Runner::new(
+        world.iam.clone(),
+        Some(world.secrets.clone()),
+        gatehouse_run::RunConfig {
+            // The identity server, reachable from inside the instance's namespace.
+            forward: vec![idp.url.trim_start_matches("http://").parse().unwrap()],
+            ..gatehouse_run::RunConfig::new(
+                PROJECT,
+                "us-central1",
+                "127.0.0.1",
+                world.dir.path().join("data"),
+            )
+        },
+    );
+    let iam = &world.iam;
+    let sa = iam
+        .create_account(PROJECT, "idp-sql-identity", "", "")
+        .await
+        .unwrap();
+    let member = format!("serviceAccount:{}", sa.email);
+    world
+        .add_secret("db-pass", DB_PASSWORD.as_bytes())
+        .await
+        .unwrap();
+    world
+        .add_secret(
+            "idp-sql-secrets",
+            serde_json::json!({
+                "CLOUD_SQL_CONNECTION_NAME": format!("{PROJECT}:us-central1:{SQL_INSTANCE}"),
+                "DB_NAME": "votes",
+                "DB_USER": DB_USER,
+                "DB_PASSWORD": DB_PASSWORD,
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    iam.edit_binding(
+        &format!("projects/{PROJECT}/secrets/idp-sql-secrets"),
+        "roles/secretmanager.secretAccessor",
+        &member,
+        true,
+    )
+    .await
+    .unwrap();
+    iam.edit_binding(
+        &format!("projects/{PROJECT}"),
+        "roles/cloudsql.client",
+        &member,
+        true,
+    )
+    .await
+    .unwrap();
+    runner
+        .start_sql(SqlInstanceSpec {
+            name: SQL_INSTANCE.into(),
+            databases: vec!["votes".into()],
+            users: vec![SqlUser {
+                name: DB_USER.into(),
+                password_secret: "db-pass:latest".into(),
+            }],
+            tcp_port: None,
+        })
+        .await
+        .expect("PostgreSQL 15 starts (apt-get install -y postgresql-15)");
+    let spec = ServiceSpec::parse(&format!(
+        "name: idp-sql\ncommand: [{:?}]\nservice_account: {}\nallow_unauthenticated: true\n\
+         secrets: {{CLOUD_SQL_CREDENTIALS_SECRET: 'idp-sql-secrets:latest'}}\n\
+         cloudsql_instances: ['{PROJECT}:us-central1:{SQL_INSTANCE}']\n\
+         env: {{GATEHOUSE_IDENTITY_URL: {:?}, API_KEY: {API_KEY}}}\n",
+        env!("CARGO_BIN_EXE_vote"),
+        sa.email,
+        idp.url
+    ))
+    .unwrap();
+    let service = runner.deploy(spec).await.unwrap();
+    (OnPostgres { world, runner }, service)
+}
+
+/// The IAM + Secret Manager world and the runner [`on_managed_postgres`] deployed on.
+pub struct OnPostgres {
+    pub world: gatehouse_world::World,
+    pub runner: gatehouse_run::Runner,
+}
