@@ -2,7 +2,7 @@
 """The gateway under the faults of issue #16, long forms of scenarios 2 and 4.
 
   bench/reliability/gateway_faults.py [--seconds N] [--every S] [--outage S]
-        [--scenarios switch,kill,slow] [--docs docs/reliability-gateway.md] [--timeout S]
+        [--scenarios switch,kill,slow] [--docs docs/reliability.md] [--timeout S]
 
 Runs from any directory; never builds anything. It measures $GATEHOUSE_BIN, or
 target/release/gatehouse (build it: cargo build --release -p gatehouse), with nginx and wrk
