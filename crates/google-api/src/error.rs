@@ -115,6 +115,7 @@ impl From<gatehouse_iam::Error> for ApiError {
             E::NotFound(_) => Code::NotFound,
             E::AlreadyExists(_) => Code::AlreadyExists,
             E::Aborted(_) => Code::Aborted,
+            E::Unavailable(_) => Code::Unavailable,
             E::Internal(_) => Code::Internal,
         };
         let mut out = Self::new(code, e.to_string());

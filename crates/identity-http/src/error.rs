@@ -49,6 +49,11 @@ impl IntoResponse for ApiError {
                 "unimplemented",
                 Some("NOT_IMPLEMENTED"),
             ),
+            Error::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backendError",
+                Some("UNAVAILABLE"),
+            ),
             Error::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
                 (

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adversarial;
+mod mount;
 pub mod node;
 mod pg;
 mod smtp;
@@ -18,6 +19,7 @@ mod spawn;
 #[cfg(feature = "world")]
 mod world;
 
+pub use mount::Tmpfs;
 pub use node::{NodeSummary, NodeTests};
 pub use pg::PgCluster;
 pub use smtp::{SmtpSink, StoredMail};
