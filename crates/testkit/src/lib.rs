@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod adversarial;
+mod drain;
 mod mount;
 pub mod node;
 mod pg;
@@ -19,6 +20,7 @@ mod spawn;
 #[cfg(feature = "world")]
 mod world;
 
+pub use drain::{DrainReport, drain};
 pub use mount::Tmpfs;
 pub use node::{NodeSummary, NodeTests};
 pub use pg::PgCluster;
