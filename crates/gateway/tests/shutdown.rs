@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// A keep-alive backend that answers every request 200 ms after its head arrived.
-async fn slow_backend() -> String {
+/// A keep-alive backend that answers every request `delay` after its head arrived.
+async fn backend(delay: Duration) -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -23,7 +23,7 @@ async fn slow_backend() -> String {
                 loop {
                     while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         buf.drain(..i + 4);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(delay).await;
                         let res = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nslept";
                         if s.write_all(res).await.is_err() {
                             return;
@@ -40,9 +40,22 @@ async fn slow_backend() -> String {
     format!("http://{addr}")
 }
 
+/// Requests in flight at the signal (a backend taking 200 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_the_gateway_under_load_answers_every_request_sent_before_the_signal() {
-    let backend = slow_backend().await;
+async fn stopping_the_gateway_with_requests_in_flight_answers_them_all() {
+    stop_under_load(Duration::from_millis(200)).await;
+}
+
+/// Requests arriving on keep-alive connections as the signal lands (a backend answering at
+/// once): a request already in the gateway's socket when it looks for the next one is served,
+/// not dropped with the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_gateway_serves_requests_already_sent_on_idle_connections() {
+    stop_under_load(Duration::ZERO).await;
+}
+
+async fn stop_under_load(delay: Duration) {
+    let backend = backend(delay).await;
     let config = format!(
         "swagger: \"2.0\"\ninfo: {{title: t, version: 1.0.0}}\nhost: api.example\nx-google-backend:\n  address: {backend}\npaths:\n  /{{x=**}}:\n    get: {{operationId: g}}\n"
     );
