@@ -250,6 +250,7 @@ mod tests {
             (IamError::NotFound("m".into()), 404, "NOT_FOUND"),
             (IamError::AlreadyExists("m".into()), 409, "ALREADY_EXISTS"),
             (IamError::Aborted("m".into()), 409, "ABORTED"),
+            (IamError::Unavailable("m".into()), 503, "UNAVAILABLE"),
             (IamError::Internal("m".into()), 500, "INTERNAL"),
         ] {
             let (got, _, body) = parts(ApiError::from(e)).await;

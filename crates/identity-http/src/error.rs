@@ -75,3 +75,29 @@ impl IntoResponse for ApiError {
         (status, Json(json!({ "error": error }))).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_write_is_a_503_that_says_why_and_nothing_internal() {
+        let message = gatehouse_identity::unwritable_message(gatehouse_store::Unwritable::Full);
+        let res = ApiError(Error::Unavailable(message)).into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"]["status"], "UNAVAILABLE");
+        assert_eq!(body["error"]["code"], 503);
+        assert_eq!(body["error"]["errors"][0]["reason"], "backendError");
+        let text = body["error"]["message"].as_str().unwrap();
+        assert!(text.starts_with("The server's storage is full"), "{text}");
+        assert!(
+            !text.contains("SQLITE") && !text.contains("database"),
+            "{text}"
+        );
+    }
+}
