@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use gatehouse_testkit::{Spawned, TempDir};
 use serde_json::json;
 
-#[test]
-fn sigterm_to_identity_under_load_answers_every_request_sent_before_it() {
-    let dir = TempDir::new("shutdown-identity").unwrap();
+fn identity(dir: &TempDir) -> Spawned {
     let args = [
         "identity",
         "--project",
@@ -28,8 +26,42 @@ fn sigterm_to_identity_under_load_answers_every_request_sent_before_it() {
     .into_iter()
     .chain([dir.path().display().to_string()])
     .collect::<Vec<_>>();
-    let mut server =
-        Spawned::start(Path::new(env!("CARGO_BIN_EXE_gatehouse")), &args).expect("starts");
+    Spawned::start(Path::new(env!("CARGO_BIN_EXE_gatehouse")), &args).expect("starts")
+}
+
+/// Keep-alive clients asking for the published keys (answered at once, so connections are
+/// mostly between two requests when SIGTERM lands), three times: a connection must not be
+/// closed under a request the client sent before the signal.
+#[test]
+fn sigterm_to_identity_serves_requests_already_sent_on_idle_connections() {
+    for _ in 0..3 {
+        let dir = TempDir::new("shutdown-identity-fast").unwrap();
+        let mut server = identity(&dir);
+        let request = format!(
+            "GET /robot/v1/metadata/x509/securetoken@system.gserviceaccount.com HTTP/1.1\r\n\
+             host: {}\r\n\r\n",
+            server.addr
+        );
+        let addr = server.addr.parse().unwrap();
+        let report = gatehouse_testkit::drain(
+            addr,
+            request.as_bytes(),
+            32,
+            Duration::from_millis(700),
+            || server.terminate().unwrap(),
+        );
+        assert!(server.wait_exit(Duration::from_secs(30)).unwrap().is_some());
+        assert!(
+            report.failed_before.is_empty(),
+            "requests sent before SIGTERM failed: {report:?}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_to_identity_under_load_answers_every_request_sent_before_it() {
+    let dir = TempDir::new("shutdown-identity").unwrap();
+    let mut server = identity(&dir);
     let body =
         json!({"email": "ada@example.com", "password": "pw-shutdown-1", "returnSecureToken": true})
             .to_string();
