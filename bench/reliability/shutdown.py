@@ -2,6 +2,8 @@
 """Issue 16, scenario 8, long form: graceful shutdown under load, ROUNDS times each.
 
   identity  SIGTERM to `gatehouse identity` while 8 keep-alive clients sign in (argon2).
+  keys      SIGTERM to `gatehouse identity` while 32 clients fetch the published keys (answered
+            at once: connections are mostly between two requests when the signal lands).
   gateway   SIGTERM to `gatehouse gateway` in front of a backend answering in 200 ms, 32 clients.
   down      `gatehouse down` for an `up` stack (gateway -> private service whose instance
             answers in 300 ms and dies at once on SIGTERM), 16 clients through the gateway.
@@ -142,6 +144,14 @@ def identity_round(scratch):
     return drain(srv.addr(), req, 8, srv.stop)
 
 
+def keys_round(scratch):
+    srv = Server(["identity", "--project", "rel-proj", "--listen", "127.0.0.1:0", "--rate-limits",
+                  "off", "--data-dir", os.path.join(scratch, "id")], os.path.join(scratch, "id.log"))
+    req = (f"GET /robot/v1/metadata/x509/securetoken@system.gserviceaccount.com HTTP/1.1\r\n"
+           f"host: {srv.addr()}\r\n\r\n").encode()
+    return drain(srv.addr(), req, 32, srv.stop)
+
+
 def slow_backend(delay):
     class H(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -212,7 +222,8 @@ def down_round(scratch):
 def main():
     require("python3", "apt-get install -y python3")
     ok = True
-    for name, fn in (("identity SIGTERM", identity_round), ("gateway SIGTERM", gateway_round),
+    for name, fn in (("identity SIGTERM", identity_round), ("identity SIGTERM (keys)", keys_round),
+                     ("gateway SIGTERM", gateway_round),
                      ("up + down", down_round)):
         totals = {"sent_before": 0, "failed_before": 0}
         exits = []
