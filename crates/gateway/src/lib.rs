@@ -253,7 +253,19 @@ pub async fn serve(
             () = &mut shutdown => break,
         }
     }
-    drop(listener);
+    // Connections the kernel completed before the stop are still served (a request already
+    // sent on one is answered); the listener then closes and later ones are refused.
+    if let Ok(listener) = listener.into_std() {
+        // Non-blocking (as tokio's listener is): the loop ends when none is left.
+        while let Ok((stream, peer)) = listener.accept() {
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            next = (next + 1) % workers.len();
+            let _ = workers[next].send((stream, peer));
+        }
+    }
     drop(workers);
     let _ = stop_tx.send(true);
     drop(done_tx);

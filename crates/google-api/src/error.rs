@@ -115,6 +115,7 @@ impl From<gatehouse_iam::Error> for ApiError {
             E::NotFound(_) => Code::NotFound,
             E::AlreadyExists(_) => Code::AlreadyExists,
             E::Aborted(_) => Code::Aborted,
+            E::Unavailable(_) => Code::Unavailable,
             E::Internal(_) => Code::Internal,
         };
         let mut out = Self::new(code, e.to_string());
@@ -249,6 +250,7 @@ mod tests {
             (IamError::NotFound("m".into()), 404, "NOT_FOUND"),
             (IamError::AlreadyExists("m".into()), 409, "ALREADY_EXISTS"),
             (IamError::Aborted("m".into()), 409, "ABORTED"),
+            (IamError::Unavailable("m".into()), 503, "UNAVAILABLE"),
             (IamError::Internal("m".into()), 500, "INTERNAL"),
         ] {
             let (got, _, body) = parts(ApiError::from(e)).await;

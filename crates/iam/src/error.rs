@@ -19,6 +19,9 @@ pub enum Error {
     AlreadyExists(String),
     #[error("{0}")]
     Aborted(String),
+    /// The store refuses writes (storage full, read-only or failing); safe to retry later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -54,13 +57,26 @@ impl Error {
 
 impl From<gatehouse_store::Error> for Error {
     fn from(e: gatehouse_store::Error) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            gatehouse_store::Error::Unwritable(why, cause) => {
+                // The cause (SQL error text) is for the log only.
+                tracing::error!(error = %cause, "storage {why}: write refused");
+                Self::Unavailable(format!(
+                    "The server's storage {why}: writes are refused until an operator frees \
+                     space; reads are still served. Retry later."
+                ))
+            }
+            e => Self::Internal(e.to_string()),
+        }
     }
 }
 
 impl From<gatehouse_keyring::Error> for Error {
     fn from(e: gatehouse_keyring::Error) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            gatehouse_keyring::Error::Store(e) => e.into(),
+            e => Self::Internal(e.to_string()),
+        }
     }
 }
 

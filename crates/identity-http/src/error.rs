@@ -49,6 +49,11 @@ impl IntoResponse for ApiError {
                 "unimplemented",
                 Some("NOT_IMPLEMENTED"),
             ),
+            Error::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backendError",
+                Some("UNAVAILABLE"),
+            ),
             Error::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
                 (
@@ -68,5 +73,31 @@ impl IntoResponse for ApiError {
             error["status"] = json!(s);
         }
         (status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_write_is_a_503_that_says_why_and_nothing_internal() {
+        let message = gatehouse_identity::unwritable_message(gatehouse_store::Unwritable::Full);
+        let res = ApiError(Error::Unavailable(message)).into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"]["status"], "UNAVAILABLE");
+        assert_eq!(body["error"]["code"], 503);
+        assert_eq!(body["error"]["errors"][0]["reason"], "backendError");
+        let text = body["error"]["message"].as_str().unwrap();
+        assert!(text.starts_with("The server's storage is full"), "{text}");
+        assert!(
+            !text.contains("SQLITE") && !text.contains("database"),
+            "{text}"
+        );
     }
 }

@@ -101,9 +101,20 @@ pub async fn serve_with(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // hyper closes a keep-alive connection between two requests at once, even when the
+        // client's next request, sent before the stop, is already on its way: those
+        // connections are served a moment longer, so the close can only meet a request sent
+        // after the stop.
+        tokio::time::sleep(STOP_LINGER).await;
+    })
     .await
 }
+
+/// How long after the stop keep-alive connections are still served (and the listener still
+/// accepts) before in-flight requests are drained and idle connections closed.
+const STOP_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One structured line per request: method, path (never the query: API keys and codes live
 /// there), status and latency.

@@ -25,6 +25,10 @@ pub enum Error {
     /// A documented operation this server does not offer: `NOT_IMPLEMENTED`.
     #[error("not implemented: {0}")]
     NotImplemented(String),
+    /// The state store refuses writes (storage full, read-only or failing): `UNAVAILABLE`,
+    /// safe to retry once space is freed. The message is for the client; reads still work.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Our fault: `INTERNAL`, with no detail for the client; the text is for the log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -67,7 +71,8 @@ impl Error {
             | Self::PermissionDenied(m)
             | Self::Unauthenticated(m)
             | Self::NotFound(m)
-            | Self::NotImplemented(m) => m.clone(),
+            | Self::NotImplemented(m)
+            | Self::Unavailable(m) => m.clone(),
             Self::Internal(_) => "Internal error encountered.".to_owned(),
         }
     }
@@ -80,6 +85,21 @@ impl Error {
 
 impl From<gatehouse_store::Error> for Error {
     fn from(e: gatehouse_store::Error) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            gatehouse_store::Error::Unwritable(why, cause) => {
+                // The cause (SQL error text) is for the log only.
+                tracing::error!(error = %cause, "storage {why}: write refused");
+                Self::Unavailable(unwritable_message(why))
+            }
+            e => Self::Internal(e.to_string()),
+        }
     }
+}
+
+/// What a client is told when the store refuses a write.
+pub fn unwritable_message(why: gatehouse_store::Unwritable) -> String {
+    format!(
+        "The server's storage {why}: writes are refused until an operator frees space; \
+         reads and existing sessions are still served. Retry later."
+    )
 }

@@ -40,7 +40,7 @@ mod user;
 mod verified;
 
 pub use config::{Mode, ProjectConfig, ProjectSettings, RateLimits, SmtpConfig, SmtpSecurity};
-pub use error::{Error, Result};
+pub use error::{Error, Result, unwritable_message};
 pub use federated::{
     GOOGLE_ISSUER, IdpConfig, IdpProfile, IdpSignedIn, ReturnTo, SignInWithIdpRequest,
     binding_cookie,

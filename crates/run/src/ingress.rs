@@ -31,10 +31,13 @@ impl Shared {
     }
 }
 
+/// Serves the ingress until `stop` turns true; then stops accepting, lets the requests in
+/// flight get their answers and closes idle connections.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     service: Weak<Service>,
     shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let app = Router::new().fallback(
         move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request| {
@@ -46,6 +49,9 @@ pub(crate) async fn serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
+    .with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    })
     .await;
 }
 

@@ -298,7 +298,9 @@ pub struct Service {
     pub revision: ArcSwap<Revision>,
     revisions: AtomicU64,
     pub log: Arc<LogSink>,
-    ingress: tokio::task::JoinHandle<()>,
+    /// Turned true to stop the ingress gracefully.
+    ingress_stop: tokio::sync::watch::Sender<bool>,
+    ingress: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -572,8 +574,9 @@ impl Runner {
                     .map_err(|e| DeployError::Failed(e.to_string()))?;
                 let url = format!("http://{addr}");
                 let shared = Arc::new(ingress::Shared::new(self.iam.clone(), resource.clone()));
+                let (ingress_stop, stop) = tokio::sync::watch::channel(false);
                 let service = Arc::new_cyclic(|weak: &std::sync::Weak<Service>| {
-                    let task = tokio::spawn(ingress::serve(listener, weak.clone(), shared));
+                    let task = tokio::spawn(ingress::serve(listener, weak.clone(), shared, stop));
                     Service {
                         spec: ArcSwap::new(Arc::new(spec)),
                         url: url.clone(),
@@ -581,7 +584,8 @@ impl Runner {
                         revision: ArcSwap::new(revision),
                         revisions: AtomicU64::new(number),
                         log,
-                        ingress: task,
+                        ingress_stop,
+                        ingress: std::sync::Mutex::new(Some(task)),
                     }
                 });
                 if let Ok(mut m) = self.services.lock() {
@@ -593,12 +597,25 @@ impl Runner {
         }
     }
 
-    /// Stops a service: its ingress, then its instances (gracefully).
+    /// Stops a service gracefully: its ingress stops accepting and lets the requests in
+    /// flight get their answers (up to the termination grace period), then its instances get
+    /// SIGTERM (SIGKILL after the grace period).
     pub async fn delete(&self, name: &str) -> bool {
         let Some(service) = self.services.lock().ok().and_then(|mut m| m.remove(name)) else {
             return false;
         };
-        service.ingress.abort();
+        let _ = service.ingress_stop.send(true);
+        let task = service.ingress.lock().ok().and_then(|mut t| t.take());
+        if let Some(mut task) = task {
+            let grace = Duration::from_secs(service.spec.load().termination_grace_secs);
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                tracing::warn!(
+                    service = name,
+                    "requests still in flight after the grace period"
+                );
+                task.abort();
+            }
+        }
         service.revision.load().stop().await;
         true
     }

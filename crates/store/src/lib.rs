@@ -52,12 +52,74 @@ pub enum Error {
     /// The database URL is not one we support.
     #[error("unsupported database url (expected sqlite:// or postgres://)")]
     UnsupportedUrl,
+    /// The database refuses writes because its storage is full or read-only (or failing):
+    /// reads still work, and writes work again once space is freed. Safe to retry later.
+    #[error("storage {0}: {1}")]
+    Unwritable(Unwritable, #[source] sqlx::Error),
     /// The database failed (connection, I/O, migration...).
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// Migrations could not be applied.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Why the database refuses writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwritable {
+    /// No space left (SQLite `SQLITE_FULL`, PostgreSQL `53100 disk_full`).
+    Full,
+    /// The file system or the database is read-only (SQLite `SQLITE_READONLY`, PostgreSQL
+    /// `25006`).
+    ReadOnly,
+    /// The storage failed an I/O operation (SQLite `SQLITE_IOERR`, PostgreSQL `58030`).
+    Failing,
+}
+
+impl std::fmt::Display for Unwritable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Full => "is full",
+            Self::ReadOnly => "is read-only",
+            Self::Failing => "is failing (I/O error)",
+        })
+    }
+}
+
+impl Unwritable {
+    /// Classifies a database error by its code: SQLite's primary result code (the low byte
+    /// of the extended code) or PostgreSQL's SQLSTATE.
+    fn of(err: &sqlx::Error) -> Option<Self> {
+        let sqlx::Error::Database(db) = err else {
+            return None;
+        };
+        let code = db.code()?;
+        if let Ok(n) = code.parse::<u32>() {
+            // SQLite: SQLITE_FULL 13, SQLITE_READONLY 8, SQLITE_IOERR 10 (ENOSPC is reported
+            // as SQLITE_FULL).
+            return match n & 0xff {
+                13 => Some(Self::Full),
+                8 => Some(Self::ReadOnly),
+                10 => Some(Self::Failing),
+                _ => None,
+            };
+        }
+        match code.as_ref() {
+            "53100" => Some(Self::Full),
+            "25006" => Some(Self::ReadOnly),
+            "58030" => Some(Self::Failing),
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        match Unwritable::of(&err) {
+            Some(why) => Self::Unwritable(why, err),
+            None => Self::Database(err),
+        }
+    }
 }
 
 /// Result alias for this crate.
@@ -100,6 +162,20 @@ impl Store {
             }),
             Backend::Postgres => pool_options.max_connections(16),
         };
+        // A connection whose transaction could not be ended (a COMMIT or ROLLBACK refused by a
+        // full or read-only disk) is closed, not pooled: SQLite would keep the write lock
+        // (every later write "database is locked", even after space is freed) and later
+        // statements on it would run inside the stale transaction, never committed.
+        pool_options = pool_options.after_release(|conn, _| {
+            Box::pin(async move {
+                if !sqlx::Connection::is_in_transaction(&*conn) {
+                    return Ok(true);
+                }
+                // Flushes the rollback queued by a dropped transaction, then looks again.
+                sqlx::Connection::ping(&mut *conn).await?;
+                Ok(!sqlx::Connection::is_in_transaction(&*conn))
+            })
+        });
         let pool = pool_options.connect_with(options).await?;
         let store = Self {
             pool,
@@ -220,7 +296,7 @@ fn map_unique(err: sqlx::Error) -> Error {
         };
         return Error::Conflict(subject);
     }
-    Error::Database(err)
+    Error::from(err)
 }
 
 fn flag(v: bool) -> i64 {

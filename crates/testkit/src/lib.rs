@@ -16,7 +16,9 @@
 
 pub mod adversarial;
 mod browser;
+mod drain;
 mod fetch;
+mod mount;
 pub mod node;
 mod oneshot;
 mod pg;
@@ -24,7 +26,9 @@ mod smtp;
 mod spawn;
 
 pub use browser::{run_in_chromium, workspace_root};
+pub use drain::{DrainReport, drain};
 pub use fetch::FetchJson;
+pub use mount::Tmpfs;
 pub use node::{NodeSummary, NodeTests};
 pub use oneshot::{Reply, send};
 pub use pg::PgCluster;

@@ -2,7 +2,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -13,6 +14,8 @@ pub struct Spawned {
     child: Child,
     /// The address it listens on, as printed in its "listening" log line.
     pub addr: String,
+    /// Its log (stdout), line by line.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Spawned {
@@ -28,6 +31,8 @@ impl Spawned {
             .with_context(|| format!("starting {}", binary.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -38,12 +43,15 @@ impl Spawned {
                     let _ = tx.send(addr);
                     sent = true;
                 }
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(addr) = rx.recv_timeout(Duration::from_millis(100)) {
-                return Ok(Self { child, addr });
+                return Ok(Self { child, addr, lines });
             }
             if let Some(status) = child.try_wait()? {
                 bail!("gatehouse exited early: {status}");
@@ -58,6 +66,35 @@ impl Spawned {
     /// `http://<addr>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Its log so far, line by line.
+    pub fn log(&self) -> Vec<String> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (the process should stop gracefully).
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.child.id()).context("pid")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .context("sending SIGTERM")
+    }
+
+    /// Waits up to `within` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -211,8 +211,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         },
     ));
     let iam_app = crate::secrets_cmd::iam_and_secrets_app(secrets.clone(), iam.clone());
+    let (stop_iam, iam_stopped) = tokio::sync::oneshot::channel::<()>();
     let iam_task = tokio::spawn(async move {
-        let _ = axum::serve(iam_listener, iam_app).await;
+        let _ = axum::serve(iam_listener, iam_app)
+            .with_graceful_shutdown(async {
+                let _ = iam_stopped.await;
+            })
+            .await;
     });
 
     // The runner: SQL instances, then services.
@@ -272,6 +277,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         ports,
         components: Vec::new(),
         tasks: Vec::new(),
+        gateways: Vec::new(),
+        stopping: tokio::sync::watch::channel(false).0,
     };
     stack.started(Component {
         key: "identity".into(),
@@ -286,13 +293,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         notes: "token endpoint, IAM, Secret Manager v1".into(),
     });
     let result = serve(&mut stack, &args, &store, &want, &live, &shutdown, started).await;
-    stack.stop();
+    // From the outside in, each part draining what it has in flight: the gateways, then the
+    // services (their ingresses, then their instances), then the identity and IAM servers
+    // the others may call until the end. `down` returns once the control socket is gone.
+    stack.stop().await;
     runner.shutdown().await;
+    let _ = stop_identity.send(());
+    let _ = stop_iam.send(());
+    let _ = tokio::join!(identity_task, iam_task);
     control.abort();
     let _ = std::fs::remove_file(gatehouse_run::admin::socket_path(&data_dir));
-    let _ = stop_identity.send(());
-    let _ = identity_task.await;
-    iam_task.abort();
     result
 }
 

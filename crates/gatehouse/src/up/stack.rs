@@ -125,8 +125,11 @@ pub(crate) struct Stack<'a> {
     pub(crate) ports: Ports,
     /// What is up, in the order it started (the URL table).
     pub(crate) components: Vec<Component>,
-    /// Gateways and their metadata servers and renderers.
+    /// The gateways' metadata servers, config watchers and renderers.
     pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The gateways' servers, stopped gracefully by `stopping`.
+    pub(crate) gateways: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Stack<'_> {
@@ -245,8 +248,14 @@ impl Stack<'_> {
             self.tasks.push(tokio::spawn(
                 rendered.keep_rendered(g.name.clone(), Duration::from_millis(500)),
             ));
-            self.tasks.push(tokio::spawn(async move {
-                let _ = gatehouse_gateway::serve(gw, listener, std::future::pending()).await;
+            let mut stop = self.stopping.subscribe();
+            self.gateways.push(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                if let Err(e) = gatehouse_gateway::serve(gw, listener, stopped).await {
+                    tracing::error!(error = %e, "gateway failed");
+                }
             }));
             self.started(Component {
                 key,
@@ -258,8 +267,14 @@ impl Stack<'_> {
         Ok(())
     }
 
-    /// Stops the gateways and their metadata servers (the runner is stopped by its owner).
-    pub(crate) fn stop(self) {
+    /// Stops the gateways gracefully (each stops accepting and lets the requests in flight
+    /// get their answers, up to 30 s), then their metadata servers, which they may need until
+    /// the end. The runner is stopped by its owner, after this.
+    pub(crate) async fn stop(self) {
+        let _ = self.stopping.send(true);
+        for g in self.gateways {
+            let _ = g.await;
+        }
         for t in self.tasks {
             t.abort();
         }

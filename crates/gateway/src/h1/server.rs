@@ -46,6 +46,11 @@ fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
     *shutdown.borrow()
 }
 
+/// Shutting down with no request under way: a request the client sent just before the stop
+/// may still be on its way through the kernel, so the connection waits this long for one (and
+/// serves it, with `Connection: close`) before it ends.
+const STOP_LINGER: Duration = Duration::from_millis(100);
+
 async fn read_request(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
@@ -68,7 +73,13 @@ async fn read_request(
             deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
         }
         if buf.is_empty() && stopping(shutdown) {
-            return Incoming::Done;
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(8 * 1024);
+            }
+            match tokio::time::timeout(STOP_LINGER, stream.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => continue,
+                _ => return Incoming::Done,
+            }
         }
         let wait = deadline.unwrap_or_else(|| tokio::time::Instant::now() + IDLE_TIMEOUT);
         if buf.capacity() - buf.len() < 1024 {
@@ -80,7 +91,7 @@ async fn read_request(
                 Ok(_) => {}
             },
             changed = shutdown.changed(), if buf.is_empty() => {
-                if changed.is_err() || stopping(shutdown) {
+                if changed.is_err() {
                     return Incoming::Done;
                 }
             }
@@ -162,7 +173,9 @@ pub(crate) async fn serve_connection(
                         body: &mut body,
                         is_head,
                         upstream_head: false,
-                        client_keep: keep_alive && parts.version == Version::HTTP_11,
+                        client_keep: keep_alive
+                            && parts.version == Version::HTTP_11
+                            && !stopping(&shutdown),
                         started,
                     };
                     x.run(plan, &mut backend, &mut deadline).await
@@ -181,7 +194,9 @@ pub(crate) async fn serve_connection(
                     .unwrap_or(false)
                         && keep_alive
                 };
-                keep && !stopping(&shutdown)
+                // A stop during this request: the connection ends in `read_request` unless
+                // the client's next request is already on its way.
+                keep
             }
         };
         if !keep {
