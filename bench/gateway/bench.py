@@ -570,7 +570,7 @@ def report(path, docs_path=None):
              "The gateway runs with `GATEHOUSE_LOG=warn`, so the per-request access-log line (info level) is off "
              "during the load, as nginx (`access_log off`) and HAProxy (`log ... err`) are. The gateway serves "
              "with `--threads 1` in every g series but g1m, as nginx runs one worker and HAProxy one thread "
-             "(g1m: the default, one serving thread per core). CPU % is of one core; µs/req = the "
+             "(g1m: the default, `gateway::default_threads`: one thread per core, one core left free on machines of up to 4 cores, so 1 thread here). CPU % is of one core; µs/req = the "
              "proxy's CPU time ÷ requests. Peak RSS: VmRSS sampled every 100 ms during the runs. wrk, proxy and "
              "backend share the same 2 cores. A run during which anything besides wrk, the proxy, the backend, "
              f"ksoftirqd and the driver used more than {FOREIGN_MAX:.0f} % of a core (machine busy time from "
