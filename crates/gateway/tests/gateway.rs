@@ -183,14 +183,7 @@ paths:
     let gw = Gateway::new(&config, None, GatewayOptions::default(), source)
         .await
         .unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let served = gw.clone();
-    tokio::spawn(async move {
-        gatehouse_gateway::serve(served, l, std::future::pending())
-            .await
-            .unwrap();
-    });
+    let addr = common::serve(&gw).await;
     World {
         gateway: format!("http://{addr}"),
         backend,

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -76,14 +78,7 @@ async fn start(config: &str) -> (String, Arc<Gateway>) {
     let gw = Gateway::new(config, None, GatewayOptions::default(), None)
         .await
         .unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let served = gw.clone();
-    tokio::spawn(async move {
-        gatehouse_gateway::serve(served, l, std::future::pending())
-            .await
-            .unwrap();
-    });
+    let addr = common::serve(&gw).await;
     (addr.to_string(), gw)
 }
 

@@ -11,6 +11,19 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Serves `gw` on a fresh 127.0.0.1 port for the rest of the test; the address.
+pub async fn serve(gw: &Arc<gatehouse_gateway::Gateway>) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let served = gw.clone();
+    tokio::spawn(async move {
+        gatehouse_gateway::serve(served, l, std::future::pending())
+            .await
+            .unwrap();
+    });
+    addr
+}
+
 /// `claims` (a JSON object) signed by `key` as an RS256 JWT.
 pub fn token(key: &SigningKey, claims: Value) -> String {
     let Value::Object(m) = claims else {
