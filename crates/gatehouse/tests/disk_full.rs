@@ -11,6 +11,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,21 +23,7 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "pw-disk-full-7c1e9a";
 
 fn identity(data_dir: &Path) -> Spawned {
-    let args = [
-        "identity",
-        "--project",
-        "df-proj",
-        "--listen",
-        "127.0.0.1:0",
-        "--rate-limits",
-        "off",
-        "--data-dir",
-    ]
-    .map(str::to_owned)
-    .into_iter()
-    .chain([data_dir.display().to_string()])
-    .collect::<Vec<_>>();
-    Spawned::start(Path::new(env!("CARGO_BIN_EXE_gatehouse")), &args).expect("gatehouse starts")
+    common::identity("df-proj", data_dir, None)
 }
 
 fn client() -> reqwest::blocking::Client {

@@ -5,6 +5,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,28 +19,7 @@ fn gatehouse(args: &[String]) -> Spawned {
 
 /// Replicas on one database share its master key.
 fn identity(url: &str, dir: &Path, master_key: &Path) -> Spawned {
-    gatehouse(
-        &[
-            "identity",
-            "--project",
-            "rep-proj",
-            "--listen",
-            "127.0.0.1:0",
-            "--rate-limits",
-            "off",
-            "--database-url",
-            url,
-            "--data-dir",
-        ]
-        .map(str::to_owned)
-        .into_iter()
-        .chain([
-            dir.display().to_string(),
-            "--master-key-file".into(),
-            master_key.display().to_string(),
-        ])
-        .collect::<Vec<_>>(),
-    )
+    common::identity("rep-proj", dir, Some((url, master_key)))
 }
 
 fn post(url: &str, body: Value, bearer: Option<&str>) -> (u16, Value) {

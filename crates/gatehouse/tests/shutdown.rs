@@ -5,6 +5,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,21 +14,7 @@ use gatehouse_testkit::{Spawned, TempDir};
 use serde_json::json;
 
 fn identity(dir: &TempDir) -> Spawned {
-    let args = [
-        "identity",
-        "--project",
-        "sd-proj",
-        "--listen",
-        "127.0.0.1:0",
-        "--rate-limits",
-        "off",
-        "--data-dir",
-    ]
-    .map(str::to_owned)
-    .into_iter()
-    .chain([dir.path().display().to_string()])
-    .collect::<Vec<_>>();
-    Spawned::start(Path::new(env!("CARGO_BIN_EXE_gatehouse")), &args).expect("starts")
+    common::identity("sd-proj", dir.path(), None)
 }
 
 /// Keep-alive clients asking for the published keys (answered at once, so connections are

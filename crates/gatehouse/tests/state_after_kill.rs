@@ -6,6 +6,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,27 +19,7 @@ use serde_json::{Value, json};
 const CLIENTS: usize = 4;
 
 fn identity(url: &str, dir: &Path, master_key: &Path) -> Spawned {
-    let args: Vec<String> = [
-        "identity",
-        "--project",
-        "cut-proj",
-        "--listen",
-        "127.0.0.1:0",
-        "--rate-limits",
-        "off",
-        "--database-url",
-        url,
-        "--data-dir",
-    ]
-    .map(str::to_owned)
-    .into_iter()
-    .chain([
-        dir.display().to_string(),
-        "--master-key-file".into(),
-        master_key.display().to_string(),
-    ])
-    .collect();
-    Spawned::start(Path::new(env!("CARGO_BIN_EXE_gatehouse")), &args).expect("gatehouse starts")
+    common::identity("cut-proj", dir, Some((url, master_key)))
 }
 
 fn call(url: &str, body: &Value) -> Result<(u16, Value), reqwest::Error> {
