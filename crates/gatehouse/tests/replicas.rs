@@ -47,13 +47,7 @@ fn identity_and_gateway_replicas_on_one_postgres() {
     let pg = PgCluster::start().expect("ephemeral PostgreSQL");
     let url = pg.create_database("replicas").unwrap();
     let dir = temp_dir("replicas").unwrap();
-    let master_key = dir.path().join("master.key");
-    let made = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["secrets", "generate-master-key"])
-        .arg(&master_key)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    let master_key = common::master_key(dir.path());
     let a = identity(&url, &dir.path().join("a"), &master_key);
     let b = identity(&url, &dir.path().join("b"), &master_key);
     let (a, b) = (a.url(), b.url());

@@ -41,13 +41,7 @@ struct SignUp {
 }
 
 fn kill_during_sign_ups(database_url: &str, dir: &Path) {
-    let master_key = dir.join("master.key");
-    let made = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["secrets", "generate-master-key"])
-        .arg(&master_key)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    let master_key = common::master_key(dir);
     let server = identity(database_url, &dir.join("a"), &master_key);
     let base = server.url();
     let stop = Arc::new(AtomicBool::new(false));

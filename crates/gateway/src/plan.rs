@@ -62,7 +62,7 @@ pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
 
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names first: most messages carry none, and a removal is a lookup each.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    if !headers.keys().any(|k| is_hop_by_hop(k.as_str().as_bytes())) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {

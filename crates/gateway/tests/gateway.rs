@@ -582,6 +582,7 @@ securityDefinitions:
         value_prefix: p
       - header: h
         bogus: 1
+      - header: "x token"
 paths:
   /a:
     get:
@@ -598,6 +599,8 @@ paths:
     for want in [
         "securityDefinitions.j.x-google-jwt-locations[0].value_prefix",
         "securityDefinitions.j.x-google-jwt-locations[1].bogus",
+        // A name no request can carry would silently never find a token.
+        "securityDefinitions.j.x-google-jwt-locations[2].header",
         "paths./a.get.security[0].nope",
         "paths./a.get.x-google-backend.path_translation",
         "paths./a.get.x-google-backend.protocol",

@@ -311,6 +311,54 @@ where
     format!("http://{addr}")
 }
 
+/// A hostile or broken backend's response head, as the fast path reads it once: framing the
+/// gateway cannot relay safely is a 503 (never relayed, so no client sees a body framed two
+/// ways), interim 1xx heads pass through before the final one, and the fields the backend's
+/// `Connection` names, and hop-by-hop fields, never reach the client, while `Connection` can
+/// never make the gateway drop the response's own framing.
+#[tokio::test]
+async fn a_backends_response_head_is_checked_before_anything_is_relayed() {
+    let backend = raw_backend(|mut s, n| async move {
+        let head: &[u8] = match n {
+            1 => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+            2 => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc",
+            3 => b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nabc",
+            4 => b"HTTP/1.1 2OO OK\r\n\r\n",
+            5 => b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: x-secret, content-length\r\nX-Secret: internal\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\nX-Kept: yes\r\n\r\nok",
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        };
+        let _ = s.write_all(head).await;
+    })
+    .await;
+    let (gw, _) = gateway(&backend, 15.0).await;
+    for (i, why) in [
+        "two Content-Lengths",
+        "a coding other than chunked",
+        "a Content-Length that is not a number",
+        "a status that is not a number",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut s = send(&gw, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        let mut buf = Vec::new();
+        let r = read_res(&mut s, &mut buf, false).await;
+        assert_eq!(r.status, 503, "{why} (connection {})", i + 1);
+        assert!(!String::from_utf8_lossy(&r.body).contains("abc"), "{why}");
+    }
+    let mut s = send(&gw, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let interim = read_res(&mut s, &mut buf, false).await;
+    assert_eq!(interim.status, 103);
+    let r = read_res(&mut s, &mut buf, false).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+    assert_eq!(r.header("content-length"), Some("2"), "framing kept");
+    assert_eq!(r.header("x-kept"), Some("yes"));
+    for dropped in ["x-secret", "keep-alive", "upgrade"] {
+        assert_eq!(r.header(dropped), None, "{dropped} reached the client");
+    }
+}
+
 #[tokio::test]
 async fn backend_closing_idle_connections_and_until_close_bodies() {
     // Answers with keep-alive, then closes the connection: the gateway's next request must not

@@ -2,7 +2,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gatehouse_testkit::Spawned;
 
@@ -31,4 +31,16 @@ pub fn identity(project: &str, data_dir: &Path, database: Option<(&str, &Path)>)
         ]);
     }
     Spawned::start(Path::new(env!("CARGO_BIN_EXE_gatehouse")), &args).expect("gatehouse starts")
+}
+
+/// A new master key file in `dir`, written by `gatehouse secrets generate-master-key`.
+pub fn master_key(dir: &Path) -> PathBuf {
+    let path = dir.join("master.key");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["secrets", "generate-master-key"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    path
 }

@@ -338,28 +338,20 @@ impl Exchange<'_> {
             }
         };
         metrics.upstream(upstream_started.elapsed());
-        let FinalHead {
-            len,
-            status,
-            framing,
-            dechunk,
-            head_only,
-            client_keep,
-            mut backend_keep,
-        } = head;
-        conn.buf.advance(len);
+        let (status, client_keep) = (head.status, head.client_keep);
+        conn.buf.advance(head.len);
         *response_started = true;
 
         // The body.
         let out = &mut *self.out;
-        let relayed = match framing {
-            _ if head_only => self.client.write_all(out).await.map(|()| true),
+        let relayed = match head.framing {
+            _ if head.head_only => self.client.write_all(out).await.map(|()| true),
             Framing::None => self.client.write_all(out).await.map(|()| true),
             Framing::Length(n) => relay_length(self.client, out, conn, n).await,
-            Framing::Chunked => relay_chunked(self.client, out, conn, dechunk).await,
+            Framing::Chunked => relay_chunked(self.client, out, conn, head.dechunk).await,
             Framing::Close => relay_until_close(self.client, out, conn).await,
         };
-        backend_keep &= conn.buf.is_empty();
+        let backend_keep = head.backend_keep && conn.buf.is_empty();
         match relayed {
             Ok(true) => Outcome::Relayed {
                 status,
