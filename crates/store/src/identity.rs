@@ -3,6 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::inline::Columns;
 use crate::{Result, Store, flag, map_unique};
 
 /// One end-user account as stored.
@@ -142,32 +143,47 @@ const UPDATE_USER: &str = "UPDATE users SET email = $4, email_unique = $5, email
     initial_email = $21, providers = $22, mfa = $23, version = version + 1 \
     WHERE project_id = $1 AND tenant_id = $2 AND local_id = $3 AND version = $24";
 
-fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
+fn user_from_row(row: &impl Columns) -> Result<UserRecord> {
     Ok(UserRecord {
-        project_id: row.try_get("project_id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        local_id: row.try_get("local_id")?,
-        email: row.try_get("email")?,
-        email_unique: row.try_get("email_unique")?,
-        email_verified: row.try_get::<i64, _>("email_verified")? != 0,
-        display_name: row.try_get("display_name")?,
-        photo_url: row.try_get("photo_url")?,
-        phone_number: row.try_get("phone_number")?,
-        disabled: row.try_get::<i64, _>("disabled")? != 0,
-        password_hash: row.try_get("password_hash")?,
-        salt: row.try_get("salt")?,
-        password_updated_at: row.try_get("password_updated_at")?,
-        valid_since_secs: row.try_get("valid_since_secs")?,
-        created_at: row.try_get("created_at")?,
-        last_login_at: row.try_get("last_login_at")?,
-        last_refresh_at: row.try_get("last_refresh_at")?,
-        custom_attributes: row.try_get("custom_attributes")?,
-        custom_auth: row.try_get::<i64, _>("custom_auth")? != 0,
-        email_link_signin: row.try_get::<i64, _>("email_link_signin")? != 0,
-        initial_email: row.try_get("initial_email")?,
-        providers: row.try_get("providers")?,
-        mfa: row.try_get("mfa")?,
-        version: row.try_get("version")?,
+        project_id: row.col("project_id")?,
+        tenant_id: row.col("tenant_id")?,
+        local_id: row.col("local_id")?,
+        email: row.col("email")?,
+        email_unique: row.col("email_unique")?,
+        email_verified: row.col::<i64>("email_verified")? != 0,
+        display_name: row.col("display_name")?,
+        photo_url: row.col("photo_url")?,
+        phone_number: row.col("phone_number")?,
+        disabled: row.col::<i64>("disabled")? != 0,
+        password_hash: row.col("password_hash")?,
+        salt: row.col("salt")?,
+        password_updated_at: row.col("password_updated_at")?,
+        valid_since_secs: row.col("valid_since_secs")?,
+        created_at: row.col("created_at")?,
+        last_login_at: row.col("last_login_at")?,
+        last_refresh_at: row.col("last_refresh_at")?,
+        custom_attributes: row.col("custom_attributes")?,
+        custom_auth: row.col::<i64>("custom_auth")? != 0,
+        email_link_signin: row.col::<i64>("email_link_signin")? != 0,
+        initial_email: row.col("initial_email")?,
+        providers: row.col("providers")?,
+        mfa: row.col("mfa")?,
+        version: row.col("version")?,
+    })
+}
+
+const SELECT_REFRESH_TOKEN: &str = "SELECT project_id, tenant_id, local_id, provider, extra_claims, \
+    created_at FROM refresh_tokens WHERE token_hash = $1";
+
+fn refresh_from_row(row: &impl Columns, token_hash: &str) -> Result<RefreshTokenRecord> {
+    Ok(RefreshTokenRecord {
+        token_hash: token_hash.to_owned(),
+        project_id: row.col("project_id")?,
+        tenant_id: row.col("tenant_id")?,
+        local_id: row.col("local_id")?,
+        provider: row.col("provider")?,
+        extra_claims: row.col("extra_claims")?,
+        created_at: row.col("created_at")?,
     })
 }
 
@@ -279,6 +295,12 @@ impl Store {
         tenant: &str,
         local_id: &str,
     ) -> Result<Option<UserRecord>> {
+        if let Some(inline) = &self.inline {
+            let rows = inline.query(SELECT_USER, (project, tenant, local_id), |r| {
+                user_from_row(r)
+            })?;
+            return Ok(rows.into_iter().next());
+        }
         let row = sqlx::query(SELECT_USER)
             .bind(project)
             .bind(tenant)
@@ -295,6 +317,11 @@ impl Store {
         tenant: &str,
         email: &str,
     ) -> Result<Vec<UserRecord>> {
+        if let Some(inline) = &self.inline {
+            return inline.query(SELECT_USER_BY_EMAIL, (project, tenant, email), |r| {
+                user_from_row(r)
+            });
+        }
         let rows = sqlx::query(SELECT_USER_BY_EMAIL)
             .bind(project)
             .bind(tenant)
@@ -418,26 +445,19 @@ impl Store {
 
     /// Reads a refresh token by hash.
     pub async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRecord>> {
-        let row: Option<(String, String, String, String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT project_id, tenant_id, local_id, provider, extra_claims, created_at \
-             FROM refresh_tokens WHERE token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(
-            |(project_id, tenant_id, local_id, provider, extra_claims, created_at)| {
-                RefreshTokenRecord {
-                    token_hash: token_hash.to_owned(),
-                    project_id,
-                    tenant_id,
-                    local_id,
-                    provider,
-                    extra_claims,
-                    created_at,
-                }
-            },
-        ))
+        if let Some(inline) = &self.inline {
+            let rows = inline.query(SELECT_REFRESH_TOKEN, (token_hash,), |r| {
+                refresh_from_row(r, token_hash)
+            })?;
+            return Ok(rows.into_iter().next());
+        }
+        let row = sqlx::query(SELECT_REFRESH_TOKEN)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref()
+            .map(|r| refresh_from_row(r, token_hash))
+            .transpose()
     }
 
     /// Deletes every refresh token of one account.

@@ -14,6 +14,7 @@
 mod cache;
 mod iam;
 mod identity;
+mod inline;
 mod keys;
 mod master;
 mod operations;
@@ -59,6 +60,9 @@ pub enum Error {
     /// The database failed (connection, I/O, migration...).
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// A read on the calling thread failed (SQLite; see `inline`).
+    #[error("database error: {0}")]
+    Read(#[from] rusqlite::Error),
     /// Migrations could not be applied.
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -131,6 +135,8 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     users: Arc<cache::UserCache>,
+    /// Hot-path reads of an SQLite file, on the calling thread.
+    inline: Option<Arc<inline::InlineReader>>,
 }
 
 impl Store {
@@ -149,17 +155,23 @@ impl Store {
         let mut pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         pool_options = match backend {
             // SQLite serialises writers anyway; a few connections let readers proceed in WAL mode.
-            Backend::Sqlite => pool_options.max_connections(4).after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    // Deleted content is overwritten, so an erased secret payload does not
-                    // linger in free pages.
-                    conn.execute("PRAGMA secure_delete = ON").await?;
-                    Ok(())
-                })
-            }),
+            // A SQLite connection is a file handle in this process: it cannot go stale while
+            // pooled, so it is not pinged before each use (sqlx's default). That ping is a round
+            // trip to the connection's worker thread and doubled the cost of every query.
+            Backend::Sqlite => pool_options
+                .max_connections(4)
+                .test_before_acquire(false)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        // Deleted content is overwritten, so an erased secret payload does not
+                        // linger in free pages.
+                        conn.execute("PRAGMA secure_delete = ON").await?;
+                        Ok(())
+                    })
+                }),
             Backend::Postgres => pool_options.max_connections(16),
         };
         // A connection whose transaction could not be ended (a COMMIT or ROLLBACK refused by a
@@ -177,12 +189,22 @@ impl Store {
             })
         });
         let pool = pool_options.connect_with(options).await?;
-        let store = Self {
+        let mut store = Self {
             pool,
             backend,
             users: Arc::new(cache::UserCache::new(1000)),
+            inline: None,
         };
         store.migrate().await?;
+        store.inline = inline::InlineReader::for_url(url)
+            .filter(|r| match r.check() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reads go through the pool: the database file could not be opened directly");
+                    false
+                }
+            })
+            .map(Arc::new);
         Ok(store)
     }
 
@@ -207,6 +229,12 @@ impl Store {
     pub fn set_account_cache_ttl(&self, ttl: Duration) {
         self.users
             .set_ttl(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    }
+
+    /// Whether the hot-path reads (refresh tokens, accounts by id or e-mail) run on the
+    /// calling thread: an SQLite file that could be opened directly.
+    pub fn reads_inline(&self) -> bool {
+        self.inline.is_some()
     }
 
     /// The backend this store talks to.

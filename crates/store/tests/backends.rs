@@ -182,3 +182,92 @@ async fn rejects_unknown_urls() {
         Err(Error::UnsupportedUrl)
     ));
 }
+
+/// SQLite reads of refresh tokens and accounts run on the calling thread over their own
+/// connections: they must see every write committed through any pool at once (a second store
+/// on the same file stands for another process), including deletions, and keep answering
+/// while writes go on.
+#[tokio::test]
+async fn sqlite_reads_on_the_calling_thread_see_every_committed_write() {
+    let dir = temp_dir("store-inline").unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let reader = Store::connect(&url).await.unwrap();
+    let writer = Store::connect(&url).await.unwrap();
+    assert!(reader.reads_inline(), "a file database is read inline");
+    assert!(
+        !Store::connect("sqlite::memory:")
+            .await
+            .unwrap()
+            .reads_inline(),
+        "an in-memory database cannot be opened twice"
+    );
+
+    let mut u = user("u1", Some("a@x.io"));
+    writer.insert_user(&u, &[]).await.unwrap();
+    let token = RefreshTokenRecord {
+        token_hash: "h1".into(),
+        project_id: "p".into(),
+        tenant_id: String::new(),
+        local_id: "u1".into(),
+        provider: "password".into(),
+        extra_claims: Some("{\"x\":1}".into()),
+        created_at: 7,
+    };
+    writer.insert_refresh_token(&token).await.unwrap();
+    assert_eq!(reader.refresh_token("h1").await.unwrap(), Some(token));
+    assert_eq!(reader.refresh_token("h2").await.unwrap(), None);
+    let fresh = reader.user_fresh("p", "", "u1").await.unwrap().unwrap();
+    assert_eq!(fresh.email.as_deref(), Some("a@x.io"));
+    assert_eq!(fresh.version, u.version);
+    let by_email = reader.users_by_email("p", "", "a@x.io").await.unwrap();
+    assert_eq!(by_email.len(), 1);
+    assert_eq!(by_email[0].local_id, "u1");
+
+    // Updates and deletions by the other store are seen at once.
+    u.disabled = true;
+    writer.update_user(&u, None).await.unwrap();
+    assert!(
+        reader
+            .user_fresh("p", "", "u1")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    writer.delete_refresh_tokens("p", "", "u1").await.unwrap();
+    assert_eq!(reader.refresh_token("h1").await.unwrap(), None);
+
+    // Reads keep answering while another store writes.
+    let writes = {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let id = format!("w{i}");
+                writer
+                    .insert_user(&user(&id, Some(&format!("{id}@x.io"))), &[])
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut seen = 0;
+    while !writes.is_finished() {
+        seen = reader
+            .users_by_email("p", "", "w199@x.io")
+            .await
+            .unwrap()
+            .len();
+        assert!(reader.user_fresh("p", "", "u1").await.unwrap().is_some());
+        tokio::task::yield_now().await;
+    }
+    writes.await.unwrap();
+    assert_eq!(
+        reader
+            .users_by_email("p", "", "w199@x.io")
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the last write is visible after it returned (seen during: {seen})"
+    );
+}
