@@ -293,3 +293,106 @@ fn integrity_check_secrets(db: &Path) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// The identity server on PostgreSQL whose database lives in a tablespace on a small file
+/// system, filled to the last byte (the WAL stays on a disk with room: PostgreSQL refuses to
+/// extend a table or index with `ERROR 53100`, and keeps running). Writes that need a new page
+/// are refused with the documented 503, reads and existing sessions are served, writes work
+/// again once space is freed, every acknowledged account is there and `pg_amcheck` finds no
+/// corruption.
+#[test]
+fn identity_on_postgres_refuses_writes_when_its_tablespace_is_full() {
+    // The new database is a copy of template1 (about 7.5 MiB) inside the tablespace. The
+    // cluster is declared last so that it stops before the file system is unmounted.
+    let fs = Tmpfs::mount("disk-full-pg", 24 * 1024).unwrap();
+    let pg = gatehouse_testkit::PgCluster::start()
+        .expect("ephemeral PostgreSQL (apt-get install -y postgresql-15)");
+    let space = fs.path().join("space");
+    std::fs::create_dir(&space).unwrap();
+    let url = pg.create_database_in("idfull", &space).unwrap();
+    let dir = gatehouse_testkit::temp_dir("disk-full-pg-identity").unwrap();
+    let key = common::master_key(dir.path());
+    let mut server = common::identity("df-proj", dir.path(), Some((&url, &key)));
+    let base = server.url();
+
+    let (status, alice, _) = call(&base, "signUp", &credentials("alice@example.com"));
+    assert_eq!(status, 200, "{alice}");
+    let id_token = alice["idToken"].as_str().unwrap().to_owned();
+    let refresh_token = alice["refreshToken"].as_str().unwrap().to_owned();
+    let mut acknowledged = vec!["alice@example.com".to_owned()];
+
+    fs.fill().unwrap();
+    // Sign-ups fill the pages the tables and indexes have; the first one needing a new page
+    // is refused.
+    let mut refused = 0;
+    for i in 0..300 {
+        let email = format!("u{i}@example.com");
+        let (status, body, took) = call(&base, "signUp", &credentials(&email));
+        if status == 200 {
+            acknowledged.push(email);
+        } else {
+            assert_storage_full("sign-up", status, &body, took);
+            refused += 1;
+            if refused == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        refused, 3,
+        "sign-ups were not refused: the tablespace did not fill"
+    );
+
+    // Reads and existing sessions: served.
+    let (status, body, _) = call(&base, "lookup", &json!({"idToken": id_token}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["users"][0]["email"], "alice@example.com");
+    let res = client()
+        .post(format!("{base}/securetoken.googleapis.com/v1/token?key=k"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.as_str()),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200, "refresh while full");
+
+    // Space freed: writes work again, on every pooled connection.
+    fs.free().unwrap();
+    for i in 0..6 {
+        let email = format!("v{i}@example.com");
+        let (status, body, _) = call(&base, "signUp", &credentials(&email));
+        assert_eq!(status, 200, "sign-up after space was freed: {body}");
+        acknowledged.push(email);
+    }
+    let (status, body, _) = call(
+        &base,
+        "signInWithPassword",
+        &credentials("alice@example.com"),
+    );
+    assert_eq!(status, 200, "sign-in after space was freed: {body}");
+
+    server.terminate().unwrap();
+    assert!(
+        server.wait_exit(Duration::from_secs(20)).unwrap().is_some(),
+        "identity did not stop"
+    );
+    let stored = pg
+        .psql("idfull", "SELECT email FROM users ORDER BY email")
+        .unwrap();
+    let stored: std::collections::BTreeSet<&str> = stored.lines().collect();
+    for email in &acknowledged {
+        assert!(
+            stored.contains(email.as_str()),
+            "acknowledged {email} is missing"
+        );
+    }
+    assert_eq!(stored.len(), acknowledged.len(), "{stored:?}");
+    pg.amcheck("idfull").unwrap();
+
+    let log = server.log().join("\n");
+    assert!(log.contains("storage is full: write refused"), "{log}");
+    for secret in [PASSWORD, id_token.as_str(), refresh_token.as_str()] {
+        assert!(!log.contains(secret), "the log leaks a secret");
+    }
+}

@@ -94,20 +94,25 @@ impl Unwritable {
             return None;
         };
         let code = db.code()?;
-        if let Ok(n) = code.parse::<u32>() {
-            // SQLite: SQLITE_FULL 13, SQLITE_READONLY 8, SQLITE_IOERR 10 (ENOSPC is reported
-            // as SQLITE_FULL).
-            return match n & 0xff {
-                13 => Some(Self::Full),
-                8 => Some(Self::ReadOnly),
-                10 => Some(Self::Failing),
+        // Told apart by the driver, not by the code's shape: PostgreSQL's SQLSTATEs for these
+        // (53100, 25006, 58030) are all digits, like SQLite's result codes.
+        if db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            return match code.as_ref() {
+                "53100" => Some(Self::Full),
+                "25006" => Some(Self::ReadOnly),
+                "58030" => Some(Self::Failing),
                 _ => None,
             };
         }
-        match code.as_ref() {
-            "53100" => Some(Self::Full),
-            "25006" => Some(Self::ReadOnly),
-            "58030" => Some(Self::Failing),
+        // SQLite: SQLITE_FULL 13, SQLITE_READONLY 8, SQLITE_IOERR 10 (ENOSPC is reported as
+        // SQLITE_FULL); the extended code carries the primary one in its low byte.
+        match code.parse::<u32>().ok()? & 0xff {
+            13 => Some(Self::Full),
+            8 => Some(Self::ReadOnly),
+            10 => Some(Self::Failing),
             _ => None,
         }
     }

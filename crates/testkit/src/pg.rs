@@ -106,8 +106,9 @@ impl PgCluster {
         self.dir.path().to_path_buf()
     }
 
-    /// Creates a database and returns its URL.
-    pub fn create_database(&self, name: &str) -> anyhow::Result<String> {
+    /// Runs `sql` as the superuser in `database` (stopping at the first error); its output
+    /// (unaligned, tuples only).
+    pub fn psql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
         let out = Command::new(self.bin.join("psql"))
             .args([
                 "-h",
@@ -116,22 +117,75 @@ impl PgCluster {
                 &self.port.to_string(),
                 "-U",
                 "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
             ])
-            .arg(format!("CREATE DATABASE \"{name}\""))
+            .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql])
             .output()
             .context("running psql")?;
         if !out.status.success() {
             bail!(
-                "CREATE DATABASE {name} failed: {}",
+                "psql `{sql}` failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Creates a database and returns its URL.
+    pub fn create_database(&self, name: &str) -> anyhow::Result<String> {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""))?;
         Ok(self.url(name))
+    }
+
+    /// Creates a database whose files live in `dir` (a new tablespace there, e.g. on a small
+    /// file system of its own) and returns its URL. `dir` must exist and be empty; it is
+    /// handed to the `postgres` user when running as root.
+    pub fn create_database_in(&self, name: &str, dir: &std::path::Path) -> anyhow::Result<String> {
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir)
+                .status()
+                .context("chown of the tablespace directory")?;
+            if !status.success() {
+                bail!("chown postgres {} failed", dir.display());
+            }
+        }
+        let location = dir.display().to_string().replace('\'', "''");
+        self.psql(
+            "postgres",
+            &format!("CREATE TABLESPACE \"{name}_space\" LOCATION '{location}'"),
+        )?;
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE \"{name}\" TABLESPACE \"{name}_space\""),
+        )?;
+        Ok(self.url(name))
+    }
+
+    /// `pg_amcheck --heapallindexed` on `database` (every table and B-tree index, installing
+    /// the `amcheck` extension first): `Ok` when it found no corruption, else its report.
+    pub fn amcheck(&self, database: &str) -> anyhow::Result<()> {
+        let out = Command::new(self.bin.join("pg_amcheck"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["--install-missing", "--heapallindexed", "--parent-check"])
+            .args(["-d", database])
+            .output()
+            .context("running pg_amcheck")?;
+        if !out.status.success() || !out.stdout.is_empty() {
+            bail!(
+                "pg_amcheck on {database}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// The URL of a database in this cluster.
