@@ -396,3 +396,46 @@ fn identity_on_postgres_refuses_writes_when_its_tablespace_is_full() {
         assert!(!log.contains(secret), "the log leaks a secret");
     }
 }
+
+/// A sign-up stores the account and its first refresh token; when the second write is the one
+/// the full disk refuses, the answer is the 503 and no account is left behind, so the retry
+/// signs up instead of meeting `EMAIL_EXISTS`. (The long form on a full tmpfs found 11 of 511
+/// refused sign-ups stored; here PostgreSQL refuses the refresh token with `53100` from a
+/// trigger, so the order of the refusals is certain.)
+#[test]
+fn a_sign_up_refused_by_a_full_disk_leaves_no_account_behind() {
+    let pg = gatehouse_testkit::PgCluster::start()
+        .expect("ephemeral PostgreSQL (apt-get install -y postgresql-15)");
+    let url = pg.create_database("halfway").unwrap();
+    let dir = gatehouse_testkit::temp_dir("disk-full-pg-halfway").unwrap();
+    let key = common::master_key(dir.path());
+    let server = common::identity("df-proj", dir.path(), Some((&url, &key)));
+    let base = server.url();
+    let (status, body, _) = call(&base, "signUp", &credentials("first@example.com"));
+    assert_eq!(status, 200, "{body}");
+
+    pg.psql(
+        "halfway",
+        "CREATE FUNCTION full_disk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; \
+         END $$; \
+         CREATE TRIGGER full_disk BEFORE INSERT ON refresh_tokens FOR EACH ROW EXECUTE FUNCTION full_disk();",
+    )
+    .unwrap();
+    let (status, body, took) = call(&base, "signUp", &credentials("retry@example.com"));
+    assert_storage_full("sign-up", status, &body, took);
+    assert_eq!(
+        pg.psql(
+            "halfway",
+            "SELECT count(*) FROM users WHERE email = 'retry@example.com'"
+        )
+        .unwrap(),
+        "0",
+        "a refused sign-up left its account behind"
+    );
+
+    pg.psql("halfway", "DROP TRIGGER full_disk ON refresh_tokens")
+        .unwrap();
+    let (status, body, _) = call(&base, "signUp", &credentials("retry@example.com"));
+    assert_eq!(status, 200, "the retry of a refused sign-up: {body}");
+}
