@@ -439,3 +439,47 @@ fn a_sign_up_refused_by_a_full_disk_leaves_no_account_behind() {
     let (status, body, _) = call(&base, "signUp", &credentials("retry@example.com"));
     assert_eq!(status, 200, "the retry of a refused sign-up: {body}");
 }
+
+/// PostgreSQL down (what a full WAL disk does to it: PANIC, then a failed crash recovery, and
+/// the server stays down): requests that need the database answer 503 `UNAVAILABLE` saying so,
+/// not 500, within the pool's acquire timeout; once the server is back they succeed again.
+#[test]
+fn identity_answers_unavailable_while_its_postgres_is_down() {
+    let pg = gatehouse_testkit::PgCluster::start()
+        .expect("ephemeral PostgreSQL (apt-get install -y postgresql-15)");
+    let url = pg.create_database("down").unwrap();
+    let dir = gatehouse_testkit::temp_dir("pg-down-identity").unwrap();
+    let key = common::master_key(dir.path());
+    let server = common::identity("df-proj", dir.path(), Some((&url, &key)));
+    let base = server.url();
+    let (status, body, _) = call(&base, "signUp", &credentials("before@example.com"));
+    assert_eq!(status, 200, "{body}");
+
+    pg.stop().unwrap();
+    let (status, body, took) = call(&base, "signUp", &credentials("during@example.com"));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["status"], "UNAVAILABLE", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("cannot be reached"), "{body}");
+    assert!(
+        !message.contains("pool") && !message.contains("os error"),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    pg.start_again().unwrap();
+    let (status, body, _) = call(&base, "signUp", &credentials("during@example.com"));
+    assert_eq!(status, 200, "after the database came back: {body}");
+    let (status, body, _) = call(
+        &base,
+        "signInWithPassword",
+        &credentials("before@example.com"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        server
+            .log()
+            .join("\n")
+            .contains("database unreachable: request refused")
+    );
+}

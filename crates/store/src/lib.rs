@@ -56,7 +56,12 @@ pub enum Error {
     /// reads still work, and writes work again once space is freed. Safe to retry later.
     #[error("storage {0}: {1}")]
     Unwritable(Unwritable, #[source] sqlx::Error),
-    /// The database failed (connection, I/O, migration...).
+    /// The database cannot be reached now: refused or lost connections, no connection within
+    /// the pool's acquire timeout, a server that is starting, recovering or shutting down
+    /// (PostgreSQL `08xxx`, `57P01`–`57P03`). Safe to retry later.
+    #[error("database unreachable: {0}")]
+    Unreachable(#[source] sqlx::Error),
+    /// The database failed (I/O, a statement, migration...).
     #[error("database error: {0}")]
     Database(sqlx::Error),
     /// Migrations could not be applied.
@@ -118,10 +123,29 @@ impl Unwritable {
     }
 }
 
+/// Whether `err` says the database cannot be reached now (rather than that a statement failed).
+fn unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+                && db.code().is_some_and(|c| {
+                    c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+                })
+        }
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match Unwritable::of(&err) {
             Some(why) => Self::Unwritable(why, err),
+            None if unreachable(&err) => Self::Unreachable(err),
             None => Self::Database(err),
         }
     }

@@ -73,27 +73,79 @@ impl PgCluster {
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let port = free_port()?;
+        let cluster = Self {
+            dir,
+            bin,
+            port: free_port()?,
+        };
+        cluster.pg_ctl_start()?;
+        Ok(cluster)
+    }
+
+    fn pg_ctl(&self) -> Command {
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        }
+    }
+
+    fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-            dir.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
         );
-        let out = as_postgres(bin.join("pg_ctl"))
+        let out = self
+            .pg_ctl()
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.path().join("data"))
             .args(["-o", &opts, "-w", "-t", "60", "-l"])
-            .arg(dir.path().join("postgres.log"))
+            .arg(self.dir.path().join("postgres.log"))
             .arg("start")
             .output()
             .context("running pg_ctl start")?;
         if !out.status.success() {
-            let log = std::fs::read_to_string(dir.path().join("postgres.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
             bail!(
                 "pg_ctl start failed: {}\n{log}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(Self { dir, bin, port })
+        Ok(())
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: sessions are ended, then a shutdown
+    /// checkpoint; with this cluster's `synchronous_commit=off` an immediate stop could lose
+    /// the last acknowledged commits).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.pg_ctl_stop("fast")
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) -> anyhow::Result<()> {
+        let out = self
+            .pg_ctl()
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", mode, "-w", "stop"])
+            .output()
+            .context("running pg_ctl stop")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts the server again after [`stop`](Self::stop), on the same port (crash recovery).
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        self.pg_ctl_start()
     }
 
     /// The TCP port.
@@ -196,18 +248,6 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        let mut c = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"));
-            c
-        } else {
-            Command::new(self.bin.join("pg_ctl"))
-        };
-        let _ = c
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
+        let _ = self.pg_ctl_stop("immediate");
     }
 }
