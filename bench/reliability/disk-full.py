@@ -16,8 +16,8 @@ DB=postgres: the identity server's state in a throw-away PostgreSQL 15 cluster (
 `postgres` user) instead. PG_ON=data (default) puts the whole data directory, WAL included, on
 the tmpfs; PG_ON=tablespace keeps the cluster (and its WAL) on the ordinary disk and only the
 identity database in a tablespace on the tmpfs; PG_ON=wal keeps the data on the ordinary disk and
-only the WAL (`initdb --waldir`, 1 MiB segments, `archive_command=/bin/false` so that segments are
-kept and a new one is soon needed) on the tmpfs. PostgreSQL is not restarted by this harness
+only the WAL (`initdb --waldir`, 1 MiB segments, `wal_recycle=off` and `archive_command=/bin/false`
+so that segments are kept and a new file is soon needed) on the tmpfs. PostgreSQL is not restarted by this harness
 while the run lasts (what it does by itself is the figure); afterwards it is restarted if it is
 down, then every acknowledged account is looked up and `pg_amcheck --heapallindexed` runs.
 MIB defaults to 64 for PostgreSQL (a cluster takes ~40 MiB with its first WAL segment).
@@ -112,8 +112,8 @@ class Postgres:
         if PG_ON == "wal":
             # WAL that cannot be archived is kept (the classic way pg_wal fills up): once the
             # disk is full, the next segment cannot be made.
-            opts += (" -c min_wal_size=2MB -c max_wal_size=3MB -c archive_mode=on"
-                     " -c archive_command=/bin/false")
+            opts += (" -c min_wal_size=2MB -c max_wal_size=3MB -c wal_recycle=off"
+                     " -c archive_mode=on -c archive_command=/bin/false")
         return self.pg(["pg_ctl", "-D", self.data, "-o", opts, "-w", "-t", "60", "-l", self.log,
                         "start"], check=False).returncode == 0
 

@@ -63,6 +63,22 @@ fn assert_storage_full(what: &str, status: u16, body: &Value, took: Duration) {
     assert!(took < Duration::from_secs(5), "{what} took {took:?}");
 }
 
+/// Reads and existing sessions while full: alice's lookup and a token refresh are served.
+fn assert_session_served(base: &str, id_token: &str, refresh_token: &str) {
+    let (status, body, _) = call(base, "lookup", &json!({"idToken": id_token}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["users"][0]["email"], "alice@example.com");
+    let res = client()
+        .post(format!("{base}/securetoken.googleapis.com/v1/token?key=k"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200, "refresh while full");
+}
+
 fn integrity_check(db: &Path) -> String {
     gatehouse_testkit::require_program("sqlite3", "apt-get install -y sqlite3").unwrap();
     let out = std::process::Command::new("sqlite3")
@@ -110,19 +126,7 @@ fn identity_refuses_writes_when_the_disk_is_full_and_keeps_serving_reads() {
     );
     assert_storage_full("sign-in", status, &body, took);
 
-    // Reads and existing sessions: served.
-    let (status, body, _) = call(&base, "lookup", &json!({"idToken": id_token}));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["users"][0]["email"], "alice@example.com");
-    let res = client()
-        .post(format!("{base}/securetoken.googleapis.com/v1/token?key=k"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.as_str()),
-        ])
-        .send()
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200, "refresh while full");
+    assert_session_served(&base, &id_token, &refresh_token);
     let keys = client()
         .get(format!(
             "{base}/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
@@ -343,19 +347,7 @@ fn identity_on_postgres_refuses_writes_when_its_tablespace_is_full() {
         "sign-ups were not refused: the tablespace did not fill"
     );
 
-    // Reads and existing sessions: served.
-    let (status, body, _) = call(&base, "lookup", &json!({"idToken": id_token}));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["users"][0]["email"], "alice@example.com");
-    let res = client()
-        .post(format!("{base}/securetoken.googleapis.com/v1/token?key=k"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.as_str()),
-        ])
-        .send()
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200, "refresh while full");
+    assert_session_served(&base, &id_token, &refresh_token);
 
     // Space freed: writes work again, on every pooled connection.
     fs.free().unwrap();

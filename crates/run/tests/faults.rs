@@ -111,13 +111,33 @@ impl Load {
     }
 }
 
-/// SIGKILL to the instance's process group; the pid it had.
-fn kill(service: &Service, index: usize) -> u32 {
-    let victim = &service.revision.load().instances()[index];
-    let pid = victim.pid();
+/// Deploys `name` with `instances` instances under 8 clients, lets it serve for over a second
+/// (so it is restarted without backoff), then sends SIGKILL to the first instance's process
+/// group: the service, the load, when, and the pid the instance had.
+async fn kill_under_load(
+    w: &common::World,
+    name: &str,
+    instances: u32,
+) -> (Arc<Service>, Load, Instant, u32) {
+    let service = w
+        .runner
+        .deploy(spec(
+            w,
+            &format!(
+                "name: {name}\nallow_unauthenticated: true\nmin_instances: {instances}\n\
+                 max_instances: {instances}\nconcurrency: 8\n"
+            ),
+        ))
+        .await
+        .unwrap();
+    let load = Load::start(format!("{}/slow?ms=20", service.url), 8);
+    load.served(50).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let killed_at = Instant::now();
+    let pid = service.revision.load().instances()[0].pid();
     assert_ne!(pid, 0);
     killpg(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
-    pid
+    (service, load, killed_at, pid)
 }
 
 /// The service's log says the killed instance was restarted without a backoff.
@@ -149,20 +169,7 @@ fn assert_all_answered(outcomes: &[Outcome]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_answers_what_it_had_and_its_replacement_takes_traffic() {
     let w = world().await;
-    let service = w
-        .runner
-        .deploy(spec(
-            &w,
-            "name: victim\nallow_unauthenticated: true\nmin_instances: 2\nmax_instances: 2\nconcurrency: 8\n",
-        ))
-        .await
-        .unwrap();
-    let load = Load::start(format!("{}/slow?ms=20", service.url), 8);
-    load.served(50).await;
-    // Serving for over a second: restarted at once when killed (no backoff).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let killed_at = Instant::now();
-    let old_pid = kill(&service, 0);
+    let (service, load, killed_at, old_pid) = kill_under_load(&w, "victim", 2).await;
     // The restarted process (a new pid for the same instance) answers requests again.
     let until = Instant::now() + Duration::from_secs(20);
     let back = loop {
@@ -210,20 +217,7 @@ async fn a_killed_instance_answers_what_it_had_and_its_replacement_takes_traffic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_wait_for_the_restart_of_a_killed_single_instance() {
     let w = world().await;
-    let service = w
-        .runner
-        .deploy(spec(
-            &w,
-            "name: single\nallow_unauthenticated: true\nmin_instances: 1\nmax_instances: 1\nconcurrency: 8\n",
-        ))
-        .await
-        .unwrap();
-    let load = Load::start(format!("{}/slow?ms=20", service.url), 8);
-    load.served(50).await;
-    // Serving for over a second: restarted at once when killed (no backoff).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let killed_at = Instant::now();
-    let old_pid = kill(&service, 0);
+    let (service, load, killed_at, old_pid) = kill_under_load(&w, "single", 1).await;
     load.served(50).await;
     let outcomes = load.finish().await;
     assert_all_answered(&outcomes);

@@ -158,18 +158,25 @@ impl PgCluster {
         self.dir.path().to_path_buf()
     }
 
+    /// A client program of this installation, connecting to this cluster as the superuser.
+    fn client(&self, program: &str) -> Command {
+        let mut c = Command::new(self.bin.join(program));
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+        ]);
+        c
+    }
+
     /// Runs `sql` as the superuser in `database` (stopping at the first error); its output
     /// (unaligned, tuples only).
     pub fn psql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+        let out = self
+            .client("psql")
             .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-qtA", "-c", sql])
             .output()
             .context("running psql")?;
@@ -217,15 +224,8 @@ impl PgCluster {
     /// `pg_amcheck --heapallindexed` on `database` (every table and B-tree index, installing
     /// the `amcheck` extension first): `Ok` when it found no corruption, else its report.
     pub fn amcheck(&self, database: &str) -> anyhow::Result<()> {
-        let out = Command::new(self.bin.join("pg_amcheck"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+        let out = self
+            .client("pg_amcheck")
             .args(["--install-missing", "--heapallindexed", "--parent-check"])
             .args(["-d", database])
             .output()
