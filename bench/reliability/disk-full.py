@@ -26,6 +26,7 @@ MIB defaults to 64 for PostgreSQL (a cluster takes ~40 MiB with its first WAL se
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -126,7 +127,9 @@ class Postgres:
                               capture_output=True, text=True)
 
     def stop(self):
+        """Stops the cluster and deletes its data (the logs stay in the scratch directory)."""
         self.pg(["pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop"], check=False)
+        shutil.rmtree(self.data, ignore_errors=True)
 
     def check(self, acknowledged):
         """After the run: restarted if down; (stored, acknowledged missing, amcheck output)."""

@@ -290,8 +290,11 @@ def main():
             f.write(json.dumps(r) + "\n")
     for r in results:
         print(json.dumps(r, indent=1))
-    print(f"results: {path}; work dir {work}")
-    sys.exit(0 if all(r["pass"] for r in results) else 1)
+    ok = all(r["pass"] for r in results)
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"results: {path}" + ("" if ok else f"; work dir {work}"))
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

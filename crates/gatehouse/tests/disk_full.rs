@@ -79,6 +79,31 @@ fn assert_session_served(base: &str, id_token: &str, refresh_token: &str) {
     assert_eq!(res.status().as_u16(), 200, "refresh while full");
 }
 
+/// Space freed: six sign-ups (more than the pool's connections) and alice's sign-in succeed.
+/// The e-mails signed up.
+fn writes_work_again(base: &str) -> Vec<String> {
+    let emails: Vec<String> = (0..6).map(|i| format!("v{i}@example.com")).collect();
+    for email in &emails {
+        let (status, body, _) = call(base, "signUp", &credentials(email));
+        assert_eq!(status, 200, "sign-up after space was freed: {body}");
+    }
+    let (status, body, _) = call(
+        base,
+        "signInWithPassword",
+        &credentials("alice@example.com"),
+    );
+    assert_eq!(status, 200, "sign-in after space was freed: {body}");
+    emails
+}
+
+fn stop(server: &mut Spawned) {
+    server.terminate().unwrap();
+    assert!(
+        server.wait_exit(Duration::from_secs(20)).unwrap().is_some(),
+        "identity did not stop"
+    );
+}
+
 fn integrity_check(db: &Path) -> String {
     gatehouse_testkit::require_program("sqlite3", "apt-get install -y sqlite3").unwrap();
     let out = std::process::Command::new("sqlite3")
@@ -137,24 +162,10 @@ fn identity_refuses_writes_when_the_disk_is_full_and_keeps_serving_reads() {
 
     // Space freed: writes work again, on every pooled connection.
     fs.free().unwrap();
-    for i in 0..6 {
-        let (status, body, _) = call(&base, "signUp", &credentials(&format!("v{i}@example.com")));
-        assert_eq!(status, 200, "sign-up after space was freed: {body}");
-        acknowledged += 1;
-    }
-    let (status, body, _) = call(
-        &base,
-        "signInWithPassword",
-        &credentials("alice@example.com"),
-    );
-    assert_eq!(status, 200, "sign-in after space was freed: {body}");
+    acknowledged += writes_work_again(&base).len();
 
     // Stopped cleanly; the database is intact and holds every acknowledged account.
-    server.terminate().unwrap();
-    assert!(
-        server.wait_exit(Duration::from_secs(20)).unwrap().is_some(),
-        "identity did not stop"
-    );
+    stop(&mut server);
     assert_eq!(
         integrity_check(&fs.path().join("gatehouse.db")),
         format!("ok\n{acknowledged}")
@@ -351,24 +362,8 @@ fn identity_on_postgres_refuses_writes_when_its_tablespace_is_full() {
 
     // Space freed: writes work again, on every pooled connection.
     fs.free().unwrap();
-    for i in 0..6 {
-        let email = format!("v{i}@example.com");
-        let (status, body, _) = call(&base, "signUp", &credentials(&email));
-        assert_eq!(status, 200, "sign-up after space was freed: {body}");
-        acknowledged.push(email);
-    }
-    let (status, body, _) = call(
-        &base,
-        "signInWithPassword",
-        &credentials("alice@example.com"),
-    );
-    assert_eq!(status, 200, "sign-in after space was freed: {body}");
-
-    server.terminate().unwrap();
-    assert!(
-        server.wait_exit(Duration::from_secs(20)).unwrap().is_some(),
-        "identity did not stop"
-    );
+    acknowledged.extend(writes_work_again(&base));
+    stop(&mut server);
     let stored = pg
         .psql("idfull", "SELECT email FROM users ORDER BY email")
         .unwrap();

@@ -151,6 +151,18 @@ fn assert_restarted_at_once(w: &common::World, service: &str) {
     assert!(exits[0].contains("restarting in 0 ms"), "{exits:?}");
 }
 
+/// 50 more 200s, then the load stops: every request was answered, and only what the killed
+/// instance had in flight may have failed (8 clients: at most 8 requests).
+async fn finish_after_kill(load: Load) -> Vec<Outcome> {
+    load.served(50).await;
+    let outcomes = load.finish().await;
+    assert_all_answered(&outcomes);
+    let failed = outcomes.iter().filter(|o| o.status != 200).count();
+    eprintln!("{} requests, {failed} failed", outcomes.len());
+    assert!(failed <= 8, "{failed} failed requests: {outcomes:?}");
+    outcomes
+}
+
 /// Every request got an HTTP answer within a bound: 200, or 502/503 for those the kill cut.
 fn assert_all_answered(outcomes: &[Outcome]) {
     let bad: Vec<_> = outcomes
@@ -191,13 +203,7 @@ async fn a_killed_instance_answers_what_it_had_and_its_replacement_takes_traffic
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     eprintln!("killed instance serving again after {:?}", back - killed_at);
-    load.served(50).await;
-    let outcomes = load.finish().await;
-    assert_all_answered(&outcomes);
-    let failed = outcomes.iter().filter(|o| o.status != 200).count();
-    eprintln!("{} requests, {failed} failed", outcomes.len());
-    // Only what the killed instance had in flight may fail (8 clients: at most 8 requests).
-    assert!(failed <= 8, "{failed} failed requests: {outcomes:?}");
+    let outcomes = finish_after_kill(load).await;
     // The survivor took the new requests meanwhile: 200s between the kill and the return.
     assert!(
         outcomes
@@ -218,12 +224,7 @@ async fn a_killed_instance_answers_what_it_had_and_its_replacement_takes_traffic
 async fn requests_wait_for_the_restart_of_a_killed_single_instance() {
     let w = world().await;
     let (service, load, killed_at, old_pid) = kill_under_load(&w, "single", 1).await;
-    load.served(50).await;
-    let outcomes = load.finish().await;
-    assert_all_answered(&outcomes);
-    let failed = outcomes.iter().filter(|o| o.status != 200).count();
-    eprintln!("{} requests, {failed} failed", outcomes.len());
-    assert!(failed <= 8, "{failed} failed requests: {outcomes:?}");
+    let outcomes = finish_after_kill(load).await;
     let first_back = outcomes
         .iter()
         .filter(|o| o.status == 200 && o.sent > killed_at)
