@@ -474,14 +474,18 @@ def machine_meta():
 
 def write_section(docs_path, heading, section):
     """Replaces the `heading` section of a Markdown doc (from that line up to the next "## "
-    heading) with `section`, or appends it."""
+    heading, or up to a "### " subsection that `section` does not write itself: another
+    harness's or a hand-written one, kept) with `section`, or appends it."""
     old = open(docs_path).read() if os.path.exists(docs_path) else ""
     lines = old.splitlines(keepends=True)
     start = next((i for i, ln in enumerate(lines) if ln.rstrip("\n") == heading), None)
     if start is None:
         new = old.rstrip("\n") + "\n\n" + section if old else section
     else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
+        own = {ln for ln in section.splitlines() if ln.startswith("### ")}
+        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")
+                    or (lines[j].startswith("### ") and lines[j].rstrip("\n") not in own)),
+                   len(lines))
         rest = "".join(lines[end:])
         new = "".join(lines[:start]) + section + ("\n" + rest if rest else "")
     with open(docs_path, "w") as fh:

@@ -66,6 +66,14 @@ impl From<gatehouse_store::Error> for Error {
                      space; reads are still served. Retry later."
                 ))
             }
+            gatehouse_store::Error::Unreachable(cause) => {
+                tracing::error!(error = %cause, "database unreachable: request refused");
+                Self::Unavailable(
+                    "The server's database cannot be reached right now (it is restarting or \
+                     down). Retry later."
+                        .into(),
+                )
+            }
             e => Self::Internal(e.to_string()),
         }
     }

@@ -261,12 +261,20 @@ impl Identity {
             password_hash,
             ..new_account(pid, &tenant, local_id, now, !caller.privileged)
         };
-        self.insert_user(&user).await?;
         let tokens = if caller.privileged {
+            self.insert_user(&user).await?;
             None
         } else {
+            // The account and its first refresh token are stored together: a sign-up
+            // answered with an error leaves no account behind.
             let provider = if anonymous { "anonymous" } else { "password" };
-            Some(self.issue_tokens(&project, &user, provider, None).await?)
+            let (tokens, record) = self.new_tokens(&project, &user, provider, None)?;
+            self.inner
+                .store
+                .insert_user_with_token(&user, &links_of(&user), &record)
+                .await
+                .map_err(map_store)?;
+            Some(tokens)
         };
         Ok(SignedIn {
             user,

@@ -91,10 +91,18 @@ impl From<gatehouse_store::Error> for Error {
                 tracing::error!(error = %cause, "storage {why}: write refused");
                 Self::Unavailable(unwritable_message(why))
             }
+            gatehouse_store::Error::Unreachable(cause) => {
+                tracing::error!(error = %cause, "database unreachable: request refused");
+                Self::Unavailable(UNREACHABLE.to_owned())
+            }
             e => Self::Internal(e.to_string()),
         }
     }
 }
+
+/// What a client is told when the database cannot be reached.
+pub const UNREACHABLE: &str =
+    "The server's database cannot be reached right now (it is restarting or down). Retry later.";
 
 /// What a client is told when the store refuses a write.
 pub fn unwritable_message(why: gatehouse_store::Unwritable) -> String {

@@ -249,25 +249,37 @@ impl Identity {
         provider: &str,
         extra: Option<&Map<String, Value>>,
     ) -> Result<IssuedTokens> {
+        let (tokens, record) = self.new_tokens(project, user, provider, extra)?;
+        self.inner.store.insert_refresh_token(&record).await?;
+        Ok(tokens)
+    }
+
+    /// Mints an ID token and a new refresh token for `user`; the record of the refresh token
+    /// is for the caller to store.
+    pub(crate) fn new_tokens(
+        &self,
+        project: &ProjectConfig,
+        user: &UserRecord,
+        provider: &str,
+        extra: Option<&Map<String, Value>>,
+    ) -> Result<(IssuedTokens, RefreshTokenRecord)> {
         let id_token = self.mint_id_token(project, user, provider, extra)?;
         let refresh_token = format!("GHr1.{}", random_token(48));
-        self.inner
-            .store
-            .insert_refresh_token(&RefreshTokenRecord {
-                token_hash: token_hash(&refresh_token),
-                project_id: user.project_id.clone(),
-                tenant_id: user.tenant_id.clone(),
-                local_id: user.local_id.clone(),
-                provider: provider.to_owned(),
-                extra_claims: extra.map(|m| Value::Object(m.clone()).to_string()),
-                created_at: self.now_ms(),
-            })
-            .await?;
-        Ok(IssuedTokens {
+        let record = RefreshTokenRecord {
+            token_hash: token_hash(&refresh_token),
+            project_id: user.project_id.clone(),
+            tenant_id: user.tenant_id.clone(),
+            local_id: user.local_id.clone(),
+            provider: provider.to_owned(),
+            extra_claims: extra.map(|m| Value::Object(m.clone()).to_string()),
+            created_at: self.now_ms(),
+        };
+        let tokens = IssuedTokens {
             id_token,
             refresh_token,
             expires_in: ID_TOKEN_SECS,
-        })
+        };
+        Ok((tokens, record))
     }
 
     /// The Secure Token API: exchanges a refresh token for a fresh ID token.

@@ -64,7 +64,11 @@ pub struct Instance {
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// An instance that served this long before it exited is restarted at once (requests are
+/// waiting for it); one that exits sooner backs off, so a crash loop costs little.
+const STABLE_FOR: Duration = Duration::from_secs(1);
 
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -326,7 +330,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
     sandbox: &mut Option<Sandbox>,
 ) {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = FIRST_BACKOFF;
     loop {
         if *stop.borrow() {
             return;
@@ -412,7 +416,6 @@ async fn run(
         let exited = loop {
             if probe(&sb.net, port, launch.health_path.as_deref()).await {
                 me.ready.store(true, Ordering::Release);
-                backoff = Duration::from_millis(500);
                 break None;
             }
             if started.elapsed() > READY_TIMEOUT {
@@ -430,23 +433,18 @@ async fn run(
                 _ = stop.changed() => break None,
             }
         };
+        let ready_at = me
+            .ready
+            .load(Ordering::Acquire)
+            .then(tokio::time::Instant::now);
         let status = match exited {
             Some(s) => s,
+            // A stop seen while starting is not seen again by `changed`: checked first.
+            None if *stop.borrow() => return stop_gracefully(me, launch, &mut child).await,
             None => {
                 tokio::select! {
                     status = child.wait() => status,
-                    _ = stop.changed() => {
-                        me.ready.store(false, Ordering::Release);
-                        // Graceful stop: SIGTERM to the group, SIGKILL after the grace period.
-                        signal_group(&child, Signal::SIGTERM);
-                        if tokio::time::timeout(launch.grace, child.wait()).await.is_err() {
-                            signal_group(&child, Signal::SIGKILL);
-                            let _ = child.wait().await;
-                        }
-                        launch.log.event("INFO", &launch.revision, Some(&launch.instance), "instance stopped");
-                        tracing::info!(service = launch.service, instance = launch.instance, "instance stopped");
-                        return;
-                    }
+                    _ = stop.changed() => return stop_gracefully(me, launch, &mut child).await,
                 }
             }
         };
@@ -455,6 +453,16 @@ async fn run(
             return;
         }
         me.restarts.fetch_add(1, Ordering::Relaxed);
+        // Requests wait for an instance that was serving: restarted at once. One that exits
+        // again soon after waits out a doubling backoff.
+        let delay = if ready_at.is_some_and(|t| t.elapsed() >= STABLE_FOR) {
+            backoff = FIRST_BACKOFF;
+            Duration::ZERO
+        } else {
+            let d = backoff;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            d
+        };
         launch.log.event(
             "WARNING",
             &launch.revision,
@@ -464,20 +472,43 @@ async fn run(
                 status
                     .as_ref()
                     .map_or_else(|e| e.to_string(), ToString::to_string),
-                backoff.as_millis()
+                delay.as_millis()
             ),
         );
         tracing::warn!(
             service = launch.service,
             instance = launch.instance,
             status = ?status.ok(),
-            backoff_ms = backoff.as_millis() as u64,
+            delay_ms = delay.as_millis() as u64,
             "instance exited; restarting"
         );
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Graceful stop: SIGTERM to the group, SIGKILL after the grace period.
+async fn stop_gracefully(me: &Instance, launch: &Launch, child: &mut Child) {
+    me.ready.store(false, Ordering::Release);
+    signal_group(child, Signal::SIGTERM);
+    if tokio::time::timeout(launch.grace, child.wait())
+        .await
+        .is_err()
+    {
+        signal_group(child, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    launch.log.event(
+        "INFO",
+        &launch.revision,
+        Some(&launch.instance),
+        "instance stopped",
+    );
+    tracing::info!(
+        service = launch.service,
+        instance = launch.instance,
+        "instance stopped"
+    );
 }

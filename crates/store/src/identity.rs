@@ -219,6 +219,27 @@ impl Store {
     /// Inserts a new account together with its federated identity links, atomically.
     /// A taken e-mail, phone number, identity or id is [`crate::Error::Conflict`].
     pub async fn insert_user(&self, user: &UserRecord, links: &[IdentityLink]) -> Result<()> {
+        self.insert_account(user, links, None).await
+    }
+
+    /// [`insert_user`](Self::insert_user) and the first refresh token of the new account in
+    /// the same transaction: a sign-up whose answer is an error leaves no account behind (a
+    /// retry would otherwise meet `EMAIL_EXISTS`).
+    pub async fn insert_user_with_token(
+        &self,
+        user: &UserRecord,
+        links: &[IdentityLink],
+        token: &RefreshTokenRecord,
+    ) -> Result<()> {
+        self.insert_account(user, links, Some(token)).await
+    }
+
+    async fn insert_account(
+        &self,
+        user: &UserRecord,
+        links: &[IdentityLink],
+        token: Option<&RefreshTokenRecord>,
+    ) -> Result<()> {
         self.users
             .forget(&user.project_id, &user.tenant_id, &user.local_id);
         let mut tx = self.pool.begin().await?;
@@ -228,6 +249,12 @@ impl Store {
             .map_err(map_unique)?;
         for link in links {
             insert_link(&mut tx, user, link).await?;
+        }
+        if let Some(token) = token {
+            bind_token(token)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_unique)?;
         }
         tx.commit().await?;
         Ok(())
@@ -426,20 +453,10 @@ impl Store {
 
     /// Stores a new refresh token (by hash).
     pub async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, project_id, tenant_id, local_id, provider, extra_claims, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&token.token_hash)
-        .bind(&token.project_id)
-        .bind(&token.tenant_id)
-        .bind(&token.local_id)
-        .bind(&token.provider)
-        .bind(&token.extra_claims)
-        .bind(token.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(map_unique)?;
+        bind_token(token)
+            .execute(&self.pool)
+            .await
+            .map_err(map_unique)?;
         Ok(())
     }
 
@@ -675,4 +692,21 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The statement storing a new refresh token (by hash).
+fn bind_token(
+    token: &RefreshTokenRecord,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, project_id, tenant_id, local_id, provider, extra_claims, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&token.token_hash)
+    .bind(&token.project_id)
+    .bind(&token.tenant_id)
+    .bind(&token.local_id)
+    .bind(&token.provider)
+    .bind(&token.extra_claims)
+    .bind(token.created_at)
 }

@@ -57,7 +57,12 @@ pub enum Error {
     /// reads still work, and writes work again once space is freed. Safe to retry later.
     #[error("storage {0}: {1}")]
     Unwritable(Unwritable, #[source] sqlx::Error),
-    /// The database failed (connection, I/O, migration...).
+    /// The database cannot be reached now: refused or lost connections, no connection within
+    /// the pool's acquire timeout, a server that is starting, recovering or shutting down
+    /// (PostgreSQL `08xxx`, `57P01`–`57P03`). Safe to retry later.
+    #[error("database unreachable: {0}")]
+    Unreachable(#[source] sqlx::Error),
+    /// The database failed (I/O, a statement, migration...).
     #[error("database error: {0}")]
     Database(sqlx::Error),
     /// A read on the calling thread failed (SQLite; see `inline`).
@@ -98,22 +103,45 @@ impl Unwritable {
             return None;
         };
         let code = db.code()?;
-        if let Ok(n) = code.parse::<u32>() {
-            // SQLite: SQLITE_FULL 13, SQLITE_READONLY 8, SQLITE_IOERR 10 (ENOSPC is reported
-            // as SQLITE_FULL).
-            return match n & 0xff {
-                13 => Some(Self::Full),
-                8 => Some(Self::ReadOnly),
-                10 => Some(Self::Failing),
+        // Told apart by the driver, not by the code's shape: PostgreSQL's SQLSTATEs for these
+        // (53100, 25006, 58030) are all digits, like SQLite's result codes.
+        if db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            return match code.as_ref() {
+                "53100" => Some(Self::Full),
+                "25006" => Some(Self::ReadOnly),
+                "58030" => Some(Self::Failing),
                 _ => None,
             };
         }
-        match code.as_ref() {
-            "53100" => Some(Self::Full),
-            "25006" => Some(Self::ReadOnly),
-            "58030" => Some(Self::Failing),
+        // SQLite: SQLITE_FULL 13, SQLITE_READONLY 8, SQLITE_IOERR 10 (ENOSPC is reported as
+        // SQLITE_FULL); the extended code carries the primary one in its low byte.
+        match code.parse::<u32>().ok()? & 0xff {
+            13 => Some(Self::Full),
+            8 => Some(Self::ReadOnly),
+            10 => Some(Self::Failing),
             _ => None,
         }
+    }
+}
+
+/// Whether `err` says the database cannot be reached now (rather than that a statement failed).
+fn unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+                && db.code().is_some_and(|c| {
+                    c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+                })
+        }
+        _ => false,
     }
 }
 
@@ -121,6 +149,7 @@ impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match Unwritable::of(&err) {
             Some(why) => Self::Unwritable(why, err),
+            None if unreachable(&err) => Self::Unreachable(err),
             None => Self::Database(err),
         }
     }
