@@ -222,6 +222,27 @@ async fn an_issuer_outage_is_bridged_by_the_cached_keys_up_to_the_staleness_boun
     }
 }
 
+/// Found by the long-form run: an issuer that comes back signs with a key made while it was
+/// down; its tokens must verify at once, not after the next background retry (up to 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_made_during_an_outage_verifies_as_soon_as_the_issuer_is_back() {
+    let w = world(Duration::from_secs(1), Duration::from_secs(600)).await;
+    assert_eq!(call(&w, &fresh(&w.key)).await.0, 200);
+    w.issuer.set(Health::Down);
+    // 4 s of traffic: failed retries back off (next retry about 8 s after the outage began).
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(4) {
+        assert_eq!(call(&w, &fresh(&w.key)).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let next = SigningKey::generate().unwrap();
+    w.issuer.keys.lock().unwrap().push(copy(&next));
+    w.issuer.set(Health::Up);
+    let (st, msg) = call(&w, &fresh(&next)).await;
+    assert_eq!(st, 200, "{msg}");
+    assert_eq!(call(&w, &fresh(&w.key)).await.0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_issuer_does_not_hold_requests() {
     let w = world(Duration::from_secs(1), Duration::from_secs(600)).await;

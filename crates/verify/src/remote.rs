@@ -217,23 +217,18 @@ impl RemoteKeys {
     }
 
     /// For a token whose `kid` is unknown: the keys after a refetch that started after this
-    /// call (or the cached ones if they have the `kid` by then); `None` when no fetch could be
-    /// made (the issuer is failing) or it failed. Refetches are rate-limited as described on
+    /// call (or the cached ones if they have the `kid` by then); `None` when that fetch failed. Refetches are rate-limited as described on
     /// [`RemoteKeys`]; this waits at most one interval plus one fetch.
     pub async fn refetch_for_unknown_kid(&self, kid: &str) -> Option<Arc<KeySet>> {
         let arrived = Instant::now();
         loop {
+            // Also while fetches are failing: a key the issuer made while it could not be
+            // reached (a restarted issuer signs with a new key at once) verifies as soon as the
+            // issuer answers again, not at the next background retry.
+            if let Some((keys, _, _)) = &lock(&self.0.state).keys
+                && keys.has_kid(kid)
             {
-                let st = lock(&self.0.state);
-                if let Some((keys, _, _)) = &st.keys
-                    && keys.has_kid(kid)
-                {
-                    return Some(keys.clone());
-                }
-                if st.retry_at.is_some() {
-                    // The issuer is failing: retries are on their own schedule.
-                    return None;
-                }
+                return Some(keys.clone());
             }
             let _one = self.0.fetching.lock().await;
             let wait = {
