@@ -407,12 +407,18 @@ Entries are now tied to the key set they were verified with. Stale keys were kep
 through an outage (no bound) and each retry reset the keys' age; concurrent requests after the
 TTL each made their own fetch in turn (30 s timeout each) instead of sharing one; a failed first
 fetch was retried and logged on every request; an unknown-`kid` refetch refused a valid token
-for the rest of the second after a forged one. Key rotation periods under 8 minutes gave a
+for the rest of the second after a forged one. Found by this harness (a shorter run): while
+fetches were failing an unknown `kid` did not refetch, so after the identity server came back,
+signing with a key made at its restart, the vote app refused that key's tokens until its next
+background retry (17 votes refused, up to 10 s); an unknown `kid` now refetches in that state
+too (`a_key_made_during_an_outage_verifies_as_soon_as_the_issuer_is_back`). Key rotation
+periods under 8 minutes gave a
 max-age (60 s minimum) longer than the pre-publication window, and the 30 s reload could create
 the next key after the current one retired.
 
 **Short form** (CI): `crates/gateway/tests/jwks_cache.rs` (outage bridged up to the staleness
-bound then refused, back after the issuer returns; a hanging issuer holds no request longer
+bound then refused, back after the issuer returns; a key made during an outage verifies as
+soon as the issuer answers; a hanging issuer holds no request longer
 than the fetch timeout; a removed key, cached token included, refused within the cache
 duration; forged `kid`s: at most one fetch a second while a freshly rotated key verifies at
 once) and `crates/gatehouse/tests/key_rotation.rs` (the real binaries with

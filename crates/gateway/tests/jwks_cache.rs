@@ -8,72 +8,18 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use common::{now, token};
+use common::{Health, Issuer, copy_key, now, token};
 use gatehouse_gateway::{CacheOptions, Gateway, GatewayOptions};
 use gatehouse_tokens::SigningKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 const ISS: &str = "https://issuer.example";
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Health {
-    Up,
-    /// Answers 503.
-    Down,
-    /// Accepts the request and never answers.
-    Hang,
-}
-
-/// A JWKS server: its keys, its health, and how many times it was asked.
-#[derive(Clone)]
-struct Issuer {
-    keys: Arc<Mutex<Vec<SigningKey>>>,
-    health: Arc<Mutex<Health>>,
-    hits: Arc<AtomicUsize>,
-}
-
-impl Issuer {
-    fn set(&self, h: Health) {
-        *self.health.lock().unwrap() = h;
-    }
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-async fn jwks(State(i): State<Issuer>) -> Response {
-    i.hits.fetch_add(1, Ordering::SeqCst);
-    let health = *i.health.lock().unwrap();
-    match health {
-        Health::Down => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
-        Health::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            "late".into_response()
-        }
-        Health::Up => {
-            let keys: Vec<Value> = i
-                .keys
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|k| k.public().jwk())
-                .collect();
-            axum::Json(json!({ "keys": keys })).into_response()
-        }
-    }
-}
-
-fn copy(k: &SigningKey) -> SigningKey {
-    SigningKey::from_pkcs8(k.kid().into(), k.pkcs8_der()).unwrap()
-}
 
 struct World {
     url: String,
@@ -87,17 +33,7 @@ struct World {
 /// staleness bound `max_stale`.
 async fn world(ttl: Duration, max_stale: Duration) -> World {
     let key = SigningKey::generate().unwrap();
-    let issuer = Issuer {
-        keys: Arc::new(Mutex::new(vec![copy(&key)])),
-        health: Arc::new(Mutex::new(Health::Up)),
-        hits: Arc::new(AtomicUsize::new(0)),
-    };
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let jwks_addr = l.local_addr().unwrap();
-    let app = Router::new()
-        .route("/jwks", axum::routing::get(jwks))
-        .with_state(issuer.clone());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let (issuer, jwks_url) = Issuer::start(&key).await;
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -118,7 +54,7 @@ securityDefinitions:
     flow: implicit
     authorizationUrl: ""
     x-google-issuer: "{ISS}"
-    x-google-jwks_uri: "http://{jwks_addr}/jwks"
+    x-google-jwks_uri: "{jwks_url}"
     x-google-audiences: "aud-1"
 security:
   - jwt: []
@@ -236,7 +172,7 @@ async fn a_key_made_during_an_outage_verifies_as_soon_as_the_issuer_is_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let next = SigningKey::generate().unwrap();
-    w.issuer.keys.lock().unwrap().push(copy(&next));
+    w.issuer.keys.lock().unwrap().push(copy_key(&next));
     w.issuer.set(Health::Up);
     let (st, msg) = call(&w, &fresh(&next)).await;
     assert_eq!(st, 200, "{msg}");
@@ -255,7 +191,7 @@ async fn a_hanging_issuer_does_not_hold_requests() {
     for _ in 0..30 {
         let http = w.http.clone();
         let url = w.url.clone();
-        let key = copy(&w.key);
+        let key = copy_key(&w.key);
         tasks.spawn(async move {
             let mut n = 0;
             let mut slowest = Duration::ZERO;
@@ -291,7 +227,7 @@ async fn a_key_removed_from_the_jwks_stops_verifying_within_the_cache_duration()
     let ttl = Duration::from_secs(2);
     let w = world(ttl, Duration::from_secs(600)).await;
     let next = SigningKey::generate().unwrap();
-    w.issuer.keys.lock().unwrap().push(copy(&next));
+    w.issuer.keys.lock().unwrap().push(copy_key(&next));
     // A token verified (and cached) before the removal.
     let old = fresh(&w.key);
     assert_eq!(call(&w, &old).await.0, 200);
@@ -374,7 +310,7 @@ async fn forged_kids_cannot_force_jwks_fetches_and_a_rotated_key_still_verifies(
     // Mid-attack the issuer rotates: a token of the new key verifies at once.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let next = SigningKey::generate().unwrap();
-    w.issuer.keys.lock().unwrap().push(copy(&next));
+    w.issuer.keys.lock().unwrap().push(copy_key(&next));
     let (st, msg) = call(&w, &fresh(&next)).await;
     assert_eq!(st, 200, "{msg}");
     let mut forged = 0;
