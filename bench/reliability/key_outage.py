@@ -202,7 +202,8 @@ def main():
     logs = {n: os.path.join(work, f"{n}.log") for n in ("identity", "identity2", "vote", "gateway")}
     ttl = max(1, min(3600, args.rotation_secs // 8))
     reload_s = min(5.0, max(1.0, args.rotation_secs / 8))
-    results = open_results(os.path.join(HERE, "results", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-keys.jsonl"))
+    results_path = os.path.join(HERE, "results", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-keys.jsonl")
+    open_results(results_path)
     meta = machine_meta()
     meta["binary"] = binary
     emit(meta)
@@ -312,6 +313,7 @@ def main():
         "revoked_refusals": tally.revoked_refusals, "refused": refused,
         "warn_outage": warn_outage, "total_s": round(total, 1),
         "keys_created": count_lines([logs["identity"], logs["identity2"]], "created signing key"),
+        "results": os.path.relpath(results_path, ROOT),
     }
     emit(r)
     close_results()
@@ -370,6 +372,7 @@ def section(r, meta, args, bound):
     if args.outage != 600 or args.rotation_secs != 60 or args.workers != 4 or args.after != 30:
         cmd += f" --outage {args.outage:g} --rotation-secs {args.rotation_secs} --workers {args.workers} --after {args.after:g}"
     cmd += " --docs docs/reliability.md"
+    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
     full = "" if args.outage >= 600 else (
         f" **This run's outage was {args.outage:g} s, shorter than the scenario's 10 minutes** "
         "(the session's time budget); the full run is the command without `--outage`.")
@@ -412,22 +415,22 @@ fetches were failing an unknown `kid` did not refetch, so after the identity ser
 signing with a key made at its restart, the vote app refused that key's tokens until its next
 background retry (17 votes refused, up to 10 s); an unknown `kid` now refetches in that state
 too (`a_key_made_during_an_outage_verifies_as_soon_as_the_issuer_is_back`). Key rotation
-periods under 8 minutes gave a
-max-age (60 s minimum) longer than the pre-publication window, and the 30 s reload could create
-the next key after the current one retired.
+periods under 8 minutes gave a max-age (60 s minimum) longer than the pre-publication window,
+and the 30 s reload could create the next key after the current one retired; under
+`gatehouse up` the identity server never re-read or rotated its keys (no housekeeping ran).
 
 **Short form** (CI): `crates/gateway/tests/jwks_cache.rs` (outage bridged up to the staleness
 bound then refused, back after the issuer returns; a key made during an outage verifies as
-soon as the issuer answers; a hanging issuer holds no request longer
-than the fetch timeout; a removed key, cached token included, refused within the cache
+soon as the issuer answers; a hanging issuer holds no request longer than the fetch timeout; a removed key, cached token included, refused within the cache
 duration; forged `kid`s: at most one fetch a second while a freshly rotated key verifies at
 once) and `crates/gatehouse/tests/key_rotation.rs` (the real binaries with
 `--key-rotation-secs 8`: rotation under load with zero failures at the three verifiers; a
 revoked key refused everywhere within 3 s; identity killed, the gateway and the vote app keep
 verifying for 8 s, one warning line).
 
-**Long form.** Result ({meta['date_utc']}, {meta['nproc']} CPUs, `{meta['git_rev']}`, release
-binary): **{'pass' if r.get('pass') else 'FAIL'}**. {args.workers} workers (one user each, at most
+**Long form.** Result ({meta['date_utc']}, {meta['nproc']} CPUs ({meta['cpu_model']}), shared with
+other sessions building and testing (load average at the end {' / '.join(load)}), `{meta['git_rev']}`,
+release binary): **{'pass' if r.get('pass') else 'FAIL'}**. {args.workers} workers (one user each, at most
 20 rounds a second, a token refreshed every 2 s), key period {args.rotation_secs} s (max-age
 {r['ttl_s']} s, key reload {r['reload_s']:g} s); {r['keys_created']} signing keys created during
 the run, tokens of {r['kids'].get('rotation', 0)} keys used in the rotation phase. Valid
@@ -443,7 +446,8 @@ refusals of workers' tokens of that key before they refreshed them. During the o
 gateway logged {r['warn_outage'].get('gateway', 0)} and the vote app
 {r['warn_outage'].get('vote', 0)} fetch-failure lines.
 
-Command: `{cmd}` (release build: `cargo build --release -p gatehouse`).
+Command: `{cmd}` (release build: `cargo build --release -p gatehouse`; raw figures:
+`{r['results']}`).
 """
 
 
