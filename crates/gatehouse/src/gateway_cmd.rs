@@ -45,6 +45,25 @@ pub struct GatewayArgs {
     /// (0: not watched; SIGHUP and the admin API still reload).
     #[arg(long, default_value_t = 2, env = "GATEHOUSE_GATEWAY_WATCH_SECS")]
     watch_secs: u64,
+    /// How long a provider's JWKS is used before it is fetched again, in seconds (ESPv2's
+    /// `--jwks_cache_duration_in_s`); a shorter `Cache-Control: max-age` from the issuer wins.
+    /// A key the issuer stops publishing stops verifying within this time.
+    #[arg(
+        long,
+        default_value_t = gatehouse_gateway::JWKS_CACHE_DURATION_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
+        env = "GATEHOUSE_GATEWAY_JWKS_CACHE_DURATION_SECS"
+    )]
+    jwks_cache_duration_secs: u64,
+    /// While a provider's JWKS cannot be fetched (the issuer is down), its last keys keep
+    /// verifying for this many seconds past the cache duration; then its tokens are refused
+    /// (401 "Jwks remote fetch is failed") until a fetch succeeds.
+    #[arg(
+        long,
+        default_value_t = gatehouse_gateway::JWKS_MAX_STALE_SECS,
+        env = "GATEHOUSE_GATEWAY_JWKS_MAX_STALE_SECS"
+    )]
+    jwks_max_stale_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +123,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         local_backend: args.backend.clone(),
         api_keys,
         threads: args.threads.filter(|n| *n > 0),
+        jwks: gatehouse_gateway::CacheOptions {
+            max_ttl: std::time::Duration::from_secs(args.jwks_cache_duration_secs),
+            max_stale: std::time::Duration::from_secs(args.jwks_max_stale_secs),
+            ..gatehouse_gateway::CacheOptions::default()
+        },
     };
     let gateway = Gateway::new(&text, Some(path.clone()), options, source)
         .await

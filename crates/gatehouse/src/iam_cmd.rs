@@ -218,7 +218,7 @@ fn resource(t: &ResourceArgs) -> anyhow::Result<String> {
     }
 }
 
-fn print(v: &serde_json::Value) {
+pub(crate) fn print(v: &serde_json::Value) {
     // The CLI's output is its result: one JSON document on stdout.
     #[allow(clippy::print_stdout)]
     {

@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use clap::Args;
-use gatehouse_identity::{Identity, IdentityOptions, Mode, ProjectConfig, SmtpConfig, SystemClock};
+use clap::{Args, Subcommand};
+use gatehouse_identity::{
+    Clock, Identity, IdentityOptions, Mode, ProjectConfig, SmtpConfig, SystemClock,
+};
 use gatehouse_tokens::{PublicKey, SigningKey};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Args)]
 pub struct IdentityArgs {
+    #[command(subcommand)]
+    command: Option<IdentityCommand>,
     /// A project to serve, as `ID` or `ID:production` / `ID:development`. Repeatable; the first
     /// is the default project. Projects are in development mode unless told otherwise.
     #[arg(
@@ -76,8 +80,9 @@ pub struct IdentityArgs {
     /// replica's view of another replica's writes can be.
     #[arg(long, default_value_t = 1000, env = "GATEHOUSE_ACCOUNT_CACHE_MS")]
     account_cache_ms: u64,
-    /// Signing-key rotation period in seconds.
-    #[arg(long, default_value_t = 21_600)]
+    /// Signing-key rotation period in seconds (at least 8). The published keys' `max-age` is
+    /// an eighth of it (at most an hour): how long verifiers may keep a key that was revoked.
+    #[arg(long, default_value_t = 21_600, env = "GATEHOUSE_KEY_ROTATION_SECS")]
     key_rotation_secs: i64,
     #[arg(long, env = "GATEHOUSE_SMTP_HOST")]
     smtp_host: Option<String>,
@@ -101,6 +106,73 @@ pub struct IdentityArgs {
         default_value = "Gatehouse <noreply@localhost>"
     )]
     smtp_from: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// The token-signing keys on the database: list them, or revoke one early.
+    ///
+    /// Example: gatehouse identity --data-dir ./data signing-keys revoke 3f2a…
+    #[command(name = "signing-keys", subcommand)]
+    SigningKeys(SigningKeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SigningKeysCommand {
+    /// Every stored key: kid, purpose, when it signs from and until, when it stops being
+    /// published (epoch ms).
+    ///
+    /// Example: gatehouse identity --data-dir ./data signing-keys list
+    List,
+    /// Stop publishing a key now (a leaked key): running servers drop it within 5 s (their key
+    /// reload), and verifiers within the keys' `max-age` after that. Tokens it signed stop
+    /// verifying; if it was the signer, the next key signs (a new one is made if there is none).
+    ///
+    /// Example: gatehouse identity --data-dir ./data signing-keys revoke 3f2a…
+    Revoke {
+        /// The key's id (the `kid` of the tokens it signed).
+        kid: String,
+    },
+}
+
+impl IdentityArgs {
+    /// Whether this runs the server (as opposed to a one-shot command).
+    pub(crate) fn is_server(&self) -> bool {
+        self.command.is_none()
+    }
+}
+
+async fn signing_keys(args: &IdentityArgs, command: &SigningKeysCommand) -> anyhow::Result<()> {
+    let store = args.store.open_store().await?;
+    let now = SystemClock.now_ms();
+    match command {
+        SigningKeysCommand::List => {
+            let keys: Vec<serde_json::Value> = store
+                .all_signing_keys()
+                .await?
+                .into_iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "kid": k.kid,
+                        "purpose": k.purpose,
+                        "created_at": k.created_at,
+                        "retire_at": k.retire_at,
+                        "expires_at": k.expires_at,
+                        "published": k.expires_at > now,
+                    })
+                })
+                .collect();
+            crate::iam_cmd::print(&serde_json::json!(keys));
+        }
+        SigningKeysCommand::Revoke { kid } => {
+            if !store.revoke_signing_key(kid, now).await? {
+                bail!("no published signing key {kid:?} (see `signing-keys list`)");
+            }
+            tracing::warn!(kid = %kid, "signing key revoked");
+            crate::iam_cmd::print(&serde_json::json!({"revoked": kid, "at": now}));
+        }
+    }
+    Ok(())
 }
 
 fn trusted_signers(paths: &[PathBuf]) -> anyhow::Result<HashMap<String, Vec<PublicKey>>> {
@@ -131,6 +203,9 @@ fn trusted_signers(paths: &[PathBuf]) -> anyhow::Result<HashMap<String, Vec<Publ
 }
 
 pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
+    if let Some(IdentityCommand::SigningKeys(command)) = &args.command {
+        return signing_keys(&args, command).await;
+    }
     let started = std::time::Instant::now();
     let signers = trusted_signers(&args.trusted_service_accounts)?;
     let mut projects = Vec::new();
@@ -225,17 +300,7 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
     })
     .await
     .context("the identity server")?;
-    let housekeeping = identity.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Err(e) = housekeeping.housekeeping().await {
-                tracing::warn!(error = %e, "housekeeping failed");
-            }
-        }
-    });
+    tokio::spawn(identity.clone().maintain());
     tracing::info!(addr = %addr, project = identity.default_project(), ready_ms = started.elapsed().as_millis() as u64, "listening");
     let http = gatehouse_identity_http::HttpOptions {
         proxy_hops: args.trusted_proxy_hops,

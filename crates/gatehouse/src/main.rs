@@ -45,6 +45,7 @@ enum Command {
     /// The end-user identity server (Firebase Auth / Identity Platform compatible).
     ///
     /// Example: gatehouse identity --project demo-project --listen 127.0.0.1:9099 --authorized-domain localhost
+    #[command(subcommand_negates_reqs = true)]
     Identity(Box<identity_cmd::IdentityArgs>),
     /// The API gateway (Google API Gateway / ESPv2 compatible OpenAPI configs).
     ///
@@ -100,7 +101,8 @@ enum AppsCommand {
 fn log_writer(command: &Command) -> tracing_subscriber::fmt::writer::BoxMakeWriter {
     use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt as _};
     match command {
-        Command::Identity(_) | Command::Gateway(_) => BoxMakeWriter::new(std::io::stdout),
+        Command::Identity(a) if a.is_server() => BoxMakeWriter::new(std::io::stdout),
+        Command::Gateway(_) => BoxMakeWriter::new(std::io::stdout),
         Command::Iam(a) if a.is_server() => BoxMakeWriter::new(std::io::stdout),
         Command::Secrets(a) if a.is_server() => BoxMakeWriter::new(std::io::stdout),
         Command::Run(a) if a.is_server() => BoxMakeWriter::new(std::io::stdout),

@@ -82,10 +82,12 @@ impl AuthFailure {
 
 /// A verified token, cached until it expires.
 struct Verified {
-    /// The providers (by index in the config, as a bit set) whose keys verified the token.
-    /// A cache hit counts only for one of them: two providers may share an issuer and still
-    /// trust different key sets.
-    providers: u128,
+    /// The providers (by index in the config) whose keys verified the token, each with the
+    /// generation of its key set then ([`Jwks::generation`]). A cache hit counts only for one of
+    /// them, and only while its keys are unchanged: two providers may share an issuer and still
+    /// trust different key sets, and a key the issuer stops publishing (rotated out, revoked)
+    /// must stop verifying the tokens it signed.
+    providers: SmallVec<[(usize, u64); 2]>,
     exp: Option<i64>,
     nbf: Option<i64>,
     audiences: Vec<String>,
@@ -94,15 +96,17 @@ struct Verified {
 }
 
 impl Verified {
-    /// A cache hit for provider `bit`: time and audience are checked again (they change with
-    /// the clock and the route); `None` when this provider has not verified the token.
+    /// A cache hit for provider `id` whose usable keys are at `generation`: time and audience are
+    /// checked again (they change with the clock and the route); `None` when this provider
+    /// has not verified the token with these keys.
     fn hit(
         &self,
-        bit: u128,
+        id: usize,
+        generation: u64,
         audiences: &[String],
         now: i64,
     ) -> Option<Result<HeaderValue, AuthFailure>> {
-        if self.providers & bit == 0 {
+        if !self.providers.contains(&(id, generation)) {
             return None;
         }
         Some(
@@ -133,14 +137,6 @@ impl std::fmt::Debug for Authenticator {
             .field("providers", &self.providers.len())
             .finish_non_exhaustive()
     }
-}
-
-/// A provider's bit in [`Verified::providers`]; providers past the 128th are never cached.
-fn provider_bit(id: usize) -> u128 {
-    u32::try_from(id)
-        .ok()
-        .and_then(|i| 1u128.checked_shl(i))
-        .unwrap_or(0)
 }
 
 fn now_secs() -> i64 {
@@ -224,7 +220,8 @@ impl Authenticator {
         found
     }
 
-    /// The cache's answer for `token` and provider `id`, if it has one.
+    /// The cache's answer for `token` and provider `id`, if it has one and the provider's keys
+    /// may be used without a fetch (see [`Jwks::usable_generation`]).
     fn cached(
         &self,
         id: usize,
@@ -232,10 +229,11 @@ impl Authenticator {
         token: &[u8],
         now: i64,
     ) -> Option<Result<HeaderValue, AuthFailure>> {
+        let generation = self.providers.get(id)?.1.usable_generation()?;
         let cache = self.verified.lock().ok()?;
         cache
             .get(token)?
-            .hit(provider_bit(id), &provider.audiences, now)
+            .hit(id, generation, &provider.audiences, now)
     }
 
     /// Authenticates with any of `provider_ids` (OR). Returns the payload segment of the token that
@@ -293,7 +291,6 @@ impl Authenticator {
         token: &str,
         now: i64,
     ) -> Result<HeaderValue, AuthFailure> {
-        let bit = provider_bit(id);
         // Cache hit for this provider: re-check time and audience; skip parsing and the
         // signature. A token verified only by another provider is checked in full.
         if let Some(checked) = self.cached(id, provider, token.as_bytes(), now) {
@@ -317,6 +314,7 @@ impl Authenticator {
         check_time(exp, nbf, now)?;
         let audiences = token_audiences(&jwt.claims);
         check_audience(&provider.audiences, &audiences)?;
+        let generation = jwks.generation();
         let keys = jwks.keys().await.ok_or(AuthFailure::JwksFetch)?;
         let mut result = keys.verify(&jwt.header, jwt.signed.as_bytes(), &jwt.signature);
         if result == Err(SignatureError::NoKey)
@@ -345,12 +343,15 @@ impl Authenticator {
                 cache.clear();
             }
             match cache.get_mut(token.as_bytes()) {
-                Some(v) => v.providers |= bit,
+                Some(v) => {
+                    v.providers.retain(|(p, _)| *p != id);
+                    v.providers.push((id, generation));
+                }
                 None => {
                     cache.insert(
                         token.as_bytes().into(),
                         Verified {
-                            providers: bit,
+                            providers: smallvec::smallvec![(id, generation)],
                             exp,
                             nbf,
                             audiences,

@@ -49,6 +49,8 @@ use http_body_util::combinators::BoxBody;
 
 use crate::identity::IdTokens;
 
+pub use gatehouse_verify::CacheOptions;
+
 /// An error from a body or a connection, boxed.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Streaming body type in both directions.
@@ -63,7 +65,17 @@ pub struct GatewayOptions {
     pub api_keys: Option<HashSet<String>>,
     /// Threads serving connections; `None`: [`default_threads`].
     pub threads: Option<usize>,
+    /// How providers' JWKS are cached: [`GatewayOptions::default`] has ESPv2's 300 s cache
+    /// duration (a shorter `max-age` from the issuer wins) and keeps the last keys through an
+    /// issuer outage for up to an hour past that.
+    pub jwks: gatehouse_verify::CacheOptions,
 }
+
+/// ESPv2's JWKS cache duration (`--jwks_cache_duration_in_s`).
+pub const JWKS_CACHE_DURATION_SECS: u64 = 300;
+/// How long past its cache duration a provider's last JWKS keeps verifying while its issuer
+/// fails.
+pub const JWKS_MAX_STALE_SECS: u64 = 3600;
 
 impl Default for GatewayOptions {
     fn default() -> Self {
@@ -71,6 +83,11 @@ impl Default for GatewayOptions {
             local_backend: "http://127.0.0.1:8082".into(),
             api_keys: None,
             threads: None,
+            jwks: gatehouse_verify::CacheOptions {
+                max_ttl: std::time::Duration::from_secs(JWKS_CACHE_DURATION_SECS),
+                max_stale: std::time::Duration::from_secs(JWKS_MAX_STALE_SECS),
+                ..gatehouse_verify::CacheOptions::default()
+            },
         }
     }
 }
@@ -111,7 +128,7 @@ impl Gateway {
             .build()
             .map_err(LoadError::Client)?;
         let metrics = Metrics::default();
-        let loaded = Arc::new(reload::prepare(&http, &metrics, text, 1).await?);
+        let loaded = Arc::new(reload::prepare(&http, &metrics, options.jwks, text, 1).await?);
         let id_tokens = id_tokens.map(|s| IdTokens::new(s, http.clone()));
         Ok(reload::start(
             |reloads| {

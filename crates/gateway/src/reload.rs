@@ -114,6 +114,7 @@ async fn discover_jwks(client: &reqwest::Client, issuer: &str) -> Result<String,
 pub(crate) async fn prepare(
     http: &reqwest::Client,
     metrics: &Metrics,
+    jwks: gatehouse_verify::CacheOptions,
     text: &str,
     version: u64,
 ) -> Result<Loaded, LoadError> {
@@ -134,7 +135,10 @@ pub(crate) async fn prepare(
                 u
             }
         };
-        providers.push((p.clone(), Arc::new(Jwks::new(uri, http.clone()))));
+        providers.push((
+            p.clone(),
+            Arc::new(Jwks::with_options(uri, http.clone(), jwks)),
+        ));
     }
     let auth = Authenticator::new(providers);
     auth.prefetch().await;
@@ -267,7 +271,7 @@ impl Task {
         let result = match String::from_utf8(text) {
             Ok(text) => {
                 let next = gw.newest_version() + 1;
-                match prepare(&gw.http, &gw.metrics, &text, next).await {
+                match prepare(&gw.http, &gw.metrics, gw.options.jwks, &text, next).await {
                     Ok(loaded) => {
                         gw.activate(Arc::new(loaded));
                         self.applied = text.into_bytes();

@@ -255,7 +255,8 @@ async fn get_with(gateway: &str, path: &str, token: &str) -> String {
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
-    exchange(gateway, req.as_bytes(), SHORT).await
+    // An unknown kid may wait up to a second for the next JWKS refetch slot.
+    exchange(gateway, req.as_bytes(), Duration::from_secs(3)).await
 }
 
 /// Hole 10: a token verified for provider `a` is not accepted from the cache for provider `b`,

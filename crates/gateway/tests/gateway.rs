@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderMap;
 use axum::routing::any;
-use common::{now, token};
+use common::{Health, Issuer, now, token};
 use gatehouse_gateway::{Gateway, GatewayOptions};
 use gatehouse_tokens::SigningKey;
 use serde_json::{Map, Value, json};
@@ -42,28 +42,6 @@ async fn echo(req: Request) -> axum::Json<Value> {
     )
 }
 
-/// A JWKS server whose keys can be replaced and which can be switched off.
-#[derive(Clone)]
-struct Issuer {
-    keys: Arc<Mutex<Vec<SigningKey>>>,
-    up: Arc<Mutex<bool>>,
-}
-
-async fn jwks(State(i): State<Issuer>) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if !*i.up.lock().unwrap() {
-        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
-    }
-    let keys: Vec<Value> = i
-        .keys
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|k| k.public().jwk())
-        .collect();
-    axum::Json(json!({ "keys": keys })).into_response()
-}
-
 struct World {
     gateway: String,
     backend: String,
@@ -77,18 +55,7 @@ const ISS: &str = "https://issuer.example";
 
 async fn world(extra_paths: &str, backend_auth: bool) -> World {
     let key = SigningKey::generate().unwrap();
-    let issuer = Issuer {
-        keys: Arc::new(Mutex::new(vec![
-            SigningKey::from_pkcs8(key.kid().into(), key.pkcs8_der()).unwrap(),
-        ])),
-        up: Arc::new(Mutex::new(true)),
-    };
-    let jwks_url = spawn(
-        Router::new()
-            .route("/jwks", axum::routing::get(jwks))
-            .with_state(issuer.clone()),
-    )
-    .await;
+    let (issuer, jwks_url) = Issuer::start(&key).await;
     let backend = spawn(Router::new().fallback(any(echo))).await;
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -109,7 +76,7 @@ securityDefinitions:
     flow: implicit
     authorizationUrl: ""
     x-google-issuer: "{ISS}"
-    x-google-jwks_uri: "{jwks_url}/jwks"
+    x-google-jwks_uri: "{jwks_url}"
     x-google-audiences: "aud-1, https://aud-2/"
 security:
   - jwt: []
@@ -407,7 +374,7 @@ async fn rotation_and_jwks_outage() {
         200
     );
     // JWKS down: cached keys keep serving, for cached and new tokens alike.
-    *w.issuer.up.lock().unwrap() = false;
+    w.issuer.set(Health::Down);
     let t3 = token(
         &next,
         json!({"iss": ISS, "aud": "aud-1", "exp": now() + 600, "n": 3}),

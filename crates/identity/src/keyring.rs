@@ -96,6 +96,11 @@ impl Keyring {
         self.0.x509(purpose.spec()).map_err(internal)
     }
 
+    /// How often [`Keyring::reload`] should run (see `gatehouse_keyring::Keyring::reload_interval`).
+    pub fn reload_interval(&self) -> std::time::Duration {
+        self.0.reload_interval()
+    }
+
     /// Re-reads the keys from the store (other replicas may have rotated), creating the next key
     /// when the current one retires soon.
     pub async fn reload(&self) -> Result<()> {

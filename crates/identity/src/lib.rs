@@ -214,6 +214,32 @@ impl Identity {
         Ok(())
     }
 
+    /// Runs for the life of the server: re-reads the signing keys every
+    /// [`Keyring::reload_interval`] (rotation, and keys revoked or rotated by other processes,
+    /// show in the published set within it) and runs [`Identity::housekeeping`] every 30 s.
+    pub async fn maintain(self) {
+        let mut keys = tokio::time::interval(self.inner.keyring.reload_interval());
+        keys.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(std::time::Duration::from_secs(30));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keys.tick().await;
+        housekeeping.tick().await;
+        loop {
+            tokio::select! {
+                _ = keys.tick() => {
+                    if let Err(e) = self.inner.keyring.reload().await {
+                        tracing::warn!(error = %e, "signing-key reload failed");
+                    }
+                }
+                _ = housekeeping.tick() => {
+                    if let Err(e) = self.housekeeping().await {
+                        tracing::warn!(error = %e, "housekeeping failed");
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs periodic housekeeping: key rotation and purging of expired codes and keys.
     pub async fn housekeeping(&self) -> Result<()> {
         self.inner.keyring.reload().await?;

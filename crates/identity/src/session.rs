@@ -401,14 +401,14 @@ impl Identity {
                 return Ok(claims);
             }
         }
+        let set = self.inner.keyring.current(purpose)?;
         if let Some(claims) = self
             .inner
             .verified
-            .get(token, issuer, &project.project_id, now)
+            .get(token, issuer, &project.project_id, now, &set)
         {
             return Ok(claims);
         }
-        let set = self.inner.keyring.current(purpose)?;
         match set
             .verifier()
             .verify(token, issuer, &project.project_id, now, 0)
@@ -416,7 +416,7 @@ impl Identity {
             Ok(claims) => {
                 self.inner
                     .verified
-                    .put(token, issuer, &project.project_id, &claims);
+                    .put(token, issuer, &project.project_id, &claims, &set);
                 Ok(claims)
             }
             Err(VerifyError::UnknownKey) => {

@@ -50,6 +50,10 @@ pub enum Error {
     WrongMasterKey { stored: String, given: String },
 }
 
+/// The shortest rotation period accepted (shorter ones are raised to it): the published keys'
+/// `max-age` is an eighth of the period, at least a second.
+pub const MIN_ROTATION_SECS: i64 = 8;
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -126,7 +130,7 @@ impl Keyring {
     ) -> Result<Self> {
         master::bind(&store, &master).await?;
         seal_plaintext_keys(&store, &master).await?;
-        let rotation_ms = rotation_secs.max(60) * 1000;
+        let rotation_ms = rotation_secs.max(MIN_ROTATION_SECS) * 1000;
         let mut sets = Vec::with_capacity(purposes.len());
         for p in purposes {
             let set = load_set(&store, clock.as_ref(), &master, rotation_ms, *p, None)
@@ -177,10 +181,19 @@ impl Keyring {
         Ok((self.current(purpose)?.x509.clone(), self.max_age_secs()))
     }
 
-    /// Clients may cache published keys this long: well under the pre-publication window, so a
-    /// new key is in every cache before it signs.
-    fn max_age_secs(&self) -> i64 {
-        (self.rotation_ms / 8 / 1000).clamp(60, 3600)
+    /// Clients may cache published keys this long: half the pre-publication window (a quarter
+    /// of the rotation period), so a new key is in every cache before it signs. It is also how
+    /// long a revoked key keeps verifying at a verifier after it leaves the published set.
+    pub fn max_age_secs(&self) -> i64 {
+        (self.rotation_ms / 8 / 1000).clamp(1, 3600)
+    }
+
+    /// How often the keys should be re-read from the store ([`Keyring::reload`]): an eighth of
+    /// the rotation period, between 1 and 5 s, so the next key is created (and published)
+    /// within the pre-publication window and a key revoked by another process
+    /// (`gatehouse identity signing-keys revoke`) leaves the published set within 5 s.
+    pub fn reload_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis((self.rotation_ms / 8).clamp(1000, 5000) as u64)
     }
 
     /// Re-reads the keys from the store (other replicas may have rotated), creating the next key

@@ -187,6 +187,21 @@ impl Store {
     }
 
     /// Deletes keys no longer published.
+    /// Revokes a signing key before its time: it stops being published (and signing) at `now`.
+    /// `false` when no key `kid` is published at `now`.
+    pub async fn revoke_signing_key(&self, kid: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE signing_keys SET expires_at = $2, \
+             retire_at = CASE WHEN retire_at > $2 THEN $2 ELSE retire_at END \
+             WHERE kid = $1 AND expires_at > $2",
+        )
+        .bind(kid)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn purge_expired_signing_keys(&self, now: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM signing_keys WHERE expires_at <= $1")
             .bind(now)

@@ -23,7 +23,7 @@ use gatehouse_tokens::{SignatureError, parse_jwt};
 use serde_json::{Map, Value};
 
 pub use oidc::{OidcError, OidcVerifier};
-pub use remote::RemoteKeys;
+pub use remote::{CacheOptions, RemoteKeys};
 
 /// Where Google publishes the Secure Token keys.
 pub const GOOGLE_KEYS_BASE: &str = "https://www.googleapis.com";

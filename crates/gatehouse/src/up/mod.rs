@@ -202,6 +202,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let identity = stack::identity(&m, &store, key, &iam, &secrets, &identity_url).await?;
     apply::create_users(&m, &identity, &secrets, &changed_users).await?;
     report.applied_persistent(&changes);
+    // Key rotation and reload (a key revoked with `identity signing-keys revoke`), purging.
+    let identity_maintenance = tokio::spawn(identity.clone().maintain());
     let (stop_identity, identity_stopped) = tokio::sync::oneshot::channel::<()>();
     let identity_task = tokio::spawn(gatehouse_identity_http::serve(
         identity.clone(),
@@ -301,6 +303,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let _ = stop_identity.send(());
     let _ = stop_iam.send(());
     let _ = tokio::join!(identity_task, iam_task);
+    identity_maintenance.abort();
     control.abort();
     let _ = std::fs::remove_file(gatehouse_run::admin::socket_path(&data_dir));
     result

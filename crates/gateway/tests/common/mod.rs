@@ -237,6 +237,81 @@ impl RawBackend {
     }
 }
 
+/// How a test JWKS server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    /// Answers 503.
+    Down,
+    /// Accepts the request and never answers.
+    Hang,
+}
+
+/// A JWKS server whose keys and health a test changes, counting the times it was asked.
+#[derive(Clone)]
+pub struct Issuer {
+    pub keys: Arc<Mutex<Vec<SigningKey>>>,
+    health: Arc<Mutex<Health>>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Issuer {
+    /// Serves `key` on 127.0.0.1; the issuer and its JWKS URL.
+    pub async fn start(key: &SigningKey) -> (Self, String) {
+        let issuer = Self {
+            keys: Arc::new(Mutex::new(vec![copy_key(key)])),
+            health: Arc::new(Mutex::new(Health::Up)),
+            hits: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/jwks", axum::routing::get(issuer_jwks))
+            .with_state(issuer.clone());
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        (issuer, format!("http://{addr}/jwks"))
+    }
+
+    pub fn set(&self, h: Health) {
+        *self.health.lock().unwrap() = h;
+    }
+
+    /// How many times the JWKS was asked for.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn issuer_jwks(
+    axum::extract::State(i): axum::extract::State<Issuer>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    i.hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let health = *i.health.lock().unwrap();
+    match health {
+        Health::Down => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
+        Health::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "late".into_response()
+        }
+        Health::Up => {
+            let keys: Vec<Value> = i
+                .keys
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|k| k.public().jwk())
+                .collect();
+            axum::Json(json!({ "keys": keys })).into_response()
+        }
+    }
+}
+
+/// A second handle on the same key.
+pub fn copy_key(k: &SigningKey) -> SigningKey {
+    SigningKey::from_pkcs8(k.kid().into(), k.pkcs8_der()).unwrap()
+}
+
 /// A JWKS server for `keys`.
 pub async fn jwks_server(keys: &[&SigningKey]) -> String {
     let body = json!({"keys": keys.iter().map(|k| k.public().jwk()).collect::<Vec<_>>()});
