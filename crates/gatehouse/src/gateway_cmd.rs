@@ -45,6 +45,24 @@ pub struct GatewayArgs {
     /// (0: not watched; SIGHUP and the admin API still reload).
     #[arg(long, default_value_t = 2, env = "GATEHOUSE_GATEWAY_WATCH_SECS")]
     watch_secs: u64,
+    /// Seconds a client has to send a whole request head once it has started (then 408 and
+    /// the connection closes).
+    #[arg(
+        long,
+        default_value_t = 30.0,
+        env = "GATEHOUSE_GATEWAY_HEAD_TIMEOUT_SECS"
+    )]
+    head_timeout_secs: f64,
+    /// Seconds a keep-alive connection may wait for its next request.
+    #[arg(
+        long,
+        default_value_t = 300.0,
+        env = "GATEHOUSE_GATEWAY_IDLE_TIMEOUT_SECS"
+    )]
+    idle_timeout_secs: f64,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, default_value_t = 32 * 1024 * 1024, env = "GATEHOUSE_GATEWAY_MAX_REQUEST_BODY")]
+    max_request_body: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +89,14 @@ fn validate(file: &PathBuf) -> anyhow::Result<()> {
         .map(|p| format!("{}: {p}", file.display()))
         .collect();
     bail!("{} problem(s):\n{}", problems.len(), report.join("\n"))
+}
+
+/// A positive number of seconds from the command line.
+fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds, not {value}"))
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -104,6 +130,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         local_backend: args.backend.clone(),
         api_keys,
         threads: args.threads.filter(|n| *n > 0),
+        limits: gatehouse_gateway::ConnectionLimits {
+            head_timeout: seconds("--head-timeout-secs", args.head_timeout_secs)?,
+            idle_timeout: seconds("--idle-timeout-secs", args.idle_timeout_secs)?,
+            max_request_body: args.max_request_body,
+        },
     };
     let gateway = Gateway::new(&text, Some(path.clone()), options, source)
         .await

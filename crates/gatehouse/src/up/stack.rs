@@ -237,6 +237,7 @@ impl Stack<'_> {
                     local_backend: "http://127.0.0.1:8082".into(),
                     api_keys: None,
                     threads: Some(1),
+                    limits: Default::default(),
                 },
                 Some(gatehouse_gateway::identity::TokenSource::Metadata { host: md_host }),
             )
