@@ -91,14 +91,6 @@ fn validate(file: &PathBuf) -> anyhow::Result<()> {
     bail!("{} problem(s):\n{}", problems.len(), report.join("\n"))
 }
 
-/// A positive number of seconds from the command line.
-fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
-    std::time::Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("{flag} must be a positive number of seconds, not {value}"))
-}
-
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     if let Some(GatewayCommand::Validate { file }) = &args.command {
         return validate(file);
@@ -131,8 +123,8 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         api_keys,
         threads: args.threads.filter(|n| *n > 0),
         limits: gatehouse_gateway::ConnectionLimits {
-            head_timeout: seconds("--head-timeout-secs", args.head_timeout_secs)?,
-            idle_timeout: seconds("--idle-timeout-secs", args.idle_timeout_secs)?,
+            head_timeout: crate::cli::seconds("--head-timeout-secs", args.head_timeout_secs)?,
+            idle_timeout: crate::cli::seconds("--idle-timeout-secs", args.idle_timeout_secs)?,
             max_request_body: args.max_request_body,
         },
     };
