@@ -7,12 +7,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::RawBackend;
 use gatehouse_gateway::{ConnectionLimits, Gateway, GatewayOptions};
+use gatehouse_testkit::abusive::{push_body, read_until_closed as read_all};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,19 +47,6 @@ async fn get(addr: SocketAddr) -> u16 {
         .await
         .unwrap();
     status(&read_all(&mut s).await)
-}
-
-/// Reads until the peer closes (or resets); what came.
-async fn read_all(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    out
 }
 
 fn status(response: &[u8]) -> u16 {
@@ -195,40 +181,6 @@ async fn a_slow_body_is_cut_by_the_route_deadline() {
     assert!(read.is_ok(), "the gateway must close the connection");
     assert_eq!(status(&got), 504, "{}", String::from_utf8_lossy(&got));
     assert!(started.elapsed() < Duration::from_secs(5));
-}
-
-/// A client that announces `head` and then sends body bytes as fast as the gateway takes them
-/// (for at most 5 s); the gateway's answer and how many body bytes the client got to write.
-async fn push_body(addr: SocketAddr, head: &'static [u8], chunk: Vec<u8>) -> (Vec<u8>, u64) {
-    let s = TcpStream::connect(addr).await.unwrap();
-    let (mut r, mut w) = s.into_split();
-    let written = Arc::new(AtomicU64::new(0));
-    let counter = written.clone();
-    let writer = tokio::spawn(async move {
-        if w.write_all(head).await.is_err() {
-            return;
-        }
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            match tokio::time::timeout(Duration::from_millis(500), w.write_all(&chunk)).await {
-                Ok(Ok(())) => {
-                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                }
-                // Refused, or nobody reads any more.
-                _ => return,
-            }
-        }
-    });
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), r.read(&mut buf)).await {
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    writer.await.unwrap();
-    (got, written.load(Ordering::Relaxed))
 }
 
 #[tokio::test]

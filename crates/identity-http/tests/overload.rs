@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{Builder, Server, message};
 use gatehouse_identity::RateLimits;
+use gatehouse_testkit::abusive::{push_body, read_until_closed as read_all};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,19 +29,6 @@ async fn server(read_timeout: Duration, limits: RateLimits) -> Server {
 
 fn addr(s: &Server) -> String {
     s.url.trim_start_matches("http://").to_owned()
-}
-
-/// Reads until the server closes (or resets); what came.
-async fn read_all(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    out
 }
 
 fn json_body(response: &[u8]) -> Value {
@@ -148,34 +136,12 @@ async fn a_slow_body_is_answered_408_and_closed() {
 async fn an_oversized_body_is_refused_with_413_before_it_is_read() {
     let s = server(Duration::from_secs(5), RateLimits::off()).await;
     let started = Instant::now();
-    let (mut r, mut w) = TcpStream::connect(addr(&s)).await.unwrap().into_split();
-    w.write_all(
+    let (got, written) = push_body(
+        addr(&s).parse().unwrap(),
         b"POST /identitytoolkit.googleapis.com/v1/accounts:signUp?key=k HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n",
+        vec![b' '; 64 * 1024],
     )
-    .await
-    .unwrap();
-    // The client pushes body bytes as fast as they are taken, for at most 5 s.
-    let writer = tokio::spawn(async move {
-        let chunk = vec![b' '; 64 * 1024];
-        let mut written = 0u64;
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            match tokio::time::timeout(Duration::from_millis(500), w.write_all(&chunk)).await {
-                Ok(Ok(())) => written += chunk.len() as u64,
-                _ => break,
-            }
-        }
-        written
-    });
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), r.read(&mut buf)).await {
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    let written = writer.await.unwrap();
+    .await;
     assert!(
         got.starts_with(b"HTTP/1.1 413"),
         "{}",
