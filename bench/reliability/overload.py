@@ -214,12 +214,15 @@ def slowloris(scratch):
     lock = threading.Lock()
     head = b"GET /slow HTTP/1.1\r\nhost: api.example\r\nx-pad: " + b"a" * 200 + b"\r\n\r\n"
 
-    def slow_head():
+    def trickle(prefix, data, into):
+        """Sends `prefix`, then `data` a byte a second until the server answers; records the
+        answer's status and the seconds from connecting to the close."""
         s = connect(addr)
         t = time.time()
+        s.sendall(prefix)
         s.settimeout(1.0)
         got = b""
-        for b in head:
+        for b in data:
             try:
                 s.sendall(bytes([b]))
                 got = s.recv(4096)
@@ -230,28 +233,15 @@ def slowloris(scratch):
                 break
         got += read_until_closed(s, 30)
         with lock:
-            results.append((status_of(got), time.time() - t))
+            into.append((status_of(got), time.time() - t))
         s.close()
 
+    def slow_head():
+        trickle(b"", head, results)
+
     def slow_body():
-        s = connect(addr)
-        t = time.time()
-        s.sendall(b"POST /up HTTP/1.1\r\nhost: api.example\r\ncontent-length: 1000\r\n\r\n")
-        s.settimeout(1.0)
-        got = b""
-        for _ in range(1000):
-            try:
-                s.sendall(b"x")
-                got = s.recv(4096)
-                break
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-        got += read_until_closed(s, 30)
-        with lock:
-            bodies.append((status_of(got), time.time() - t))
-        s.close()
+        trickle(b"POST /up HTTP/1.1\r\nhost: api.example\r\ncontent-length: 1000\r\n\r\n",
+                b"x" * 1000, bodies)
 
     threads = [threading.Thread(target=slow_head) for _ in range(SLOW)]
     threads += [threading.Thread(target=slow_body) for _ in range(SLOW)]
