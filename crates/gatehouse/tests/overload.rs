@@ -109,3 +109,45 @@ fn out_of_descriptors_the_identity_server_pauses_and_serves_again() {
         "identity died"
     );
 }
+
+#[test]
+fn an_oversized_body_is_answered_413_and_not_logged_as_a_backend_failure() {
+    // A backend that accepts and never answers: the gateway's answer can only be its own.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = gatehouse_testkit::temp_dir("overload-413").unwrap();
+    let config = dir.path().join("openapi.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "swagger: \"2.0\"\ninfo: {{title: t, version: 1.0.0}}\nhost: api.example\nx-google-backend:\n  address: http://{}\npaths:\n  /up:\n    post: {{operationId: up}}\n",
+            backend.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_gatehouse"));
+    let args = format!(
+        "gateway --config {} --listen 127.0.0.1:0 --watch-secs 0 --threads 1 --max-request-body 1024",
+        config.display()
+    );
+    let gw = Spawned::start(bin, &args.split(' ').map(str::to_owned).collect::<Vec<_>>()).unwrap();
+    let mut s = TcpStream::connect(&gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let chunk = [&b"1000\r\n"[..], &[b'x'; 4096], b"\r\n0\r\n\r\n"].concat();
+    s.write_all(b"POST /up HTTP/1.1\r\nhost: api.example\r\ntransfer-encoding: chunked\r\n\r\n")
+        .unwrap();
+    s.write_all(&chunk).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        got.starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let log = gw.log();
+    assert!(
+        log.iter().all(|l| !l.contains("backend failed")),
+        "a client's body logged as a backend failure: {log:?}"
+    );
+    drop(backend);
+}

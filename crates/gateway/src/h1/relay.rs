@@ -25,7 +25,7 @@ use crate::chunked::Decoder;
 use crate::metrics::OperationMetrics;
 use crate::plan::{self, Plan};
 use crate::upstream::pool::UpConn;
-use crate::upstream::{FailureKind, UpstreamError};
+use crate::upstream::{FailureKind, Side, UpstreamError};
 use crate::{Gateway, GatewayError};
 
 /// One request relayed on the fast path.
@@ -203,7 +203,11 @@ impl Exchange<'_> {
             }
             Outcome::Failed(e) => {
                 let (status, msg) = (e.status(), e.message());
-                if let Some(suppressed) = self.gw.upstream.failure_log.admit() {
+                // A client's own malformed or oversized body is its answer, not a backend
+                // failure to log.
+                if e.side != Side::Client
+                    && let Some(suppressed) = self.gw.upstream.failure_log.admit()
+                {
                     tracing::warn!(
                         operation = op,
                         status,
