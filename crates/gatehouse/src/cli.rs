@@ -123,6 +123,15 @@ impl From<SmtpSecurity> for gatehouse_identity::SmtpSecurity {
     }
 }
 
+/// A positive number of seconds from the command line.
+pub fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
+    use anyhow::Context as _;
+    std::time::Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{flag} must be a positive number of seconds, not {value}"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

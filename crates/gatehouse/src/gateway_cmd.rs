@@ -64,6 +64,24 @@ pub struct GatewayArgs {
         env = "GATEHOUSE_GATEWAY_JWKS_MAX_STALE_SECS"
     )]
     jwks_max_stale_secs: u64,
+    /// Seconds a client has to send a whole request head once it has started (then 408 and
+    /// the connection closes).
+    #[arg(
+        long,
+        default_value_t = 30.0,
+        env = "GATEHOUSE_GATEWAY_HEAD_TIMEOUT_SECS"
+    )]
+    head_timeout_secs: f64,
+    /// Seconds a keep-alive connection may wait for its next request.
+    #[arg(
+        long,
+        default_value_t = 300.0,
+        env = "GATEHOUSE_GATEWAY_IDLE_TIMEOUT_SECS"
+    )]
+    idle_timeout_secs: f64,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, default_value_t = 32 * 1024 * 1024, env = "GATEHOUSE_GATEWAY_MAX_REQUEST_BODY")]
+    max_request_body: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +145,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
             max_ttl: std::time::Duration::from_secs(args.jwks_cache_duration_secs),
             max_stale: std::time::Duration::from_secs(args.jwks_max_stale_secs),
             ..gatehouse_gateway::CacheOptions::default()
+        },
+        limits: gatehouse_gateway::ConnectionLimits {
+            head_timeout: crate::cli::seconds("--head-timeout-secs", args.head_timeout_secs)?,
+            idle_timeout: crate::cli::seconds("--idle-timeout-secs", args.idle_timeout_secs)?,
+            max_request_body: args.max_request_body,
         },
     };
     let gateway = Gateway::new(&text, Some(path.clone()), options, source)

@@ -76,6 +76,14 @@ pub struct IdentityArgs {
     /// limits is taken that many entries from the right of X-Forwarded-For (0: the peer address).
     #[arg(long, default_value_t = 0, env = "GATEHOUSE_TRUSTED_PROXY_HOPS")]
     trusted_proxy_hops: usize,
+    /// Seconds a client has to send a request head (from connecting, or from the previous
+    /// answer on a keep-alive connection: also the idle timeout), and then its body.
+    #[arg(
+        long,
+        default_value_t = 30.0,
+        env = "GATEHOUSE_IDENTITY_READ_TIMEOUT_SECS"
+    )]
+    read_timeout_secs: f64,
     /// How long account reads may be served from memory, in ms (0 = never). Bounds how stale a
     /// replica's view of another replica's writes can be.
     #[arg(long, default_value_t = 1000, env = "GATEHOUSE_ACCOUNT_CACHE_MS")]
@@ -304,6 +312,7 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %addr, project = identity.default_project(), ready_ms = started.elapsed().as_millis() as u64, "listening");
     let http = gatehouse_identity_http::HttpOptions {
         proxy_hops: args.trusted_proxy_hops,
+        read_timeout: crate::cli::seconds("--read-timeout-secs", args.read_timeout_secs)?,
     };
     gatehouse_identity_http::serve_with(identity, http, listener, crate::shutdown_signal()).await?;
     Ok(())

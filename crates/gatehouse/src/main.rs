@@ -156,6 +156,15 @@ fn init_tracing(format: cli::LogFormat, writer: tracing_subscriber::fmt::writer:
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format, log_writer(&cli.command));
+    // Servers hold a descriptor per connection: the soft limit (often 1024) is raised to the
+    // hard one, so it is the system's limit that counts.
+    match gatehouse_gateway::raise_open_files_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::debug!(before, after, "open files limit raised");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     let result = match cli.command {
         Command::Identity(args) => identity_cmd::run(*args).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,

@@ -69,6 +69,8 @@ pub struct GatewayOptions {
     /// duration (a shorter `max-age` from the issuer wins) and keeps the last keys through an
     /// issuer outage for up to an hour past that.
     pub jwks: gatehouse_verify::CacheOptions,
+    /// What a client connection may cost the gateway.
+    pub limits: ConnectionLimits,
 }
 
 /// ESPv2's JWKS cache duration (`--jwks_cache_duration_in_s`).
@@ -88,8 +90,50 @@ impl Default for GatewayOptions {
                 max_stale: std::time::Duration::from_secs(JWKS_MAX_STALE_SECS),
                 ..gatehouse_verify::CacheOptions::default()
             },
+            limits: ConnectionLimits::default(),
         }
     }
+}
+
+/// What a client connection may cost the gateway: how long it may take to send a request head,
+/// how long it may stay idle, and how large a request body may be (docs/reliability.md §5).
+/// A slow body is bounded by the route's deadline (`x-google-backend` `deadline`, 15 s by
+/// default), which covers the whole exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A request head must be complete within this long of its first byte (else `408` and
+    /// the connection closes): a client sending its headers a byte at a time cannot hold a
+    /// connection longer. Default 30 s.
+    pub head_timeout: std::time::Duration,
+    /// A keep-alive connection with no request under way for this long is closed. Default
+    /// 300 s (ESPv2's stream idle timeout).
+    pub idle_timeout: std::time::Duration,
+    /// Largest request body in bytes: a larger `Content-Length` is answered `413` before any
+    /// of the body is read; a chunked body is cut with `413` when it passes the limit.
+    /// Default 32 MiB (Cloud Run's limit for HTTP/1 requests).
+    pub max_request_body: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            head_timeout: std::time::Duration::from_secs(30),
+            idle_timeout: std::time::Duration::from_secs(300),
+            max_request_body: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, so a server can hold as
+/// many connections as the system lets it (a common soft limit is 1024). Returns the limit
+/// before and after.
+pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(std::io::Error::from)?;
+    }
+    Ok((soft, soft.max(hard)))
 }
 
 /// The gateway: the active config version, the previous ones, and the shared clients.
@@ -250,15 +294,22 @@ pub async fn serve(
     }
     tokio::pin!(shutdown);
     let mut next = 0;
+    let mut backoff = AcceptBackoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
-                    Ok(x) => x,
+                    Ok(x) => {
+                        backoff.reset();
+                        x
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        // Out of descriptors: give connections a moment to close.
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        if let Some(pause) = backoff.after(&e) {
+                            tokio::select! {
+                                () = tokio::time::sleep(pause) => {}
+                                () = &mut shutdown => break,
+                            }
+                        }
                         continue;
                     }
                 };
@@ -294,6 +345,43 @@ pub async fn serve(
     Ok(())
 }
 
+/// What the acceptor does after a failed `accept`. A connection that failed before it was
+/// accepted (reset, aborted) is skipped at once. Anything else — out of descriptors (`EMFILE`,
+/// `ENFILE`) or memory — will fail again until connections close: the acceptor pauses, 10 ms
+/// doubling to 1 s while it keeps failing, and logs once per run of failures, so a descriptor
+/// exhaustion neither spins a core nor floods the log, and accepting resumes by itself.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    pause: std::time::Duration,
+    failures: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn reset(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "accepting connections again");
+        }
+        *self = Self::default();
+    }
+
+    /// How long to pause after `e` (`None`: retry at once).
+    fn after(&mut self, e: &std::io::Error) -> Option<std::time::Duration> {
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+        if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
+            return None;
+        }
+        if self.failures == 0 {
+            tracing::warn!(error = %e, "accept failed; pausing until connections close");
+        }
+        self.failures += 1;
+        self.pause = (self.pause * 2).clamp(Self::FIRST, Self::MAX);
+        Some(self.pause)
+    }
+}
+
 /// One worker runtime: serves the connections it is handed until the acceptor stops, then
 /// waits (up to 30 s) for them to finish.
 async fn worker(
@@ -322,6 +410,21 @@ async fn worker(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn accept_failures_back_off_to_a_second_and_connection_errors_do_not() {
+        let mut b = super::AcceptBackoff::default();
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let pauses: Vec<u128> = (0..10)
+            .filter_map(|_| b.after(&emfile))
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        let aborted = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        assert_eq!(b.after(&aborted), None);
+        b.reset();
+        assert_eq!(b.after(&emfile).map(|d| d.as_millis()), Some(10));
+    }
+
     #[test]
     fn default_threads_leave_a_core_on_small_machines() {
         let got: Vec<usize> = (0..=9).map(super::default_threads).collect();

@@ -17,12 +17,48 @@ impl From<Error> for ApiError {
 }
 
 impl ApiError {
-    /// A 413 for bodies over the limit.
-    pub fn too_large() -> Self {
-        Self(Error::InvalidArgument(
-            "Request payload size exceeds the limit.".into(),
-        ))
+    /// `413` for a request body over `limit` bytes, in the Firebase body (Google's wording;
+    /// Google's APIs say `INVALID_ARGUMENT`).
+    pub fn too_large(limit: usize) -> Response {
+        let message = format!("Request payload size exceeds the limit: {limit} bytes.");
+        envelope(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid",
+            Some("INVALID_ARGUMENT"),
+            message,
+        )
     }
+
+    /// `408` for a request body that did not arrive in time (the connection closes).
+    pub fn body_timeout() -> Response {
+        let message = "The request body was not received in time.".to_owned();
+        let mut res = envelope(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid",
+            Some("INVALID_ARGUMENT"),
+            message,
+        );
+        res.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        res
+    }
+}
+
+/// The Firebase error body: `{"error":{code,message,errors:[{message,reason,domain}],status}}`.
+fn envelope(
+    status: StatusCode,
+    reason: &str,
+    status_text: Option<&str>,
+    message: String,
+) -> Response {
+    let item = json!({"message": message, "reason": reason, "domain": "global"});
+    let mut error = json!({"code": status.as_u16(), "message": message, "errors": [item]});
+    if let Some(s) = status_text {
+        error["status"] = json!(s);
+    }
+    (status, Json(json!({ "error": error }))).into_response()
 }
 
 impl IntoResponse for ApiError {

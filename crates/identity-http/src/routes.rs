@@ -73,18 +73,27 @@ struct Incoming {
     body: Map<String, Value>,
 }
 
-async fn incoming(req: Request<Body>) -> std::result::Result<Incoming, ApiError> {
+async fn incoming(req: Request<Body>) -> std::result::Result<Incoming, Response> {
     let (parts, body) = req.into_parts();
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
-    let hops = parts
+    let options = parts
         .extensions
         .get::<crate::HttpOptions>()
-        .map_or(0, |o| o.proxy_hops);
-    let creds = Credentials::from_parts(&parts.uri, &parts.headers, peer, hops);
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| ApiError::too_large())?;
-    let body = body_object(&parts.method, &parts.headers, &bytes)?;
+        .copied()
+        .unwrap_or_default();
+    let creds = Credentials::from_parts(&parts.uri, &parts.headers, peer, options.proxy_hops);
+    // A Content-Length over the limit is refused before a byte of the body is read.
+    if axum::body::HttpBody::size_hint(&body).lower() > MAX_BODY as u64 {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    let read = axum::body::to_bytes(body, MAX_BODY);
+    let bytes = match tokio::time::timeout(options.read_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return Err(ApiError::too_large(MAX_BODY)),
+        Err(_) => return Err(ApiError::body_timeout()),
+    };
+    let body = body_object(&parts.method, &parts.headers, &bytes)
+        .map_err(|e| ApiError(e).into_response())?;
     Ok(Incoming {
         creds,
         method: parts.method,

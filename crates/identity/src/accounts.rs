@@ -300,7 +300,7 @@ impl Identity {
             .ok_or_else(|| Error::code("MISSING_PASSWORD"))?;
         self.inner.limits.sign_in(caller.ip)?;
         let account_key = format!("{pid}/{tenant}/{email}");
-        self.inner.limits.account_locked(&account_key)?;
+        self.inner.limits.password_attempt(&account_key)?;
         let privacy = self
             .settings(pid)
             .await
@@ -314,20 +314,19 @@ impl Identity {
             }
         };
 
+        // The attempt counts as a failure unless the password matches.
         let Some(user) = self.first_user_by_email(pid, &tenant, &email).await? else {
             let _ = self.check_password(password, DUMMY_HASH).await?;
-            self.inner.limits.password_failed(&account_key);
             return Err(fail("EMAIL_NOT_FOUND"));
         };
         let Some(stored) = user.password_hash.clone() else {
-            self.inner.limits.password_failed(&account_key);
             return Err(fail("INVALID_PASSWORD"));
         };
         let check = self.check_password(password, &stored).await?;
         if check == Check::Mismatch {
-            self.inner.limits.password_failed(&account_key);
             return Err(fail("INVALID_PASSWORD"));
         }
+        self.inner.limits.password_matched(&account_key);
         if user.disabled {
             return Err(Error::code("USER_DISABLED"));
         }

@@ -79,6 +79,10 @@ fn work(rx: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         match job {
+            // The caller has gone (its client disconnected, or it was cancelled): a flood of
+            // abandoned sign-ins does not keep the threads busy after the clients gave up.
+            Ok(Job::Hash(_, reply)) if reply.is_closed() => {}
+            Ok(Job::Verify(_, _, reply)) if reply.is_closed() => {}
             Ok(Job::Hash(pw, reply)) => {
                 let _ = reply.send(password::hash_with(
                     scratch.get_or_insert_with(Scratch::default),

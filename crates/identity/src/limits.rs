@@ -50,18 +50,15 @@ impl<K: Hash + Eq + Clone> Window<K> {
         entry.0 <= self.limit
     }
 
-    /// Whether the key is currently over its limit, without counting.
-    fn exceeded(&self, key: &K) -> bool {
-        if self.limit == 0 {
-            return false;
-        }
-        let counts = match self.counts.lock() {
+    /// Takes back one event counted by [`Window::hit`].
+    fn undo(&self, key: &K) {
+        let mut counts = match self.counts.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        counts
-            .get(key)
-            .is_some_and(|(n, start)| *n >= self.limit && start.elapsed() < self.period)
+        if let Some(entry) = counts.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
     }
 
     fn shrink(&self) {
@@ -122,17 +119,21 @@ impl Limits {
         }
     }
 
-    /// Refuses sign-in to an account that has had too many recent password failures.
-    pub(crate) fn account_locked(&self, account: &str) -> Result<()> {
-        if self.failed_password.exceeded(&account.to_owned()) {
-            Err(too_many())
-        } else {
+    /// Counts a password attempt on an account as a failure until it succeeds
+    /// ([`Limits::password_matched`]); refuses it once the account has had too many recent
+    /// failures. Counted before the password is checked, so a flood of concurrent guesses
+    /// cannot all pass the check while none has failed yet.
+    pub(crate) fn password_attempt(&self, account: &str) -> Result<()> {
+        if self.failed_password.hit(&account.to_owned()) {
             Ok(())
+        } else {
+            Err(too_many())
         }
     }
 
-    pub(crate) fn password_failed(&self, account: &str) {
-        let _ = self.failed_password.hit(&account.to_owned());
+    /// The attempt counted by [`Limits::password_attempt`] had the right password.
+    pub(crate) fn password_matched(&self, account: &str) {
+        self.failed_password.undo(&account.to_owned());
     }
 
     pub(crate) fn refresh(&self, ip: IpAddr) -> Result<()> {
@@ -181,11 +182,14 @@ mod tests {
     fn windows_count_and_lock() {
         let w = Window::new(2, MINUTE);
         assert!(w.hit(&1));
-        assert!(!w.exceeded(&1));
         assert!(w.hit(&1));
-        assert!(w.exceeded(&1));
         assert!(!w.hit(&1));
         assert!(w.hit(&2));
+        // An undone event frees its place.
+        w.undo(&2);
+        assert!(w.hit(&2));
+        assert!(w.hit(&2));
+        assert!(!w.hit(&2));
         let off = Window::new(0, MINUTE);
         for _ in 0..100 {
             assert!(off.hit(&1));

@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod abusive;
 pub mod adversarial;
 mod browser;
 mod drain;

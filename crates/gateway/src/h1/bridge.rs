@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use super::codec::{ReqBody, write_response};
+use super::codec::{PAYLOAD_TOO_LARGE, ReqBody, too_large, write_response};
 use crate::plan::{self, Plan};
 use crate::upstream::{FailureKind, UpstreamError};
 use crate::{Body, BoxError, Gateway, GatewayError};
@@ -121,13 +121,22 @@ pub(crate) async fn forward_hyper(
         let res = forward(gw, plan, empty, started).await;
         return write_response(stream, out, res, is_head, true).await;
     };
+    let metrics = plan.metrics;
     let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(4);
     let res = {
         let pump = async {
             // Owned here: the body ends when the pump does.
             let tx = tx;
             loop {
-                let data = body.take_data(buf)?;
+                let data = match body.take_data(buf) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        // The backend's body fails too: it must not see a truncated body end
+                        // as if it were complete.
+                        let _ = tx.send(Err(e.to_string().into())).await;
+                        return Err(e);
+                    }
+                };
                 if !data.is_empty() && tx.send(Ok(data)).await.is_err() {
                     return Ok::<_, io::Error>(());
                 }
@@ -151,9 +160,15 @@ pub(crate) async fn forward_hyper(
                 res = &mut call => break res,
                 r = &mut pump, if pumping => {
                     pumping = false;
-                    if r.is_err() {
-                        // The client is gone; the call fails on the broken body.
-                        continue;
+                    match r {
+                        // The body passed the limit: the gateway answers, the call is dropped.
+                        Err(e) if too_large(&e) => {
+                            let e = GatewayError::new(413, PAYLOAD_TOO_LARGE);
+                            break plan::local(metrics, started, e);
+                        }
+                        // The client is gone or its body is malformed; the call fails on the
+                        // broken body.
+                        _ => continue,
                     }
                 }
             }

@@ -33,25 +33,37 @@ pub(crate) enum Framing {
     Close,
 }
 
+/// The gateway's answer to a request body over [`crate::ConnectionLimits::max_request_body`].
+pub(crate) const PAYLOAD_TOO_LARGE: &str = "Payload Too Large";
+
 /// The request body still to come from the client.
 pub(crate) enum ReqBody {
     Length(u64),
-    Chunked(Decoder),
+    /// `allowed`: data bytes the body may still carry before it passes the limit.
+    Chunked {
+        decoder: Decoder,
+        allowed: u64,
+    },
 }
 
 impl ReqBody {
-    pub(crate) fn new(framing: Framing) -> Option<Self> {
+    /// The body a head announces; a chunked one may carry at most `max` data bytes (a
+    /// Content-Length is checked against the limit before the body is read).
+    pub(crate) fn new(framing: Framing, max: u64) -> Option<Self> {
         match framing {
             Framing::Length(0) | Framing::None | Framing::Close => None,
             Framing::Length(n) => Some(Self::Length(n)),
-            Framing::Chunked => Some(Self::Chunked(Decoder::new())),
+            Framing::Chunked => Some(Self::Chunked {
+                decoder: Decoder::new(),
+                allowed: max,
+            }),
         }
     }
 
     pub(crate) fn done(&self) -> bool {
         match self {
             Self::Length(n) => *n == 0,
-            Self::Chunked(d) => d.is_done(),
+            Self::Chunked { decoder, .. } => decoder.is_done(),
         }
     }
 
@@ -63,7 +75,15 @@ impl ReqBody {
                 *left -= n;
                 n as usize
             }
-            Self::Chunked(d) => d.body_len(buf).map_err(invalid)?,
+            Self::Chunked { decoder, allowed } => {
+                let mut at = 0;
+                while at < buf.len() && !decoder.is_done() {
+                    let p = decoder.advance(&buf[at..]).map_err(invalid)?;
+                    count(allowed, p.data.len())?;
+                    at += p.used;
+                }
+                at
+            }
         };
         Ok(buf.split_to(n))
     }
@@ -94,11 +114,12 @@ impl ReqBody {
     pub(crate) fn take_data(&mut self, buf: &mut BytesMut) -> io::Result<Bytes> {
         match self {
             Self::Length(_) => Ok(self.take_raw(buf)?.freeze()),
-            Self::Chunked(d) => {
+            Self::Chunked { decoder, allowed } => {
                 let mut data = BytesMut::new();
                 let mut at = 0;
-                while at < buf.len() && !d.is_done() {
-                    let p = d.advance(&buf[at..]).map_err(invalid)?;
+                while at < buf.len() && !decoder.is_done() {
+                    let p = decoder.advance(&buf[at..]).map_err(invalid)?;
+                    count(allowed, p.data.len())?;
                     data.extend_from_slice(&buf[at..][p.data]);
                     at += p.used;
                 }
@@ -107,6 +128,19 @@ impl ReqBody {
             }
         }
     }
+}
+
+/// Counts `n` data bytes against what a chunked body may still carry.
+fn count(allowed: &mut u64, n: usize) -> io::Result<()> {
+    *allowed = allowed
+        .checked_sub(n as u64)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::FileTooLarge, PAYLOAD_TOO_LARGE))?;
+    Ok(())
+}
+
+/// Whether a body error is the body passing the size limit.
+pub(crate) fn too_large(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::FileTooLarge
 }
 
 pub(crate) fn invalid(e: impl std::fmt::Display) -> io::Error {

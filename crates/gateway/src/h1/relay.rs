@@ -18,14 +18,14 @@ use smallvec::SmallVec;
 
 use super::codec::{
     COALESCE, Framing, MAX_HEAD, MAX_HEADERS, ReqBody, field, invalid, lists, status_line,
-    write_response,
+    too_large, write_response,
 };
 use super::timer::Timer;
 use crate::chunked::Decoder;
 use crate::metrics::OperationMetrics;
 use crate::plan::{self, Plan};
 use crate::upstream::pool::UpConn;
-use crate::upstream::{FailureKind, UpstreamError};
+use crate::upstream::{FailureKind, Side, UpstreamError};
 use crate::{Gateway, GatewayError};
 
 /// One request relayed on the fast path.
@@ -104,7 +104,7 @@ impl Exchange<'_> {
             field(head, b"host", authority.as_bytes());
         }
         match self.body {
-            Some(ReqBody::Chunked(_)) => field(head, b"transfer-encoding", b"chunked"),
+            Some(ReqBody::Chunked { .. }) => field(head, b"transfer-encoding", b"chunked"),
             Some(ReqBody::Length(n)) => field(head, b"content-length", n.to_string().as_bytes()),
             None if plan.headers.contains_key(header::CONTENT_LENGTH) => {
                 field(head, b"content-length", b"0");
@@ -203,7 +203,11 @@ impl Exchange<'_> {
             }
             Outcome::Failed(e) => {
                 let (status, msg) = (e.status(), e.message());
-                if let Some(suppressed) = self.gw.upstream.failure_log.admit() {
+                // A client's own malformed or oversized body is its answer, not a backend
+                // failure to log.
+                if e.side != Side::Client
+                    && let Some(suppressed) = self.gw.upstream.failure_log.admit()
+                {
                     tracing::warn!(
                         operation = op,
                         status,
@@ -254,8 +258,9 @@ impl Exchange<'_> {
             .as_mut()
             .map(|b| b.take_framed(self.client_buf))
             .transpose();
-        let Ok(initial) = first.as_mut() else {
-            return Outcome::Failed(UpstreamError::client(FailureKind::InvalidBody));
+        let initial = match first.as_mut() {
+            Ok(initial) => initial,
+            Err(e) => return Outcome::Failed(UpstreamError::client(body_failure(e))),
         };
         let sent = match initial {
             Some(b) if b.len() <= COALESCE => {
@@ -326,8 +331,11 @@ impl Exchange<'_> {
                 read = self.client.read_buf(self.client_buf), if pumping => match read {
                     Ok(0) | Err(_) => return Outcome::Broken(499),
                     Ok(_) => {
-                        let Some(Ok(chunk)) = self.body.as_mut().map(|b| b.take_framed(self.client_buf)) else {
-                            return Outcome::Broken(400);
+                        let chunk = match self.body.as_mut().map(|b| b.take_framed(self.client_buf)) {
+                            Some(Ok(chunk)) => chunk,
+                            // Nothing has gone to the client yet: the gateway answers.
+                            Some(Err(e)) => return Outcome::Failed(UpstreamError::client(body_failure(&e))),
+                            None => return Outcome::Broken(400),
                         };
                         if let Err(e) = conn.stream.write_all(&chunk).await {
                             let e = UpstreamError::backend(FailureKind::Reset).with_source(e);
@@ -445,6 +453,15 @@ impl Exchange<'_> {
             client_keep,
             backend_keep,
         })
+    }
+}
+
+/// The failure for a request body the gateway cannot relay.
+fn body_failure(e: &io::Error) -> FailureKind {
+    if too_large(e) {
+        FailureKind::BodyTooLarge
+    } else {
+        FailureKind::InvalidBody
     }
 }
 

@@ -16,17 +16,15 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::bridge;
-use super::codec::{MAX_HEAD, ReqBody, ReqHead, parse_request, write_response};
+use super::codec::{
+    Framing, MAX_HEAD, PAYLOAD_TOO_LARGE, ReqBody, ReqHead, parse_request, write_response,
+};
 use super::relay::Exchange;
 use super::timer::Timer;
 use crate::config::Protocol;
 use crate::upstream::pool::UpConn;
-use crate::{Gateway, GatewayError, plan};
+use crate::{ConnectionLimits, Gateway, GatewayError, plan};
 
-/// A keep-alive connection with no request for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// A request head must arrive completely within this long once it has started.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 // One value per request, moved once: boxing it would cost an allocation per request.
@@ -57,8 +55,10 @@ async fn read_request(
     shutdown: &mut watch::Receiver<bool>,
     idle: &mut Timer,
     first: bool,
+    limits: &ConnectionLimits,
 ) -> Incoming {
     let mut deadline = None;
+    let mut readable = false;
     loop {
         if !buf.is_empty() {
             match parse_request(buf) {
@@ -70,7 +70,7 @@ async fn read_request(
                 Err(_) if first && buf.starts_with(H2_PREFACE) => return Incoming::H2,
                 Err((status, msg)) => return Incoming::Reject(status, msg),
             }
-            deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + limits.head_timeout);
         }
         if buf.is_empty() && stopping(shutdown) {
             if buf.capacity() - buf.len() < 1024 {
@@ -81,22 +81,34 @@ async fn read_request(
                 _ => return Incoming::Done,
             }
         }
-        let wait = deadline.unwrap_or_else(|| tokio::time::Instant::now() + IDLE_TIMEOUT);
-        if buf.capacity() - buf.len() < 1024 {
+        let wait = deadline.unwrap_or_else(|| tokio::time::Instant::now() + limits.idle_timeout);
+        // A connection that has sent nothing yet has no buffer: an idle connection costs its
+        // task and socket only, and the buffer is allocated once the first bytes are there.
+        let unbuffered = buf.capacity() == 0 && !readable;
+        if !unbuffered && buf.capacity() - buf.len() < 1024 {
             buf.reserve(8 * 1024);
         }
+        let empty = buf.is_empty();
+        let read = async {
+            if unbuffered {
+                stream.readable().await.map(|()| None)
+            } else {
+                stream.read_buf(buf).await.map(Some)
+            }
+        };
         tokio::select! {
-            read = stream.read_buf(buf) => match read {
-                Ok(0) | Err(_) => return Incoming::Done,
-                Ok(_) => {}
+            read = read => match read {
+                Ok(Some(0)) | Err(_) => return Incoming::Done,
+                Ok(Some(_)) => {}
+                Ok(None) => readable = true,
             },
-            changed = shutdown.changed(), if buf.is_empty() => {
+            changed = shutdown.changed(), if empty => {
                 if changed.is_err() {
                     return Incoming::Done;
                 }
             }
             () = idle.until(wait) => {
-                return if buf.is_empty() {
+                return if empty {
                     Incoming::Done
                 } else {
                     Incoming::Reject(408, "Request Timeout")
@@ -113,17 +125,28 @@ pub(crate) async fn serve_connection(
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    let mut out = Vec::with_capacity(4 * 1024);
-    let mut upstream_head = Vec::with_capacity(1024);
+    // Allocated when first needed (see `read_request`).
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut upstream_head = Vec::new();
+    let limits = gw.options.limits;
     let mut backend: Option<UpConn> = None;
     let mut idle = Timer::new();
     let mut deadline = Timer::new();
     let mut first = true;
+    // The connection ends with a request body the gateway did not read.
+    let mut unread_body = false;
     let peer_header = plan::peer_header(peer.ip());
     loop {
-        let head = match read_request(&mut stream, &mut buf, &mut shutdown, &mut idle, first).await
-        {
+        let read = read_request(
+            &mut stream,
+            &mut buf,
+            &mut shutdown,
+            &mut idle,
+            first,
+            &limits,
+        );
+        let head = match read.await {
             Incoming::Request(h) => h,
             Incoming::H2 => {
                 if let Some(b) = backend.take() {
@@ -145,9 +168,19 @@ pub(crate) async fn serve_connection(
             framing,
             keep_alive,
         } = head;
+        if let Framing::Length(n) = framing
+            && n > limits.max_request_body
+        {
+            // Refused before a byte of the body is read; the connection closes, so the body
+            // is never read at all.
+            let res = GatewayError::new(413, PAYLOAD_TOO_LARGE).into_response();
+            let _ = write_response(&mut stream, &mut out, res, false, false).await;
+            unread_body = true;
+            break;
+        }
         let started = Instant::now();
         let is_head = parts.method == Method::HEAD;
-        let mut body = ReqBody::new(framing);
+        let mut body = ReqBody::new(framing, limits.max_request_body);
         let loaded = gw.active();
         let keep = match plan::plan(&gw, &loaded, &mut parts, &peer_header, started).await {
             Err(res) => {
@@ -156,6 +189,7 @@ pub(crate) async fn serve_connection(
                 let mut keep = keep_alive && !stopping(&shutdown);
                 if let Some(b) = &mut body {
                     keep &= b.take_raw(&mut buf).is_ok() && b.done();
+                    unread_body = !b.done();
                 }
                 write_response(&mut stream, &mut out, res, is_head, keep)
                     .await
@@ -178,7 +212,9 @@ pub(crate) async fn serve_connection(
                             && !stopping(&shutdown),
                         started,
                     };
-                    x.run(plan, &mut backend, &mut deadline).await
+                    let keep = x.run(plan, &mut backend, &mut deadline).await;
+                    unread_body = body.as_ref().is_some_and(|b| !b.done());
+                    keep
                 } else {
                     bridge::forward_hyper(
                         &gw,
@@ -207,4 +243,30 @@ pub(crate) async fn serve_connection(
         gw.upstream.raw.release(b);
     }
     let _ = stream.shutdown().await;
+    if unread_body {
+        discard_until_closed(&mut stream, &mut buf).await;
+    }
+}
+
+/// How long, and how many bytes, a connection closed with a request body unread is still read
+/// (and dropped) after the gateway's answer.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// After the answer to a request whose body the gateway will not read (a `413`, or an answer
+/// given before the body arrived): closing with unread bytes would make the kernel reset the
+/// connection, and the reset can reach the client before it has read the answer. So the write
+/// side is closed and what the client still sends is read into the connection's buffer and
+/// dropped, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]: memory stays one buffer.
+async fn discard_until_closed(stream: &mut TcpStream, buf: &mut BytesMut) {
+    let until = tokio::time::Instant::now() + LINGER_TIME;
+    let mut read = 0;
+    while read < LINGER_BYTES {
+        buf.clear();
+        buf.reserve(8 * 1024);
+        match tokio::time::timeout_at(until, stream.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => return,
+        }
+    }
 }

@@ -164,6 +164,8 @@ pub(crate) enum FailureKind {
     Protocol,
     /// The client's chunked request body is malformed.
     InvalidBody,
+    /// The client's chunked request body passed the size limit.
+    BodyTooLarge,
     /// The translated request target cannot be sent.
     BadTarget,
 }
@@ -227,6 +229,7 @@ impl UpstreamError {
         match self.kind {
             FailureKind::Timeout => 504,
             FailureKind::InvalidBody | FailureKind::BadTarget => 400,
+            FailureKind::BodyTooLarge => 413,
             FailureKind::Connect | FailureKind::Reset | FailureKind::Protocol => 503,
         }
     }
@@ -239,6 +242,7 @@ impl UpstreamError {
             FailureKind::Reset => UPSTREAM_RESET,
             FailureKind::Protocol => UPSTREAM_PROTOCOL,
             FailureKind::InvalidBody => "Bad Request: invalid chunked body",
+            FailureKind::BodyTooLarge => crate::h1::codec::PAYLOAD_TOO_LARGE,
             FailureKind::BadTarget => "Bad request path",
         }
     }

@@ -29,6 +29,8 @@ pub struct Builder {
     pub database_url: Option<String>,
     pub rotation_secs: i64,
     pub proxy_hops: usize,
+    /// `HttpOptions::read_timeout` (`None`: its default).
+    pub read_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Builder {
@@ -40,6 +42,7 @@ impl Default for Builder {
             database_url: None,
             rotation_secs: 21_600,
             proxy_hops: 0,
+            read_timeout: None,
         }
     }
 }
@@ -82,10 +85,17 @@ impl Builder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let proxy_hops = self.proxy_hops;
+        let read_timeout = self.read_timeout;
         let (identity, clock, dir) = self.build(&format!("http://{addr}")).await;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = identity.clone();
-        let options = gatehouse_identity_http::HttpOptions { proxy_hops };
+        let mut options = gatehouse_identity_http::HttpOptions {
+            proxy_hops,
+            ..Default::default()
+        };
+        if let Some(t) = read_timeout {
+            options.read_timeout = t;
+        }
         tokio::spawn(async move {
             gatehouse_identity_http::serve_with(served, options, listener, async move {
                 let _ = rx.await;
